@@ -1,0 +1,98 @@
+"""Service quotas and their overrides: the one home of every limit the planner and the submitter respect.
+
+Defaults are the service-quotas table for base models; every value can be overridden globally and per model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from bedrock_batch.errors import ConfigError
+
+BelowMinimumPolicy = Literal["fail", "on_demand"]
+
+GB = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class QuotaConfig:
+    """Limits of one model's batch inference in one account and region.
+
+    :param min_records_per_job: records a job must have at least (service: 100, not adjustable).
+    :param max_records_per_job: records a job may have at most (service: 50,000, adjustable).
+    :param max_records_per_file: records one input file may have at most (service: 50,000, adjustable).
+    :param max_file_bytes: size of one input file at most (service: 1 GB).
+    :param max_job_bytes: size of all of a job's input files at most (service: 5 GB; Nova Pro 100 GB).
+    :param max_concurrent_jobs: Submitted + Validating + Scheduled + InProgress jobs per model (service: 20).
+    :param max_record_bytes: size of one JSONL record line at most; larger records are quarantined.
+    :param below_minimum: what to do with records that cannot form a job of the minimum size:
+        ``fail`` raises :class:`~bedrock_batch.errors.BelowMinimumError`, ``on_demand`` routes them to
+        the on-demand (InvokeModel/Converse) fallback.
+    """
+
+    min_records_per_job: int = 100
+    max_records_per_job: int = 50_000
+    max_records_per_file: int = 50_000
+    max_file_bytes: int = 1 * GB
+    max_job_bytes: int = 5 * GB
+    max_concurrent_jobs: int = 20
+    max_record_bytes: int = 1 * GB
+    below_minimum: BelowMinimumPolicy = "fail"
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "below_minimum":
+                if value not in ("fail", "on_demand"):
+                    raise ConfigError(f"below_minimum must be 'fail' or 'on_demand', got {value!r}")
+            elif not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"quota {f.name} must be a positive integer, got {value!r}")
+        if self.min_records_per_job > self.max_records_per_job:
+            raise ConfigError(
+                f"min_records_per_job ({self.min_records_per_job}) exceeds max_records_per_job "
+                f"({self.max_records_per_job}); no job could satisfy both"
+            )
+        if self.max_record_bytes > self.max_file_bytes:
+            raise ConfigError(
+                f"max_record_bytes ({self.max_record_bytes}) exceeds max_file_bytes ({self.max_file_bytes})"
+            )
+
+    def replace(self, **overrides: Any) -> QuotaConfig:
+        """Return a copy with ``overrides`` applied; unknown names raise :class:`ConfigError`."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ConfigError(f"unknown quota setting(s) {unknown}; known: {sorted(known)}")
+        return dataclasses.replace(self, **overrides)
+
+
+@dataclass(frozen=True)
+class QuotaSettings:
+    """Global quota defaults plus per-model overrides.
+
+    :param default: limits used for every model without an override.
+    :param per_model: model id (or inference-profile id) → overrides applied on top of ``default``.
+    """
+
+    default: QuotaConfig = field(default_factory=QuotaConfig)
+    per_model: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def for_model(self, model_id: str) -> QuotaConfig:
+        """Limits for ``model_id``: the default with that model's overrides applied."""
+        overrides = self.per_model.get(model_id)
+        return self.default.replace(**overrides) if overrides else self.default
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any] | None) -> QuotaSettings:
+        """Build from configuration such as ``{"max_concurrent_jobs": 3, "per_model": {"id": {...}}}``."""
+        raw = dict(raw or {})
+        per_model = raw.pop("per_model", {}) or {}
+        if not isinstance(per_model, Mapping):
+            raise ConfigError("quotas.per_model must map model ids to quota overrides")
+        settings = cls(default=QuotaConfig().replace(**raw), per_model=dict(per_model))
+        for model_id in settings.per_model:
+            settings.for_model(model_id)  # fail fast on a bad override
+        return settings

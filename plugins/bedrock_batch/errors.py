@@ -1,0 +1,45 @@
+"""Exception types raised by the library.
+
+Every message says what was wrong and what the data engineer can change to fix it.
+"""
+
+from __future__ import annotations
+
+
+class BedrockBatchError(Exception):
+    """Base class of every error this library raises on purpose."""
+
+
+class ConfigError(BedrockBatchError):
+    """A configuration value is missing, malformed or contradicts a service limit."""
+
+
+class UnknownModelError(ConfigError):
+    """The model id does not map to a supported model family."""
+
+
+class SourceError(BedrockBatchError):
+    """A source cannot be read at all (missing path, unreadable object, unsupported format).
+
+    Problems with single rows never raise: they are quarantined with a reason code.
+    """
+
+
+class TemplateError(BedrockBatchError):
+    """A prompt template is missing or malformed."""
+
+
+class PlanError(BedrockBatchError):
+    """No shard plan can satisfy the service quotas for these records."""
+
+
+class BelowMinimumError(PlanError):
+    """Fewer records than the service minimum per job, and the on-demand fallback is off."""
+
+
+class OutputFormatError(BedrockBatchError):
+    """A job's output or manifest does not have the documented layout."""
+
+
+class JobFailedError(BedrockBatchError):
+    """A model invocation job ended Failed (or, in strict mode, not Completed)."""
