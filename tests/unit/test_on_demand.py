@@ -1,0 +1,84 @@
+"""On-demand fallback: batch-output-format lines, retries of transient errors, rate limiting."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from bedrock_batch.on_demand import InvocationError, OnDemandStats, RateLimiter, invoke_records
+
+
+def lines(n: int) -> list[bytes]:
+    return [
+        orjson.dumps({"recordId": f"REC{i:08d}", "modelInput": {"prompt": f"p{i}"}}) + b"\n" for i in range(n)
+    ]
+
+
+class ScriptedRuntime:
+    """Stands in for the remote runtime: answers each record per a script of failures."""
+
+    def __init__(self, failures: dict[str, list[str]] | None = None) -> None:
+        self.failures = failures or {}
+        self.calls: list[str] = []
+
+    def __call__(self, body):
+        prompt = body["prompt"]
+        self.calls.append(prompt)
+        pending = self.failures.get(prompt)
+        if pending:
+            raise InvocationError(pending.pop(0), "scripted failure")
+        return {"generation": f"answer to {prompt}", "prompt_token_count": 3, "generation_token_count": 4}
+
+
+class TestInvokeRecords:
+    def test_success_lines_have_batch_output_shape(self):
+        out = [orjson.loads(x) for x in invoke_records(lines(3), ScriptedRuntime(), requests_per_second=0)]
+        assert [o["recordId"] for o in out] == ["REC00000000", "REC00000001", "REC00000002"]
+        assert out[1]["modelOutput"]["generation"] == "answer to p1"
+        assert out[1]["modelInput"] == {"prompt": "p1"}
+        assert all("error" not in o for o in out)
+
+    def test_throttling_is_retried_until_success(self):
+        runtime = ScriptedRuntime({"p0": ["ThrottlingException", "ServiceUnavailableException"]})
+        stats = OnDemandStats()
+        out = [
+            orjson.loads(x)
+            for x in invoke_records(lines(1), runtime, requests_per_second=0, backoff_seconds=0, stats=stats)
+        ]
+        assert "modelOutput" in out[0]
+        assert runtime.calls == ["p0", "p0", "p0"]
+        assert (stats.records, stats.succeeded, stats.failed, stats.retries) == (1, 1, 0, 2)
+
+    def test_validation_error_is_not_retried_and_keeps_its_code(self):
+        runtime = ScriptedRuntime({"p1": ["ValidationException"]})
+        out = [orjson.loads(x) for x in invoke_records(lines(2), runtime, requests_per_second=0)]
+        assert out[1]["error"] == {"errorCode": 400, "errorMessage": "scripted failure"}
+        assert runtime.calls == ["p0", "p1"]
+
+    def test_retries_give_up_after_max_attempts_with_429(self):
+        runtime = ScriptedRuntime({"p0": ["ThrottlingException"] * 10})
+        out = [
+            orjson.loads(x)
+            for x in invoke_records(
+                lines(1), runtime, requests_per_second=0, max_attempts=3, backoff_seconds=0
+            )
+        ]
+        assert out[0]["error"]["errorCode"] == 429
+        assert len(runtime.calls) == 3
+
+    def test_blank_lines_are_ignored(self):
+        out = list(invoke_records([b"\n", *lines(1), b"  \n"], ScriptedRuntime(), requests_per_second=0))
+        assert len(out) == 1
+
+
+class TestRateLimiter:
+    def test_spaces_calls_by_interval(self, monkeypatch: pytest.MonkeyPatch):
+        now = [100.0]
+        slept: list[float] = []
+        monkeypatch.setattr("bedrock_batch.on_demand.time.sleep", slept.append)
+        limiter = RateLimiter(4.0, clock=lambda: now[0])
+        limiter.wait()
+        limiter.wait()
+        now[0] += 0.1
+        limiter.wait()
+        assert slept == pytest.approx([0.25, 0.4])
