@@ -1,0 +1,93 @@
+"""Daily call-summary KPIs for analysts, computed from one partition of the results table.
+
+Calls, outcome counts, sentiment mix, resolution rate, top topics, average tokens and cost per call.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from decimal import Decimal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from bedrock_batch.cost import PriceTable, estimate_cost
+
+TOP_TOPICS = 5
+
+KPI_SCHEMA = pa.schema(
+    [
+        pa.field("ds", pa.string()),
+        pa.field("calls", pa.int64()),
+        pa.field("succeeded", pa.int64()),
+        pa.field("failed", pa.int64()),
+        pa.field("quarantined", pa.int64()),
+        pa.field("sentiment_positive", pa.float64()),
+        pa.field("sentiment_neutral", pa.float64()),
+        pa.field("sentiment_negative", pa.float64()),
+        pa.field("resolution_rate", pa.float64()),
+        pa.field("escalation_rate", pa.float64()),
+        pa.field(
+            "top_topics", pa.list_(pa.struct([pa.field("topic", pa.string()), pa.field("calls", pa.int64())]))
+        ),
+        pa.field("avg_input_tokens", pa.float64()),
+        pa.field("avg_output_tokens", pa.float64()),
+        pa.field("avg_cost_usd", pa.float64()),
+    ]
+)
+
+
+def _share(counts: Counter[str], key: str, total: int) -> float | None:
+    return counts[key] / total if total else None
+
+
+def daily_kpis(results: pa.Table, ds: str, prices: PriceTable | None = None) -> pa.Table:
+    """One KPI row for the day ``ds`` from its results rows.
+
+    Shares are over calls with a valid value for that field; averages are over succeeded calls. The cost is
+    None (unknown) when any model in the partition has no price, never 0.
+
+    :param results: the day's rows of the ``call_summaries`` table.
+    :param ds: the day, ``YYYY-MM-DD``.
+    :param prices: price table; the one under ``include/pricing`` when None.
+    """
+    status = Counter(results.column("status").to_pylist())
+    ok = results.filter(pc.equal(results.column("status"), "succeeded"))
+    succeeded = ok.num_rows
+
+    sentiments = Counter(s for s in ok.column("sentiment").to_pylist() if s)
+    rated = sum(sentiments.values())
+    resolutions = Counter(r for r in ok.column("resolution").to_pylist() if r)
+    resolved_total = sum(resolutions.values())
+    topics = Counter(t.strip().lower() for t in ok.column("primary_topic").to_pylist() if t)
+
+    input_tokens = pc.sum(ok.column("input_tokens")).as_py() or 0
+    output_tokens = pc.sum(ok.column("output_tokens")).as_py() or 0
+    cost: Decimal | None = Decimal(0)
+    grouped = ok.group_by("model_id").aggregate([("input_tokens", "sum"), ("output_tokens", "sum")])
+    for model_id, model_in, model_out in zip(
+        grouped.column("model_id").to_pylist(),
+        grouped.column("input_tokens_sum").to_pylist(),
+        grouped.column("output_tokens_sum").to_pylist(),
+        strict=True,
+    ):
+        model_cost = estimate_cost(model_id, model_in or 0, model_out or 0, prices=prices)
+        cost = None if model_cost is None or cost is None else cost + model_cost
+
+    row = {
+        "ds": ds,
+        "calls": results.num_rows,
+        "succeeded": succeeded,
+        "failed": status["failed"],
+        "quarantined": status["quarantined"],
+        "sentiment_positive": _share(sentiments, "positive", rated),
+        "sentiment_neutral": _share(sentiments, "neutral", rated),
+        "sentiment_negative": _share(sentiments, "negative", rated),
+        "resolution_rate": _share(resolutions, "resolved", resolved_total),
+        "escalation_rate": _share(resolutions, "escalated", resolved_total),
+        "top_topics": [{"topic": t, "calls": n} for t, n in topics.most_common(TOP_TOPICS)],
+        "avg_input_tokens": input_tokens / succeeded if succeeded else None,
+        "avg_output_tokens": output_tokens / succeeded if succeeded else None,
+        "avg_cost_usd": float(cost / succeeded) if cost is not None and succeeded else None,
+    }
+    return pa.Table.from_pylist([row], schema=KPI_SCHEMA)
