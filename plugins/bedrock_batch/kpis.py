@@ -71,7 +71,7 @@ def daily_kpis(results: pa.Table, ds: str, prices: PriceTable | None = None) -> 
         grouped.column("output_tokens_sum").to_pylist(),
         strict=True,
     ):
-        model_cost = estimate_cost(model_id, model_in or 0, model_out or 0, prices=prices)
+        model_cost = estimate_cost(model_id, model_in, model_out, prices=prices)
         cost = None if model_cost is None or cost is None else cost + model_cost
 
     row = {

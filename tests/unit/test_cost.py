@@ -1,0 +1,136 @@
+"""Cost estimates from the price table in include/pricing/."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from bedrock_batch.cost import (
+    BATCH_DISCOUNT,
+    DEFAULT_PRICE_FILE,
+    ModelPrice,
+    PriceTable,
+    PriceTableError,
+    estimate_cost,
+    load_price_table,
+    parse_price_table,
+)
+
+HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
+TABLE = PriceTable(
+    models={
+        "anthropic.claude-3-haiku": ModelPrice(Decimal("0.00025"), Decimal("0.00125")),
+        "anthropic.claude-opus-4": ModelPrice(Decimal("0.015"), Decimal("0.075")),
+        "anthropic.claude-opus-4-5": ModelPrice(Decimal("0.005"), Decimal("0.025")),
+    }
+)
+
+
+class TestEstimateCost:
+    def test_batch_is_half_of_on_demand(self) -> None:
+        on_demand = estimate_cost(HAIKU, 1_000_000, 100_000, batch=False, prices=TABLE)
+        assert on_demand == Decimal("0.375")  # 1,000 x 0.00025 + 100 x 0.00125
+        assert estimate_cost(HAIKU, 1_000_000, 100_000, prices=TABLE) == Decimal("0.1875")
+        assert Decimal("0.5") == BATCH_DISCOUNT
+
+    def test_exact_decimal_arithmetic(self) -> None:
+        assert estimate_cost(HAIKU, 3, 7, batch=False, prices=TABLE) == Decimal("0.0000095")
+
+    @pytest.mark.parametrize(
+        "model_id",
+        [
+            "us.anthropic.claude-3-haiku-20240307-v1:0",
+            "global.anthropic.claude-3-haiku-20240307-v1:0",
+            "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-3-haiku-20240307-v1:0",
+            "arn:aws:bedrock:us-east-1:123456789012:inference-profile/eu.anthropic.claude-3-haiku-20240307-v1:0",
+        ],
+    )
+    def test_profile_ids_and_arns_cost_like_the_base_model(self, model_id: str) -> None:
+        assert estimate_cost(model_id, 1000, 1000, prices=TABLE) == Decimal("0.00075")
+
+    def test_longest_prefix_wins(self) -> None:
+        opus_4_5 = "anthropic.claude-opus-4-5-20251101-v1:0"
+        opus_4_1 = "anthropic.claude-opus-4-1-20250805-v1:0"
+        assert estimate_cost(opus_4_5, 1000, 0, batch=False, prices=TABLE) == Decimal("0.005")
+        assert estimate_cost(opus_4_1, 1000, 0, batch=False, prices=TABLE) == Decimal("0.015")
+
+    @pytest.mark.parametrize(
+        "model_id",
+        [
+            "mistral.mistral-large-2407-v1:0",
+            "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/x",
+        ],
+    )
+    def test_unknown_price_is_none_not_zero(self, model_id: str) -> None:
+        assert estimate_cost(model_id, 1000, 1000, prices=TABLE) is None
+
+    def test_unknown_token_count_is_none(self) -> None:
+        assert estimate_cost(HAIKU, None, 10, prices=TABLE) is None
+        assert estimate_cost(HAIKU, 10, None, prices=TABLE) is None
+
+    def test_zero_tokens_cost_zero(self) -> None:
+        assert estimate_cost(HAIKU, 0, 0, prices=TABLE) == 0
+
+    def test_negative_tokens_are_refused(self) -> None:
+        with pytest.raises(ValueError, match="negative"):
+            estimate_cost(HAIKU, -1, 0, prices=TABLE)
+
+    def test_default_table_is_used_without_prices(self) -> None:
+        assert estimate_cost(HAIKU, 1_000_000, 0) == Decimal("0.125")
+
+
+class TestLoadPriceTable:
+    def test_default_file_lives_in_include(self) -> None:
+        assert DEFAULT_PRICE_FILE.parts[-3:] == ("include", "pricing", "bedrock_batch_prices.json")
+        assert DEFAULT_PRICE_FILE.is_file()
+
+    def test_default_file_has_source_date_and_every_family(self) -> None:
+        table = load_price_table()
+        assert table.source.startswith("https://aws.amazon.com/bedrock/pricing")
+        assert table.prices_as_of
+        for model_id in (
+            "anthropic.claude-3-5-haiku-20241022-v1:0",
+            "amazon.nova-lite-v1:0",
+            "meta.llama3-1-8b-instruct-v1:0",
+            "amazon.titan-text-express-v1",
+        ):
+            assert table.price_for(model_id) is not None, model_id
+
+    def test_default_file_keeps_prices_exact(self) -> None:
+        assert load_price_table().price_for(HAIKU) == ModelPrice(Decimal("0.00025"), Decimal("0.00125"))
+
+    def test_explicit_path(self, tmp_path: Path) -> None:
+        path = tmp_path / "prices.json"
+        path.write_text(json.dumps({"source": "test", "models": {"meta.llama3": {"input": 1, "output": 2}}}))
+        table = load_price_table(path)
+        assert table.source == "test"
+        assert table.price_for("meta.llama3-8b-instruct-v1:0") == ModelPrice(Decimal(1), Decimal(2))
+
+    def test_missing_file(self, tmp_path: Path) -> None:
+        with pytest.raises(PriceTableError, match="does not exist"):
+            load_price_table(tmp_path / "absent.json")
+
+    def test_not_json(self, tmp_path: Path) -> None:
+        path = tmp_path / "prices.json"
+        path.write_text("{not json")
+        with pytest.raises(PriceTableError, match="JSON"):
+            load_price_table(path)
+
+
+class TestParsePriceTable:
+    @pytest.mark.parametrize(
+        ("data", "match"),
+        [
+            ({}, "'models'"),
+            ({"models": {"x": {"input": 1}}}, "'input' and 'output'"),
+            ({"models": {"x": {"input": -1, "output": 1}}}, "non-negative"),
+            ({"models": {"x": {"input": "cheap", "output": 1}}}, "number"),
+            ({"models": {"x": {"input": True, "output": 1}}}, "number"),
+        ],
+    )
+    def test_malformed(self, data: dict[str, object], match: str) -> None:
+        with pytest.raises(PriceTableError, match=match):
+            parse_price_table(data)
