@@ -57,6 +57,7 @@ OUTPUT_SCHEMA = pa.schema(
         pa.field("error_code", pa.string()),
         pa.field("error_message", pa.string()),
         pa.field("retryable", pa.bool_(), nullable=False),
+        pa.field("job_arn", pa.string()),
     ]
 )
 """One row per output line, never the prompt (``modelInput`` is dropped).
@@ -71,6 +72,8 @@ OUTPUT_SCHEMA = pa.schema(
   null on success.
 - ``error_message``: Bedrock's ``errorMessage`` or this module's explanation; null on success.
 - ``retryable``: whether resubmitting the record may succeed (see :func:`classify_error`); false on success.
+- ``job_arn``: the job whose output held the line (the on-demand fallback's label for its lines); null for
+  records in no output.
 """
 
 OUTPUT_COLUMNS = tuple(OUTPUT_SCHEMA.names)
@@ -201,14 +204,17 @@ def parse_output_line(line: bytes, family: ModelFamily) -> OutputRecord:
     )
 
 
-def _to_batch(rows: list[OutputRecord]) -> pa.RecordBatch:
+def _to_batch(rows: list[OutputRecord], job_arn: str | None) -> pa.RecordBatch:
     columns = zip(*rows, strict=True)
-    arrays = [pa.array(column, type=field.type) for column, field in zip(columns, OUTPUT_SCHEMA, strict=True)]
+    arrays = [
+        pa.array(column, type=field.type) for column, field in zip(columns, OUTPUT_SCHEMA, strict=False)
+    ]
+    arrays.append(pa.array([job_arn] * len(rows), type=pa.string()))
     return pa.RecordBatch.from_arrays(arrays, schema=OUTPUT_SCHEMA)
 
 
 def iter_output_batches(
-    lines: Iterable[bytes], family: ModelFamily, *, batch_size: int = 8192
+    lines: Iterable[bytes], family: ModelFamily, *, batch_size: int = 8192, job_arn: str | None = None
 ) -> Iterator[pa.RecordBatch]:
     """Parse output lines into record batches of :data:`OUTPUT_SCHEMA`, in constant memory.
 
@@ -218,6 +224,7 @@ def iter_output_batches(
         with a large buffer (``buffering=1 << 20``) reads the long lines much faster than the default.
     :param family: the model family of the job.
     :param batch_size: rows per record batch.
+    :param job_arn: the job the lines come from, stored in every row's ``job_arn``.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -229,10 +236,10 @@ def iter_output_batches(
             continue
         rows.append(record)
         if len(rows) == batch_size:
-            yield _to_batch(rows)
+            yield _to_batch(rows, job_arn)
             rows = []
     if rows:
-        yield _to_batch(rows)
+        yield _to_batch(rows, job_arn)
 
 
 def _count(value: Any) -> int | None:

@@ -271,6 +271,16 @@ class TestIterOutputBatches:
     def test_empty_input(self) -> None:
         assert list(iter_output_batches([], ANTHROPIC)) == []
 
+    def test_rows_carry_the_job_they_came_from(self) -> None:
+        lines = [success_line("rec00000001"), error_line("rec00000002", 500)]
+        table = pa.Table.from_batches(list(iter_output_batches(lines, ANTHROPIC, job_arn="arn:job/1")))
+        assert table["job_arn"].to_pylist() == ["arn:job/1", "arn:job/1"]
+
+    def test_missing_records_have_no_job(self) -> None:
+        index = index_table(["a", "b"])
+        table = join_results(index, list(iter_output_batches([success_line("a")], ANTHROPIC, job_arn="j")))
+        assert table["job_arn"].to_pylist() == ["j", None]
+
     def test_invalid_batch_size(self) -> None:
         with pytest.raises(ValueError, match="batch_size"):
             list(iter_output_batches([success_line("rec00000001")], ANTHROPIC, batch_size=0))
@@ -284,7 +294,7 @@ class TestJoinResults:
         assert table.column_names == [
             *("record_id", "source_key", "source_position", "ordinal", "agent", "tags"),
             *("status", "text", "input_tokens", "output_tokens", "stop_reason"),
-            *("error_code", "error_message", "retryable"),
+            *("error_code", "error_message", "retryable", "job_arn"),
         ]
         assert table["record_id"].to_pylist() == ["a", "b", "c"]
         assert table["agent"].to_pylist() == ["Ann", "Bob", "Cy"]
