@@ -1,0 +1,250 @@
+"""Airflow hook for Bedrock batch inference: the four model invocation job operations, sync and async.
+
+Also hands out S3 and bedrock-runtime clients built from the same connection (per-service endpoints included).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from functools import cached_property
+from typing import Any
+
+from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from bedrock_batch.jobs import ACTIVE_STATUSES, TERMINAL_STATUSES, model_matches
+
+# Errors that say "try again later", not "this will never work". Repeating a create after them is safe
+# too: it carries a deterministic clientRequestToken.
+TRANSIENT_ERRORS = frozenset(
+    {
+        "ThrottlingException",
+        "TooManyRequestsException",
+        "InternalServerException",
+        "ServiceUnavailableException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+# Temporary credentials ran out during a long wait: a new client picks up fresh ones.
+EXPIRED_CREDENTIAL_ERRORS = frozenset({"ExpiredToken", "ExpiredTokenException", "RequestExpired"})
+
+
+def error_code(error: ClientError) -> str:
+    """The AWS error code of a botocore ``ClientError`` (``""`` when the response carries none)."""
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether ``error`` means "try again later": throttling, a server error, a dropped connection."""
+    if isinstance(error, ClientError):
+        return error_code(error) in TRANSIENT_ERRORS
+    return isinstance(error, BotoConnectionError | HTTPClientError)
+
+
+def describe_error(error: BaseException) -> str:
+    """A short name for a transient error, for one log line (the error code, or the exception class)."""
+    return error_code(error) if isinstance(error, ClientError) else type(error).__name__
+
+
+def _without_metadata(response: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in response.items() if key != "ResponseMetadata"}
+
+
+class BedrockBatchHook(AwsBaseHook):
+    """Interact with Amazon Bedrock model invocation (batch inference) jobs.
+
+    Thin wrapper around :external+boto3:py:class:`boto3.client("bedrock") <Bedrock.Client>`. Endpoints
+    come from the connection: ``{"service_config": {"bedrock": {"endpoint_url": ...}, "s3": {...}}}``
+    applies to the sync client, the async (aiobotocore) client and the S3 / runtime clients alike.
+
+    Additional arguments (such as ``aws_conn_id``, ``region_name``, ``verify``, ``config``) are passed
+    down to :class:`~airflow.providers.amazon.aws.hooks.base_aws.AwsBaseHook`.
+    """
+
+    client_type = "bedrock"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["client_type"] = self.client_type
+        super().__init__(*args, **kwargs)
+
+    # --- clients of other services from the same connection -------------------------------------------
+
+    def client_for(self, service_name: str) -> Any:
+        """A boto3 client of ``service_name`` with this connection's credentials, region and endpoint.
+
+        ``AwsBaseHook.get_client_type`` always builds the hook's own service (its first argument is the
+        region), so other services are built here the same way it builds its own.
+
+        :param service_name: a boto3 service name such as ``s3`` or ``bedrock-runtime``.
+        """
+        session = self.get_session(region_name=self.region_name)
+        return session.client(
+            service_name=service_name,
+            endpoint_url=self.conn_config.get_service_endpoint_url(service_name=service_name),
+            config=self._get_config(),
+            verify=self.verify,
+        )
+
+    @cached_property
+    def s3_client(self) -> Any:
+        """boto3 S3 client of this connection (honors ``service_config.s3.endpoint_url``)."""
+        return self.client_for("s3")
+
+    @cached_property
+    def runtime_client(self) -> Any:
+        """boto3 bedrock-runtime client (``service_config["bedrock-runtime"]``) for on-demand calls."""
+        return self.client_for("bedrock-runtime")
+
+    # --- job operations -------------------------------------------------------------------------------
+
+    def create_job(
+        self,
+        *,
+        job_name: str,
+        role_arn: str,
+        model_id: str,
+        input_s3_uri: str,
+        output_s3_uri: str,
+        client_request_token: str,
+        invocation_type: str | None = None,
+        timeout_hours: int | None = None,
+        tags: Mapping[str, str] | None = None,
+        vpc_config: Mapping[str, Sequence[str]] | None = None,
+        output_kms_key_id: str | None = None,
+        input_bucket_owner: str | None = None,
+        output_bucket_owner: str | None = None,
+    ) -> str:
+        """Create a model invocation job (CreateModelInvocationJob) and return its ARN.
+
+        The token is required: a repeated call with the same token returns the same job instead of a
+        duplicate, which is what makes retries of a submit task free.
+
+        :param job_name: the job's name (see :func:`bedrock_batch.jobs.job_name_for`).
+        :param role_arn: service role Bedrock assumes to read the input and write the output.
+        :param model_id: model id, inference-profile id or ARN.
+        :param input_s3_uri: a ``.jsonl`` object or a prefix of them.
+        :param output_s3_uri: prefix the job writes ``<jobId>/...`` under.
+        :param client_request_token: idempotency token (see :func:`bedrock_batch.jobs.client_token_for`).
+        :param invocation_type: ``InvokeModel`` or ``Converse``; ``None`` keeps the service default.
+        :param timeout_hours: ``timeoutDurationInHours`` (24-168); ``None`` keeps the service default.
+        :param tags: tag key → value.
+        :param vpc_config: ``{"subnetIds": [...], "securityGroupIds": [...]}``.
+        :param output_kms_key_id: KMS key that encrypts the output.
+        :param input_bucket_owner: account id that must own the input bucket.
+        :param output_bucket_owner: account id that must own the output bucket.
+        """
+        s3_input: dict[str, Any] = {"s3Uri": input_s3_uri, "s3InputFormat": "JSONL"}
+        if input_bucket_owner:
+            s3_input["s3BucketOwner"] = input_bucket_owner
+        s3_output: dict[str, Any] = {"s3Uri": output_s3_uri}
+        if output_kms_key_id:
+            s3_output["s3EncryptionKeyId"] = output_kms_key_id
+        if output_bucket_owner:
+            s3_output["s3BucketOwner"] = output_bucket_owner
+        request: dict[str, Any] = {
+            "jobName": job_name,
+            "roleArn": role_arn,
+            "modelId": model_id,
+            "clientRequestToken": client_request_token,
+            "inputDataConfig": {"s3InputDataConfig": s3_input},
+            "outputDataConfig": {"s3OutputDataConfig": s3_output},
+        }
+        if invocation_type:
+            request["modelInvocationType"] = invocation_type
+        if timeout_hours is not None:
+            request["timeoutDurationInHours"] = timeout_hours
+        if tags:
+            request["tags"] = [{"key": key, "value": value} for key, value in tags.items()]
+        if vpc_config:
+            request["vpcConfig"] = {
+                "subnetIds": list(vpc_config["subnetIds"]),
+                "securityGroupIds": list(vpc_config["securityGroupIds"]),
+            }
+        return str(self.conn.create_model_invocation_job(**request)["jobArn"])
+
+    def get_job(self, job_identifier: str) -> dict[str, Any]:
+        """Describe a job (GetModelInvocationJob) by ARN or 12-character id.
+
+        :param job_identifier: the job's ARN or id.
+        """
+        return _without_metadata(self.conn.get_model_invocation_job(jobIdentifier=job_identifier))
+
+    def _list_jobs(self, **filters: Any) -> Iterator[dict[str, Any]]:
+        paginator = self.conn.get_paginator("list_model_invocation_jobs")
+        for page in paginator.paginate(**filters, PaginationConfig={"PageSize": 1000}):
+            yield from page.get("invocationJobSummaries", [])
+
+    def find_jobs_by_name(self, prefix: str) -> list[dict[str, Any]]:
+        """Every job whose name starts with ``prefix``, in any status, newest first.
+
+        :param prefix: the start of the job names to find (e.g. a shard's job name prefix).
+        """
+        # nameContains matches anywhere in the name; only a true prefix identifies our shard's jobs.
+        listed = self._list_jobs(nameContains=prefix, sortBy="CreationTime", sortOrder="Descending")
+        return [job for job in listed if job["jobName"].startswith(prefix)]
+
+    def count_active_jobs(self, model_id: str) -> int:
+        """How many jobs of ``model_id`` count against the concurrent-jobs quota right now.
+
+        Counts Submitted, Validating, Scheduled and InProgress jobs of the whole account and region,
+        including jobs created outside Airflow; a job that stores the model as an ARN matches its id.
+
+        :param model_id: model id, inference-profile id or ARN.
+        """
+        return sum(
+            1
+            for status in sorted(ACTIVE_STATUSES)
+            for job in self._list_jobs(statusEquals=status)
+            if model_matches(str(job.get("modelId", "")), model_id)
+        )
+
+    def stop_job(self, job_identifier: str) -> bool:
+        """Ask the service to stop a job; stopping a job that already ended is not an error.
+
+        :param job_identifier: the job's ARN or id.
+        :return: ``True`` if a stop was requested, ``False`` if the job had already ended.
+        """
+        try:
+            self.conn.stop_model_invocation_job(jobIdentifier=job_identifier)
+        except ClientError as error:
+            # The service answers ValidationException ("State was: Completed") for an ended job; check
+            # the status rather than the message so any other validation problem still surfaces.
+            if error_code(error) != "ValidationException":
+                raise
+            status = self.get_job(job_identifier).get("status")
+            if status not in TERMINAL_STATUSES and status != "Stopping":
+                raise
+            self.log.info("Job %s already %s; nothing to stop", job_identifier, status)
+            return False
+        return True
+
+    async def get_job_async(self, job_identifier: str, client: Any | None = None) -> dict[str, Any]:
+        """Describe a job through the async (aiobotocore) client, for triggers.
+
+        :param job_identifier: the job's ARN or id.
+        :param client: an open client from :meth:`get_async_conn` to reuse; a new one is opened if omitted.
+        """
+        if client is not None:
+            return _without_metadata(await client.get_model_invocation_job(jobIdentifier=job_identifier))
+        async with await self.get_async_conn() as new_client:
+            return _without_metadata(await new_client.get_model_invocation_job(jobIdentifier=job_identifier))
+
+    async def stop_job_async(self, job_identifier: str) -> bool:
+        """Async :meth:`stop_job`, for a trigger's ``on_kill``.
+
+        :param job_identifier: the job's ARN or id.
+        :return: ``True`` if a stop was requested, ``False`` if the job had already ended.
+        """
+        async with await self.get_async_conn() as client:
+            try:
+                await client.stop_model_invocation_job(jobIdentifier=job_identifier)
+            except ClientError as error:
+                if error_code(error) != "ValidationException":
+                    raise
+                job = await client.get_model_invocation_job(jobIdentifier=job_identifier)
+                if job.get("status") not in TERMINAL_STATUSES and job.get("status") != "Stopping":
+                    raise
+                return False
+        return True

@@ -1,0 +1,142 @@
+"""Airflow sensor that waits for a Bedrock batch inference job created anywhere (by ARN or id) to end.
+
+Pokes (poke or reschedule mode) or defers to the same trigger as the submit operator; same terminal mapping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.amazon.aws.sensors.base_aws import AwsBaseSensor
+from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
+from airflow.providers.common.compat.sdk import AirflowSensorTimeout, conf
+from airflow.sdk import PokeReturnValue
+
+from bedrock_batch.hooks import BedrockBatchHook, describe_error, is_transient
+from bedrock_batch.jobs import (
+    COMPLETED,
+    DEFAULT_WAIT_MARGIN,
+    MAX_JOB_TIMEOUT,
+    SALVAGE_STATUSES,
+    TERMINAL_STATUSES,
+    format_progress,
+    job_id_from_arn,
+    progress_of,
+)
+from bedrock_batch.links import BedrockBatchJobLink, BedrockBatchOutputLink, persist_job_links
+from bedrock_batch.triggers import (
+    DEFAULT_POLL_INTERVAL,
+    BedrockBatchJobTrigger,
+    JobWaitTimeoutError,
+    job_event,
+    result_from_event,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+# A job may be queued and run for its whole timeout (up to 168 h): the sensor must not give up sooner.
+DEFAULT_SENSOR_TIMEOUT = (MAX_JOB_TIMEOUT + DEFAULT_WAIT_MARGIN).total_seconds()
+
+
+class BedrockBatchJobSensor(AwsBaseSensor[BedrockBatchHook]):
+    """Wait for a batch inference job to end: Completed succeeds, Failed fails with the job's message.
+
+    PartiallyCompleted, Stopped and Expired succeed with ``outcome`` ``salvage`` (collect what exists)
+    unless ``strict``. Returns (XCom) ``{"job_arn", "job_id", "job_name", "status", "outcome",
+    "total_records", "processed_records", "success_records", "error_records", "input_uri", "output_uri",
+    "model_id"}``. The sensor only watches: it never stops the job.
+
+    :param job_arn: ARN or 12-character id of the job. (templated)
+    :param strict: treat every ending other than Completed as a failure.
+    :param deferrable: wait in the triggerer instead of a worker.
+        (default: the ``[operators] default_deferrable`` setting, False if unset)
+    :param poke_interval: seconds between two status checks. (default: 60)
+    :param timeout: seconds to wait at most. (default: the longest job timeout, 168 h, plus 6 h)
+    :param aws_conn_id: The Airflow connection used for AWS credentials and endpoints.
+    :param region_name: AWS region name. If not specified, the connection's is used.
+    :param verify: Whether or not to verify SSL certificates.
+    :param botocore_config: Configuration dictionary (key-values) for botocore client.
+    """
+
+    aws_hook_class = BedrockBatchHook
+    template_fields: Sequence[str] = aws_template_fields("job_arn")
+    operator_extra_links = (BedrockBatchJobLink(), BedrockBatchOutputLink())
+    ui_color = "#66c3ff"
+
+    def __init__(
+        self,
+        *,
+        job_arn: str,
+        strict: bool = False,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poke_interval: float = DEFAULT_POLL_INTERVAL,
+        timeout: float | timedelta = DEFAULT_SENSOR_TIMEOUT,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(poke_interval=poke_interval, timeout=timeout, **kwargs)
+        self.job_arn = job_arn
+        self.strict = strict
+        self.deferrable = deferrable
+        # Per instance, never on the class: sensors with different strictness must not share them.
+        salvage = frozenset() if strict else SALVAGE_STATUSES
+        self.success_statuses: frozenset[str] = frozenset({COMPLETED}) | salvage
+        self.failure_statuses: frozenset[str] = TERMINAL_STATUSES - self.success_statuses
+        self._last_progress: tuple[str, int, int] | None = None
+        self._links_persisted = False
+
+    def execute(self, context: Context) -> Any:
+        """Poke (or reschedule) until the job ends, or defer to the trigger when deferrable."""
+        if not self.deferrable:
+            return super().execute(context)
+        self.defer(
+            trigger=BedrockBatchJobTrigger(
+                job_arn=self.job_arn,
+                poll_interval=self.poke_interval,
+                strict=self.strict,
+                timeout=self.timeout,
+                stop_on_kill=False,
+                aws_conn_id=self.aws_conn_id,
+                region_name=self.region_name,
+                verify=self.verify,
+                botocore_config=self.botocore_config,
+            ),
+            method_name="execute_complete",
+        )
+        return None  # not reached: defer() raises
+
+    def poke(self, context: Context) -> PokeReturnValue | bool:
+        """Check the job once; done when it ended with an accepted status, raises when it failed."""
+        try:
+            job = self.hook.get_job(self.job_arn)
+        except Exception as error:
+            # Throttling or a server error is not an answer about the job: check again next poke.
+            if not is_transient(error):
+                raise
+            self.log.warning("Checking job %s got %s; next poke retries", self.job_arn, describe_error(error))
+            return False
+        self._persist_links(context, job)
+        progress = progress_of(job)
+        if progress != self._last_progress:
+            self.log.info(format_progress(job_id_from_arn(str(job["jobArn"])), *progress))
+            self._last_progress = progress
+        status = progress[0]
+        if status not in self.success_statuses and status not in self.failure_statuses:
+            return False
+        # Raises JobFailedError with the job's message for a failure status.
+        return PokeReturnValue(is_done=True, xcom_value=result_from_event(job_event(job, strict=self.strict)))
+
+    def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
+        """Resume from the trigger. An error event raises; it never pokes again (provider defect 3)."""
+        try:
+            return result_from_event(event)
+        except JobWaitTimeoutError as error:
+            raise AirflowSensorTimeout(str(error)) from error
+
+    def _persist_links(self, context: Context, job: dict[str, Any]) -> None:
+        # Reschedule mode builds a new instance per poke: this only saves repeats within one poke loop.
+        if not self._links_persisted:
+            persist_job_links(context, self, job, self.hook.conn_region_name, self.hook.conn_partition)
+            self._links_persisted = True
