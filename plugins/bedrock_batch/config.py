@@ -96,3 +96,55 @@ class QuotaSettings:
         for model_id in settings.per_model:
             settings.for_model(model_id)  # fail fast on a bad override
         return settings
+
+
+# Service Quotas names of the batch-inference quotas, without their " for <model name>" suffix, and
+# the QuotaConfig field each sets (values in GB are converted to bytes).
+SERVICE_QUOTA_NAMES: Mapping[str, str] = {
+    "Minimum number of records per batch inference job": "min_records_per_job",
+    "Records per input file per batch inference job": "max_records_per_file",
+    "Records per batch inference job": "max_records_per_job",
+    "Batch inference input file size (in GB)": "max_file_bytes",
+    "Batch inference job size (in GB)": "max_job_bytes",
+    "Sum of in-progress and submitted batch inference jobs using a base model": "max_concurrent_jobs",
+}
+_BYTES_FIELDS = frozenset({"max_file_bytes", "max_job_bytes"})
+
+
+def quotas_from_service_quotas(
+    client: Any, model_name: str, *, base: QuotaConfig | None = None
+) -> QuotaConfig:
+    """The limits the account actually has for one model, read from the Service Quotas API.
+
+    Bedrock names its per-model quotas with the model's display name, e.g. ``Records per batch inference
+    job for Claude 3 Haiku``; that name cannot be derived from a model id, so the caller passes it. Quotas
+    the API does not list keep their value from ``base``. Needs ``servicequotas:ListServiceQuotas``.
+
+    :param client: a boto3 ``service-quotas`` client (the hook builds it from an Airflow connection).
+    :param model_name: the model's display name as it appears in quota names, e.g. ``Claude 3 Haiku``.
+    :param base: limits to start from (default: the service defaults).
+    :raises ConfigError: when no batch-inference quota names this model.
+    """
+    base = base or QuotaConfig()
+    suffix = f" for {model_name}".lower()
+    applied: dict[str, int] = {}
+    for page in client.get_paginator("list_service_quotas").paginate(ServiceCode="bedrock"):
+        for quota in page.get("Quotas", ()):
+            name = str(quota.get("QuotaName", ""))
+            if not name.lower().endswith(suffix) or quota.get("Value") is None:
+                continue
+            stem = name[: -len(suffix)].strip().lower()
+            field_name = next((f for known, f in SERVICE_QUOTA_NAMES.items() if stem == known.lower()), None)
+            if field_name is not None:
+                value = float(quota["Value"])
+                applied[field_name] = int(value * GB) if field_name in _BYTES_FIELDS else int(value)
+    if not applied:
+        raise ConfigError(
+            f"Service Quotas lists no batch inference quota for model name {model_name!r}; use the display "
+            "name from the quota names (e.g. 'Claude 3 Haiku' in 'Records per batch inference job for "
+            "Claude 3 Haiku') or configure the quotas by hand"
+        )
+    if "max_file_bytes" in applied:
+        # A record larger than a file can never be submitted: keep the record limit within the file limit.
+        applied.setdefault("max_record_bytes", min(base.max_record_bytes, applied["max_file_bytes"]))
+    return base.replace(**applied)

@@ -1,0 +1,600 @@
+"""Streaming readers of the calls to process: text files, JSONL, CSV, Parquet and Amazon Transcribe JSON.
+
+Each yields :class:`SourceRow` objects in constant memory; a bad row carries a problem code, not an error.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal, NamedTuple
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bedrock_batch.errors import ConfigError, SourceError
+from bedrock_batch.storage import Storage, StoredObject
+
+SourceFormat = Literal["text", "jsonl", "csv", "parquet", "transcribe"]
+
+SUFFIXES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "text": (".txt",),
+        "jsonl": (".jsonl", ".ndjson"),
+        "csv": (".csv",),
+        "parquet": (".parquet", ".pq"),
+        "transcribe": (".json",),
+    }
+)
+
+# Problems a reader can find in one row; prepare adds its own and quarantines them all.
+ROW_PROBLEMS: Mapping[str, str] = MappingProxyType(
+    {
+        "invalid_json": "the JSONL line or JSON file is not valid JSON, or not a JSON object",
+        "invalid_csv": "the CSV row cannot be parsed",
+        "invalid_transcript": "the JSON file has neither the Transcribe nor the Call Analytics layout",
+        "bad_utf8": "the row's bytes are not valid UTF-8",
+        "missing_id": "the id is absent, empty, or neither a string nor an integer",
+        "missing_text": "the text is absent or not a string",
+        "file_too_large": "a one-call file is larger than the record size limit and was not read",
+    }
+)
+
+# Plain Transcribe labels speakers spk_0, spk_1 (or channels ch_0, ch_1); Call Analytics names roles.
+DEFAULT_SPEAKER_ROLES: Mapping[str, str] = MappingProxyType(
+    {
+        "spk_0": "Agent",
+        "spk_1": "Customer",
+        "ch_0": "Agent",
+        "ch_1": "Customer",
+        "AGENT": "Agent",
+        "CUSTOMER": "Customer",
+    }
+)
+
+# Rows per Parquet batch: a few MB of transcripts at a time.
+PARQUET_BATCH_ROWS = 1024
+
+# Python's csv module refuses fields over 128 KiB by default; long transcripts are larger than that.
+_CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
+
+
+class SourceRow(NamedTuple):
+    """One call read from a source.
+
+    :param key: the row's key (id column value, or file name without extension); ``None`` if unknown.
+    :param text: the transcript text; ``None`` when the row has a problem that left no text.
+    :param position: where the row came from: ``calls/0001.txt`` or ``day.jsonl:17`` (1-based line).
+    :param passthrough: values of the configured passthrough columns, in their configured order.
+    :param problem: a :data:`ROW_PROBLEMS` code when the row cannot be used, else ``None``.
+    :param detail: what exactly is wrong (never the row's text), when ``problem`` is set.
+    """
+
+    key: str | None
+    text: str | None
+    position: str
+    passthrough: tuple[Any, ...] = ()
+    problem: str | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Where the calls are and how to read them.
+
+    :param uri: ``s3://bucket/prefix/``, ``s3://bucket/key.jsonl``, a local directory or a local file.
+    :param format: ``text`` (one call per file), ``jsonl``, ``csv``, ``parquet`` or ``transcribe``
+        (Amazon Transcribe or Transcribe Call Analytics output JSON, one call per file).
+    :param id_column: column holding the row key (JSONL, CSV, Parquet); one-call-per-file formats use the
+        file name without extension.
+    :param text_column: column holding the transcript (JSONL, CSV, Parquet).
+    :param passthrough_columns: columns copied to the record index and the results table (for
+        ``transcribe``: top-level fields of the JSON document).
+    :param speaker_roles: speaker label (``spk_0``, ``ch_1``, ``AGENT``) → name printed before each turn.
+    :param suffixes: file name endings to read under a prefix; default per format (:data:`SUFFIXES`).
+    :param csv_delimiter: CSV field delimiter.
+    """
+
+    uri: str
+    format: SourceFormat
+    id_column: str = "id"
+    text_column: str = "text"
+    passthrough_columns: tuple[str, ...] = ()
+    speaker_roles: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_SPEAKER_ROLES))
+    suffixes: tuple[str, ...] | None = None
+    csv_delimiter: str = ","
+
+    def __post_init__(self) -> None:
+        if self.format not in SUFFIXES:
+            raise ConfigError(f"source format must be one of {sorted(SUFFIXES)}, got {self.format!r}")
+        if isinstance(self.passthrough_columns, str):
+            raise ConfigError("passthrough_columns must be a tuple of column names, got a single string")
+        if self.format == "text" and self.passthrough_columns:
+            raise ConfigError("a text source has no columns to pass through; remove passthrough_columns")
+        if len(set(self.passthrough_columns)) != len(self.passthrough_columns):
+            raise ConfigError(f"passthrough_columns lists a column twice: {list(self.passthrough_columns)}")
+
+
+class SourceReader:
+    """Reads the rows of one :class:`SourceSpec`, object after object in key order.
+
+    :param spec: what to read.
+    :param storage: local and S3 access; S3 sources need one built with an S3 client.
+    :param max_object_bytes: one-call-per-file objects larger than this are reported as ``file_too_large``
+        rows instead of being read into memory (prepare passes ``QuotaConfig.max_record_bytes``).
+    """
+
+    def __init__(
+        self, spec: SourceSpec, storage: Storage | None = None, *, max_object_bytes: int | None = None
+    ) -> None:
+        self.spec = spec
+        self._storage = storage or Storage()
+        self._max_object_bytes = max_object_bytes
+        self._passthrough_types: dict[str, pa.DataType] | None = None
+
+    def __iter__(self) -> Iterator[SourceRow]:
+        return self.rows()
+
+    @property
+    def passthrough_columns(self) -> tuple[str, ...]:
+        """The passthrough column names, in the order of :attr:`SourceRow.passthrough`."""
+        return self.spec.passthrough_columns
+
+    def passthrough_types(self) -> dict[str, pa.DataType]:
+        """Arrow type of each passthrough column: Parquet keeps its own types, other formats give strings.
+
+        Non-string JSON values (numbers, objects) are passed through as their JSON text, so that one odd
+        row can never break the record index's schema.
+        """
+        if self._passthrough_types is None:
+            columns = self.spec.passthrough_columns
+            if self.spec.format == "parquet" and columns:
+                first = next(self.objects())
+                with self._storage.open_seekable(first.uri) as stream:
+                    schema = _parquet_file(stream, first.uri).schema_arrow
+                    _require_columns(first.uri, schema.names, columns)
+                    self._passthrough_types = {name: schema.field(name).type for name in columns}
+            else:
+                self._passthrough_types = {name: pa.string() for name in columns}
+        return dict(self._passthrough_types)
+
+    def objects(self) -> Iterator[StoredObject]:
+        """The objects this source reads, in key order.
+
+        :raises SourceError: when the URI holds no object with one of the expected suffixes.
+        """
+        suffixes = tuple(s.lower() for s in (self.spec.suffixes or SUFFIXES[self.spec.format]))
+        seen = 0
+        matched = 0
+        for stored in self._storage.list_objects(self.spec.uri):
+            seen += 1
+            if stored.name.lower().endswith(suffixes):
+                matched += 1
+                yield stored
+        if not matched:
+            raise SourceError(
+                f"no {'/'.join(suffixes)} files in {self.spec.uri} ({seen} other objects); check the URI, "
+                f"the source format {self.spec.format!r} or set suffixes="
+            )
+
+    def rows(self) -> Iterator[SourceRow]:
+        """Every row of every object, in key order and then file order.
+
+        :raises SourceError: when an object cannot be read at all, or lacks a configured column.
+        """
+        read = {
+            "text": self._read_text,
+            "jsonl": self._read_jsonl,
+            "csv": self._read_csv,
+            "parquet": self._read_parquet,
+            "transcribe": self._read_transcribe,
+        }[self.spec.format]
+        for stored in self.objects():
+            yield from read(stored)
+
+    # -- one row per line / record -----------------------------------------------------------------------
+
+    def _read_jsonl(self, stored: StoredObject) -> Iterator[SourceRow]:
+        name = stored.name
+        id_column, text_column = self.spec.id_column, self.spec.text_column
+        columns = self.spec.passthrough_columns
+        with self._storage.open_read(stored.uri) as stream:
+            for line_number, line in enumerate(stream, 1):
+                try:
+                    record = orjson.loads(line)
+                except orjson.JSONDecodeError as exc:
+                    if line.isspace():
+                        continue  # blank lines separate nothing and are not records
+                    yield _unparsable(line, f"{name}:{line_number}", f"invalid JSON: {exc}")
+                    continue
+                if type(record) is not dict:
+                    yield SourceRow(
+                        None,
+                        None,
+                        f"{name}:{line_number}",
+                        (),
+                        "invalid_json",
+                        f"line holds a JSON {type(record).__name__}, expected an object",
+                    )
+                    continue
+                key = record.get(id_column)
+                text = record.get(text_column)
+                if type(key) is str and key and not key.isspace() and type(text) is str:
+                    # The common case, kept short: this loop runs once per row.
+                    passthrough = tuple(map(_json_scalar, map(record.get, columns))) if columns else ()
+                    yield SourceRow(key, text, f"{name}:{line_number}", passthrough)
+                else:
+                    yield self._row_from_record(record, f"{name}:{line_number}")
+
+    def _row_from_record(self, record: Mapping[str, Any], position: str) -> SourceRow:
+        spec = self.spec
+        passthrough = tuple(_json_scalar(record.get(name)) for name in spec.passthrough_columns)
+        key = _key_from(record.get(spec.id_column))
+        if key is None:
+            return SourceRow(
+                None, None, position, passthrough, "missing_id", _key_problem(spec.id_column, record)
+            )
+        text = record.get(spec.text_column)
+        if type(text) is not str:
+            return SourceRow(
+                key, None, position, passthrough, "missing_text", _text_problem(spec.text_column, text)
+            )
+        return SourceRow(key, text, position, passthrough)
+
+    def _read_csv(self, stored: StoredObject) -> Iterator[SourceRow]:
+        spec = self.spec
+        csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
+        binary = self._storage.open_read(stored.uri)
+        # surrogateescape reads on past bad bytes; _has_bad_utf8 then finds them per field.
+        with io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline="") as stream:
+            # strict: a malformed row (text after a closing quote) is an invalid_csv row, not mangled text.
+            reader = csv.reader(stream, delimiter=spec.csv_delimiter, strict=True)
+            header = next(reader, None)
+            if header is None:
+                return
+            columns = (spec.id_column, spec.text_column, *spec.passthrough_columns)
+            _require_columns(stored.uri, header, columns)
+            id_at, text_at, *passthrough_at = (header.index(name) for name in columns)
+            width = max(id_at, text_at, *passthrough_at)
+            while True:
+                position = f"{stored.name}:{reader.line_num + 1}"
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as exc:
+                    yield SourceRow(None, None, position, (), "invalid_csv", f"unparsable CSV row: {exc}")
+                    continue
+                if not row:
+                    continue
+                if len(row) <= width:
+                    row += [""] * (width + 1 - len(row))
+                passthrough = tuple(row[i] or None for i in passthrough_at)
+                key, text = row[id_at], row[text_at]
+                bad_column = next(
+                    (
+                        name
+                        for name, value in zip(columns, (key, text, *passthrough), strict=True)
+                        if value and _has_bad_utf8(value)
+                    ),
+                    None,
+                )
+                if bad_column is not None:
+                    yield SourceRow(
+                        None, None, position, (), "bad_utf8", f"invalid UTF-8 in column {bad_column!r}"
+                    )
+                elif not key.strip():
+                    yield SourceRow(
+                        None, None, position, passthrough, "missing_id", f"empty {spec.id_column!r}"
+                    )
+                else:
+                    yield SourceRow(key, text, position, passthrough)
+
+    def _read_parquet(self, stored: StoredObject) -> Iterator[SourceRow]:
+        spec = self.spec
+        expected = self.passthrough_types()
+        # dict.fromkeys: a column may be both the id and a passthrough column, but is read once.
+        columns = list(dict.fromkeys([spec.id_column, spec.text_column, *spec.passthrough_columns]))
+        with self._storage.open_seekable(stored.uri) as stream:
+            parquet = _parquet_file(stream, stored.uri)
+            _require_columns(stored.uri, parquet.schema_arrow.names, columns)
+            row_number = 0
+            for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
+                keys = batch.column(spec.id_column).to_pylist()
+                texts = _texts(batch.column(spec.text_column))
+                passthrough = [
+                    _cast_column(batch.column(name), expected[name], stored.uri, name).to_pylist()
+                    for name in spec.passthrough_columns
+                ]
+                for i, (raw_key, text) in enumerate(zip(keys, texts, strict=True)):
+                    row_number += 1
+                    position = f"{stored.name}:{row_number}"
+                    values = tuple(column[i] for column in passthrough)
+                    key = _key_from(raw_key)
+                    if key is None:
+                        yield SourceRow(
+                            None, None, position, values, "missing_id", f"empty {spec.id_column!r}"
+                        )
+                    elif type(text) is bytes:
+                        yield SourceRow(
+                            key, None, position, values, "bad_utf8", f"invalid UTF-8 in {spec.text_column!r}"
+                        )
+                    elif type(text) is not str:
+                        yield SourceRow(
+                            key, None, position, values, "missing_text", _text_problem(spec.text_column, text)
+                        )
+                    else:
+                        yield SourceRow(key, text, position, values)
+
+    # -- one row per file --------------------------------------------------------------------------------
+
+    def _read_whole(self, stored: StoredObject) -> bytes | SourceRow:
+        """The object's bytes, or a ``file_too_large`` row when it must not be read into memory."""
+        if self._max_object_bytes is not None and stored.size > self._max_object_bytes:
+            return SourceRow(
+                _stem(stored.name),
+                None,
+                stored.name,
+                (None,) * len(self.spec.passthrough_columns),
+                "file_too_large",
+                f"{stored.size:,} bytes; the limit is {self._max_object_bytes:,}",
+            )
+        with self._storage.open_read(stored.uri) as stream:
+            return stream.read()
+
+    def _read_text(self, stored: StoredObject) -> Iterator[SourceRow]:
+        data = self._read_whole(stored)
+        if isinstance(data, SourceRow):
+            yield data
+            return
+        key = _stem(stored.name)
+        try:
+            yield SourceRow(key, data.decode("utf-8-sig"), stored.name)
+        except UnicodeDecodeError as exc:
+            yield SourceRow(key, None, stored.name, (), "bad_utf8", f"invalid UTF-8 at byte {exc.start}")
+
+    def _read_transcribe(self, stored: StoredObject) -> Iterator[SourceRow]:
+        data = self._read_whole(stored)
+        if isinstance(data, SourceRow):
+            yield data
+            return
+        key = _stem(stored.name)
+        no_values = (None,) * len(self.spec.passthrough_columns)
+        try:
+            document = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            yield _unparsable(data, stored.name, f"invalid JSON: {exc}")._replace(
+                key=key, passthrough=no_values
+            )
+            return
+        if type(document) is not dict:
+            yield SourceRow(key, None, stored.name, no_values, "invalid_json", "expected a JSON object")
+            return
+        passthrough = tuple(_json_scalar(document.get(name)) for name in self.spec.passthrough_columns)
+        try:
+            text = render_transcribe(document, self.spec.speaker_roles)
+        except TranscriptLayoutError as exc:
+            yield SourceRow(key, None, stored.name, passthrough, "invalid_transcript", str(exc))
+            return
+        yield SourceRow(key, text, stored.name, passthrough)
+
+
+class TranscriptLayoutError(ValueError):
+    """The JSON document is not Transcribe output; the message names what is missing."""
+
+
+def render_transcribe(
+    document: Mapping[str, Any], speaker_roles: Mapping[str, str] = DEFAULT_SPEAKER_ROLES
+) -> str:
+    """The transcript of one Transcribe output document, one ``Role: words`` line per speaker turn.
+
+    Call Analytics output (a ``Transcript`` list with ``ParticipantRole``) and plain Transcribe output
+    (``results.items`` with speaker or channel labels) become turns; plain output without labels gives
+    ``results.transcripts`` as is.
+
+    :param document: the decoded output JSON.
+    :param speaker_roles: label → role name; unmapped labels are printed as they are.
+    :raises TranscriptLayoutError: when the document has neither layout.
+    """
+    segments = document.get("Transcript")
+    if isinstance(segments, list):
+        turns = [
+            (segment.get("ParticipantRole"), " " + segment["Content"])
+            for segment in segments
+            if isinstance(segment, Mapping) and isinstance(segment.get("Content"), str)
+        ]
+        return _render_turns(turns, speaker_roles)
+    results = document.get("results")
+    if not isinstance(results, Mapping):
+        raise TranscriptLayoutError(
+            "no 'results' object (Transcribe) and no 'Transcript' list (Call Analytics)"
+        )
+    items = results.get("items")
+    if isinstance(items, list) and items:
+        labelled = _labelled_words(results, items)
+        if labelled is not None:
+            return _render_turns(labelled, speaker_roles)
+    transcripts = results.get("transcripts")
+    if not isinstance(transcripts, list):
+        raise TranscriptLayoutError("'results' has no 'transcripts' list")
+    return "\n".join(
+        entry["transcript"]
+        for entry in transcripts
+        if isinstance(entry, Mapping) and isinstance(entry.get("transcript"), str)
+    )
+
+
+def _labelled_words(results: Mapping[str, Any], items: list[Any]) -> list[tuple[str | None, str]] | None:
+    """``(speaker label, word or punctuation)`` per item, or ``None`` when the output has no labels."""
+    # Older output labels only the segments' items (by start time); newer output labels each item.
+    label_at: dict[str, str] = {}
+    for section, items_of, label_name in (
+        ("speaker_labels", "segments", "speaker_label"),
+        ("channel_labels", "channels", "channel_label"),
+    ):
+        block = results.get(section)
+        groups = block.get(items_of) if isinstance(block, Mapping) else None
+        for group in groups if isinstance(groups, list) else ():
+            group_label = group.get(label_name) if isinstance(group, Mapping) else None
+            for item in group.get("items", ()) if isinstance(group, Mapping) else ():
+                label = item.get(label_name, group_label) if isinstance(item, Mapping) else None
+                if isinstance(label, str) and isinstance(item.get("start_time"), str):
+                    label_at[item["start_time"]] = label
+    words: list[tuple[str | None, str]] = []
+    any_label = False
+    previous: str | None = None
+    for item in items:
+        if not isinstance(item, Mapping):
+            continue
+        alternatives = item.get("alternatives")
+        content = alternatives[0].get("content") if isinstance(alternatives, list) and alternatives else None
+        if not isinstance(content, str):
+            continue
+        start = item.get("start_time")
+        label = (
+            item.get("speaker_label")
+            or item.get("channel_label")
+            or (label_at.get(start) if isinstance(start, str) else None)
+        )
+        if item.get("type") == "punctuation":
+            # Punctuation has no start time: it belongs to whoever spoke the word before it.
+            words.append((previous, content))
+            continue
+        if label is not None:
+            any_label = True
+        previous = label if label is not None else previous
+        words.append((previous, " " + content))
+    return words if any_label else None
+
+
+def _render_turns(pieces: list[tuple[str | None, str]], roles: Mapping[str, str]) -> str:
+    """One ``Role: text`` line per run of pieces with the same label; each piece carries its own spacing."""
+    lines: list[str] = []
+    current: str | None = None
+    turn: list[str] = []
+    for label, text in pieces:
+        if label != current and turn:
+            lines.append(_turn_line(current, turn, roles))
+            turn = []
+        current = label
+        turn.append(text)
+    if turn:
+        lines.append(_turn_line(current, turn, roles))
+    return "\n".join(lines)
+
+
+def _turn_line(label: str | None, pieces: list[str], roles: Mapping[str, str]) -> str:
+    text = "".join(pieces).strip()
+    if label is None:
+        return text
+    return f"{roles.get(label, label)}: {text}"
+
+
+# -- small helpers -----------------------------------------------------------------------------------------
+
+
+def _stem(name: str) -> str:
+    base = name.rsplit("/", 1)[-1]
+    stem, dot, _ = base.rpartition(".")
+    return stem if dot and stem else base
+
+
+def _key_from(value: Any) -> str | None:
+    """A usable key: a non-blank string, or an integer rendered in decimal."""
+    if type(value) is str:
+        return value if value.strip() else None
+    if type(value) is int:
+        return str(value)
+    return None
+
+
+def _key_problem(column: str, record: Mapping[str, Any]) -> str:
+    if column not in record:
+        return f"no {column!r} field"
+    value = record[column]
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return f"empty {column!r}"
+    return f"{column!r} is a {type(value).__name__}, expected a string or an integer"
+
+
+def _text_problem(column: str, value: Any) -> str:
+    if value is None:
+        return f"no {column!r} field, or it is null"
+    return f"{column!r} is a {type(value).__name__}, expected a string"
+
+
+def _json_scalar(value: Any) -> Any:
+    # Strings stay strings; anything else becomes its JSON text, so a passthrough column always has one type.
+    if value is None or type(value) is str:
+        return value
+    return orjson.dumps(value).decode()
+
+
+def _unparsable(data: bytes, position: str, detail: str) -> SourceRow:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return SourceRow(None, None, position, (), "bad_utf8", f"invalid UTF-8 at byte {exc.start}")
+    return SourceRow(None, None, position, (), "invalid_json", detail)
+
+
+def _has_bad_utf8(value: str) -> bool:
+    # Undecodable bytes arrive as lone surrogates (surrogateescape); ASCII text cannot hold any.
+    if value.isascii():
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _require_columns(uri: str, available: Sequence[str], wanted: Sequence[str]) -> None:
+    missing = [name for name in wanted if name not in available]
+    if missing:
+        raise SourceError(
+            f"{uri} has no column(s) {missing}; its columns are {list(available)}. "
+            "Set id_column, text_column and passthrough_columns to existing columns"
+        )
+
+
+def _parquet_file(stream: Any, uri: str) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(stream)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SourceError(f"{uri} is not a readable Parquet file: {exc}") from exc
+
+
+def _texts(column: pa.Array | pa.ChunkedArray) -> list[Any]:
+    """Text values; undecodable values stay ``bytes`` so the caller can report them as ``bad_utf8``."""
+    if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+        values = column.to_pylist()
+    else:
+        try:
+            return column.to_pylist()
+        except UnicodeDecodeError:
+            values = column.cast(pa.binary()).to_pylist()
+    decoded: list[Any] = []
+    for value in values:
+        try:
+            decoded.append(value.decode("utf-8") if value is not None else None)
+        except UnicodeDecodeError:
+            decoded.append(value)
+    return decoded
+
+
+def _cast_column(column: pa.Array, expected: pa.DataType, uri: str, name: str) -> pa.Array:
+    if column.type == expected:
+        return column
+    try:
+        return column.cast(expected)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise SourceError(
+            f"passthrough column {name!r} is {column.type} in {uri} but {expected} in the first file; "
+            "make the files agree or drop the column from passthrough_columns"
+        ) from exc

@@ -1,0 +1,511 @@
+"""Local paths and ``s3://`` URIs behind one small streaming interface.
+
+List, stream, seek, delete, upload a file or a byte range of a file: never a whole object in memory.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import mmap
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from bedrock_batch.errors import BedrockBatchError, ConfigError, SourceError
+
+S3_SCHEME = "s3://"
+
+# Large enough to keep per-call overhead negligible, small enough to be irrelevant to peak memory.
+COPY_CHUNK_BYTES = 1 << 20
+
+# Keys per ListObjectsV2 call (the S3 maximum); listing streams page by page.
+LIST_PAGE_SIZE = 1000
+
+# S3 DeleteObjects takes at most this many keys per request.
+_DELETE_BATCH_KEYS = 1000
+
+# Local shard copies hash the spool through read-only mmap windows of this size.
+MMAP_WINDOW_BYTES = 8 << 20
+
+# Read-ahead of seekable S3 reads (Parquet column chunks): one ranged GET per 8 MiB at most.
+SEEKABLE_BUFFER_BYTES = 8 << 20
+
+# Multipart uploads: 16 MiB parts, 4 in flight and at most 4 buffered, so an upload holds ~64 MiB at most
+# (boto3's defaults buffer up to 10 parts per upload).
+MULTIPART_THRESHOLD_BYTES = 64 << 20
+MULTIPART_CHUNK_BYTES = 16 << 20
+MULTIPART_CONCURRENCY = 4
+
+
+class StorageReadError(SourceError):
+    """An object or prefix cannot be listed or read (missing, access denied, no such bucket)."""
+
+
+class StorageWriteError(BedrockBatchError):
+    """An object cannot be written (access denied, no such bucket, local disk full)."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One object found by :meth:`Storage.list_objects`.
+
+    :param uri: full URI (``s3://bucket/key`` or a local path).
+    :param name: path relative to the listed prefix (``calls/0001.txt``), or the base name when the URI
+        named a single object.
+    :param size: size in bytes.
+    """
+
+    uri: str
+    name: str
+    size: int
+
+
+def is_s3_uri(uri: str) -> bool:
+    """Whether ``uri`` names S3 (``s3://bucket/key``) rather than a local path.
+
+    :param uri: a URI or local path.
+    """
+    return uri.startswith(S3_SCHEME)
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/some/key`` → ``("bucket", "some/key")``.
+
+    :param uri: an ``s3://`` URI.
+    :raises ConfigError: when ``uri`` is not an ``s3://`` URI with a bucket name.
+    """
+    if not is_s3_uri(uri):
+        raise ConfigError(f"expected an s3://bucket/key URI, got {uri!r}")
+    bucket, _, key = uri[len(S3_SCHEME) :].partition("/")
+    if not bucket:
+        raise ConfigError(f"S3 URI {uri!r} has no bucket name")
+    return bucket, key
+
+
+def join_uri(base: str, *names: str) -> str:
+    """``base`` with ``names`` appended as path segments, for S3 URIs and local paths alike.
+
+    :param base: prefix URI or local directory.
+    :param names: path segments to append.
+    """
+    if is_s3_uri(base):
+        return "/".join([base.rstrip("/"), *names])
+    return str(Path(base, *names))
+
+
+def _client_error_code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", "Unknown"))
+
+
+class _StreamingBodyReader(io.RawIOBase):
+    """A botocore ``StreamingBody`` as a raw stream, so ``io.BufferedReader`` can buffer and split lines."""
+
+    def __init__(self, body: Any, uri: str) -> None:
+        self._body = body
+        self._uri = uri
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            data = self._body.read(len(buffer))
+        except BotoCoreError as exc:
+            raise StorageReadError(f"reading {self._uri} failed mid-stream: {exc}") from exc
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._body.close()
+        super().close()
+
+
+class _S3RangeReader(io.RawIOBase):
+    """A seekable view of one S3 object; each read is a ranged GET (Parquet needs to seek to its footer)."""
+
+    def __init__(self, client: Any, bucket: str, key: str, size: int) -> None:
+        self._client = client
+        self._bucket = bucket
+        self._key = key
+        self._size = size
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        end = min(self._position + len(buffer), self._size)
+        if end <= self._position:
+            return 0
+        try:
+            response = self._client.get_object(
+                Bucket=self._bucket, Key=self._key, Range=f"bytes={self._position}-{end - 1}"
+            )
+            data = response["Body"].read()
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageReadError(f"reading s3://{self._bucket}/{self._key} failed: {exc}") from exc
+        buffer[: len(data)] = data
+        self._position += len(data)
+        return len(data)
+
+
+class _HashingRangeReader(io.RawIOBase):
+    """Reads ``length`` bytes of a local file from ``offset`` and hashes them on the way.
+
+    It is deliberately not seekable: the S3 transfer manager then reads it exactly once, front to back, so
+    the digest covers exactly the uploaded bytes.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], offset: int, length: int) -> None:
+        try:
+            self._file = open(path, "rb")  # noqa: SIM115 - closed by close(), which the caller guarantees
+        except OSError as exc:
+            raise StorageReadError(f"cannot read {path}: {exc.strerror}") from exc
+        self._file.seek(offset)
+        self._path = path
+        self._range = f"{offset:,}+{length:,}"
+        self._remaining = length
+        self.sha256 = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._remaining:
+            return 0
+        view = memoryview(buffer)[: min(len(buffer), self._remaining)]
+        count = self._file.readinto(view)
+        if not count:
+            # Fail the upload before it completes: a short object must never appear under the final name.
+            raise StorageWriteError(
+                f"{self._path} ended {self._remaining:,} bytes before the end of range {self._range}; "
+                "the file changed after it was planned"
+            )
+        self.sha256.update(view[:count])
+        self._remaining -= count
+        return count
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+class Storage:
+    """Reads and writes local paths and ``s3://`` URIs.
+
+    :param s3_client: a boto3 S3 client, required only for ``s3://`` URIs; the Airflow hook builds it from
+        an Airflow connection. Nothing here creates clients.
+    """
+
+    def __init__(self, s3_client: Any | None = None) -> None:
+        self._s3_client = s3_client
+
+    def _client(self, uri: str) -> Any:
+        if self._s3_client is None:
+            raise ConfigError(f"{uri} is an S3 URI but no S3 client was given to Storage(s3_client=...)")
+        return self._s3_client
+
+    # -- listing -----------------------------------------------------------------------------------------
+
+    def list_objects(self, uri: str) -> Iterator[StoredObject]:
+        """Objects under ``uri`` in key order (byte order of the UTF-8 names, as S3 lists them).
+
+        ``uri`` may name one object or a prefix / directory; ``s3://b/calls`` means the prefix ``calls/``
+        unless an object with exactly that key exists and nothing is under ``calls/``.
+
+        :param uri: S3 URI or local path.
+        :raises StorageReadError: when nothing exists at ``uri`` or it cannot be listed.
+        """
+        if is_s3_uri(uri):
+            yield from self._list_s3(uri)
+        else:
+            yield from self._list_local(uri)
+
+    def _list_s3(self, uri: str) -> Iterator[StoredObject]:
+        client = self._client(uri)
+        bucket, key = split_s3_uri(uri)
+        prefix = key if not key or key.endswith("/") else key + "/"
+        found = False
+        try:
+            paginator = client.get_paginator("list_objects_v2")
+            pages = paginator.paginate(
+                Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": LIST_PAGE_SIZE}
+            )
+            for page in pages:
+                for item in page.get("Contents", ()):
+                    if item["Key"].endswith("/"):
+                        continue  # zero-byte "folder" markers made by the console
+                    found = True
+                    yield StoredObject(
+                        uri=f"{S3_SCHEME}{bucket}/{item['Key']}",
+                        name=item["Key"][len(prefix) :],
+                        size=int(item["Size"]),
+                    )
+            if found or prefix == key:
+                if not found:
+                    raise StorageReadError(f"no objects under {uri}; check the bucket and prefix")
+                return
+            head = client.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            code = _client_error_code(exc)
+            if code in ("404", "NoSuchKey", "NotFound"):
+                raise StorageReadError(
+                    f"nothing at {uri}: no object with that key and none under {prefix!r}"
+                ) from exc
+            raise StorageReadError(
+                f"cannot list {uri}: {code}; check the bucket name and s3:ListBucket access"
+            ) from exc
+        yield StoredObject(uri=uri, name=key.rsplit("/", 1)[-1], size=int(head["ContentLength"]))
+
+    def _list_local(self, uri: str) -> Iterator[StoredObject]:
+        root = Path(uri)
+        if root.is_file():
+            yield StoredObject(uri=str(root), name=root.name, size=root.stat().st_size)
+            return
+        if not root.is_dir():
+            raise StorageReadError(f"nothing at {uri}: no such file or directory")
+        yield from _walk_sorted(root, "")
+
+    # -- reading -----------------------------------------------------------------------------------------
+
+    def open_read(self, uri: str) -> IO[bytes]:
+        """Open ``uri`` for a buffered, forward-only binary read; close it when done.
+
+        :param uri: S3 URI or local path.
+        :raises StorageReadError: when the object does not exist or cannot be read.
+        """
+        if not is_s3_uri(uri):
+            try:
+                return open(uri, "rb", buffering=COPY_CHUNK_BYTES)
+            except OSError as exc:
+                raise StorageReadError(f"cannot read {uri}: {exc.strerror}") from exc
+        bucket, key = split_s3_uri(uri)
+        try:
+            body = self._client(uri).get_object(Bucket=bucket, Key=key)["Body"]
+        except ClientError as exc:
+            raise StorageReadError(f"cannot read {uri}: {_client_error_code(exc)}") from exc
+        return io.BufferedReader(_StreamingBodyReader(body, uri), buffer_size=COPY_CHUNK_BYTES)
+
+    def open_seekable(self, uri: str) -> IO[bytes]:
+        """Open ``uri`` for random-access reads (S3: ranged GETs); close it when done.
+
+        :param uri: S3 URI or local path.
+        :raises StorageReadError: when the object does not exist or cannot be read.
+        """
+        if not is_s3_uri(uri):
+            return self.open_read(uri)
+        bucket, key = split_s3_uri(uri)
+        try:
+            size = int(self._client(uri).head_object(Bucket=bucket, Key=key)["ContentLength"])
+        except ClientError as exc:
+            raise StorageReadError(f"cannot read {uri}: {_client_error_code(exc)}") from exc
+        raw = _S3RangeReader(self._client(uri), bucket, key, size)
+        return io.BufferedReader(raw, buffer_size=SEEKABLE_BUFFER_BYTES)
+
+    # -- writing -----------------------------------------------------------------------------------------
+
+    def write_file(self, local_path: str | os.PathLike[str], uri: str) -> None:
+        """Copy a local file to ``uri`` (S3: multipart upload for large files).
+
+        :param local_path: the file to copy.
+        :param uri: destination S3 URI or local path; local parent directories are created.
+        :raises StorageWriteError: when the destination cannot be written.
+        """
+        if not is_s3_uri(uri):
+            if Path(local_path).resolve() == Path(uri).resolve():
+                return
+            try:
+                Path(uri).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(local_path, uri)
+            except OSError as exc:
+                raise StorageWriteError(f"cannot write {uri}: {exc.strerror}") from exc
+            return
+        bucket, key = split_s3_uri(uri)
+        try:
+            self._client(uri).upload_file(os.fspath(local_path), bucket, key, Config=_transfer_config())
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageWriteError(f"cannot upload to {uri}: {exc}; check s3:PutObject access") from exc
+
+    def write_range(self, local_path: str | os.PathLike[str], offset: int, length: int, uri: str) -> str:
+        """Copy ``length`` bytes of a local file, starting at ``offset``, to ``uri``; return their sha256.
+
+        The bytes stream through in chunks (S3: multipart upload), so the range is never held in memory;
+        the digest is computed on the same pass.
+
+        :param local_path: the file to read from.
+        :param offset: first byte to copy.
+        :param length: number of bytes to copy.
+        :param uri: destination S3 URI or local path; local parent directories are created.
+        :returns: hex sha256 of the copied bytes.
+        :raises StorageWriteError: when the destination cannot be written or the source is too short.
+        """
+        if not is_s3_uri(uri):
+            return _write_range_local(local_path, offset, length, uri)
+        with _HashingRangeReader(local_path, offset, length) as reader:
+            self._upload_stream(reader, uri)
+            return reader.sha256.hexdigest()
+
+    def delete_objects(self, uris: Sequence[str]) -> None:
+        """Delete objects; ones already gone are fine (S3: batches of 1,000 keys per request).
+
+        :param uris: S3 URIs or local paths of files.
+        :raises StorageWriteError: when an object cannot be deleted (e.g. no s3:DeleteObject access).
+        """
+        by_bucket: dict[str, list[str]] = {}
+        for uri in uris:
+            if is_s3_uri(uri):
+                bucket, key = split_s3_uri(uri)
+                by_bucket.setdefault(bucket, []).append(key)
+                continue
+            try:
+                Path(uri).unlink(missing_ok=True)
+            except OSError as exc:
+                raise StorageWriteError(f"cannot delete {uri}: {exc.strerror}") from exc
+        for bucket, keys in by_bucket.items():
+            client = self._client(f"{S3_SCHEME}{bucket}")
+            for start in range(0, len(keys), _DELETE_BATCH_KEYS):
+                batch = [{"Key": key} for key in keys[start : start + _DELETE_BATCH_KEYS]]
+                try:
+                    response = client.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+                except (ClientError, BotoCoreError) as exc:
+                    raise StorageWriteError(f"cannot delete objects in s3://{bucket}: {exc}") from exc
+                errors = response.get("Errors") or []
+                if errors:
+                    first = errors[0]
+                    raise StorageWriteError(
+                        f"cannot delete {len(errors)} object(s) in s3://{bucket}, e.g. {first.get('Key')}: "
+                        f"{first.get('Code')}; check s3:DeleteObject access"
+                    )
+
+    def _upload_stream(self, stream: io.RawIOBase, uri: str) -> None:
+        bucket, key = split_s3_uri(uri)
+        try:
+            self._client(uri).upload_fileobj(stream, bucket, key, Config=_transfer_config())
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageWriteError(f"cannot upload to {uri}: {exc}; check s3:PutObject access") from exc
+
+
+def _write_range_local(source: str | os.PathLike[str], offset: int, length: int, path: str) -> str:
+    # Write beside the target and rename, so a crash never leaves a truncated file under the final name.
+    target = Path(path)
+    partial = target.with_name(target.name + ".partial")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(source, "rb", buffering=0) as src, open(partial, "wb", buffering=0) as dst:
+            available = os.fstat(src.fileno()).st_size - offset
+            if available < length:
+                raise StorageWriteError(
+                    f"{source} ended {length - available:,} bytes before the end of range "
+                    f"{offset:,}+{length:,}; the file changed after it was planned"
+                )
+            try:
+                digest = _copy_in_kernel(src.fileno(), dst.fileno(), offset, length)
+            except OSError as exc:
+                if exc.errno not in _NO_KERNEL_COPY:
+                    raise
+                os.ftruncate(dst.fileno(), 0)
+                os.lseek(dst.fileno(), 0, os.SEEK_SET)
+                digest = _copy_through_buffer(src, dst, offset, length)
+        os.replace(partial, target)
+    except OSError as exc:
+        raise StorageWriteError(f"cannot write {path}: {exc.strerror}") from exc
+    finally:
+        partial.unlink(missing_ok=True)
+    return digest.hexdigest()
+
+
+# copy_file_range is missing (not Linux), or refuses this pair of files (old kernels across file systems).
+_NO_KERNEL_COPY = frozenset({errno.ENOSYS, errno.EXDEV, errno.EOPNOTSUPP, errno.EINVAL})
+
+
+def _copy_in_kernel(src: int, dst: int, offset: int, length: int) -> Any:
+    """Copy with ``copy_file_range`` and hash through read-only mmap windows: no byte is copied into Python.
+
+    About a third faster than read-then-write for local shards; each window is unmapped once hashed, so
+    resident memory stays one window, not the whole spool.
+    """
+    if not hasattr(os, "copy_file_range"):
+        raise OSError(errno.ENOSYS, "copy_file_range is not available")
+    digest = hashlib.sha256()
+    position, end = offset, offset + length
+    while position < end:
+        start = position - position % mmap.ALLOCATIONGRANULARITY
+        stop = min(start + MMAP_WINDOW_BYTES, end)
+        with (
+            mmap.mmap(src, stop - start, offset=start, access=mmap.ACCESS_READ) as window,
+            memoryview(window) as view,
+            view[position - start :] as part,
+        ):
+            digest.update(part)
+        while position < stop:
+            copied = os.copy_file_range(src, dst, stop - position, position)
+            if not copied:
+                raise OSError(errno.EIO, "the source ended during the copy")
+            position += copied
+    return digest
+
+
+def _copy_through_buffer(src: IO[bytes], dst: IO[bytes], offset: int, length: int) -> Any:
+    digest = hashlib.sha256()
+    src.seek(offset)
+    buffer = bytearray(COPY_CHUNK_BYTES)
+    view = memoryview(buffer)
+    remaining = length
+    while remaining:
+        count = src.readinto(view[: min(COPY_CHUNK_BYTES, remaining)])  # type: ignore[attr-defined]
+        if not count:
+            raise OSError(errno.EIO, "the source ended during the copy")
+        digest.update(view[:count])
+        dst.write(view[:count])
+        remaining -= count
+    return digest
+
+
+def _walk_sorted(directory: Path, relative: str) -> Iterator[StoredObject]:
+    # Sorting a directory's entries with "/" appended to sub-directory names yields exactly the byte order
+    # of the full relative paths, i.e. the order S3 lists the same tree in, one directory in memory at a time.
+    entries = []
+    with os.scandir(directory) as scan:
+        for entry in scan:
+            is_dir = entry.is_dir()
+            sort_key = (entry.name + "/" if is_dir else entry.name).encode("utf-8", "surrogateescape")
+            entries.append((sort_key, entry.name, is_dir))
+    entries.sort()
+    for _, name, is_dir in entries:
+        path = directory / name
+        if is_dir:
+            yield from _walk_sorted(path, f"{relative}{name}/")
+        else:
+            yield StoredObject(uri=str(path), name=f"{relative}{name}", size=path.stat().st_size)
+
+
+def _transfer_config() -> Any:
+    from boto3.s3.transfer import TransferConfig
+
+    config = TransferConfig(
+        multipart_threshold=MULTIPART_THRESHOLD_BYTES,
+        multipart_chunksize=MULTIPART_CHUNK_BYTES,
+        max_concurrency=MULTIPART_CONCURRENCY,
+    )
+    # Not a boto3 argument, but an attribute of the s3transfer config boto3 builds on.
+    config.max_in_memory_upload_chunks = MULTIPART_CONCURRENCY
+    return config

@@ -1,0 +1,452 @@
+"""Source readers: every format, local and S3, with per-row problems instead of exceptions."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from bedrock_batch.errors import ConfigError, SourceError
+from bedrock_batch.sources import (
+    ROW_PROBLEMS,
+    SourceReader,
+    SourceRow,
+    SourceSpec,
+    render_transcribe,
+)
+from bedrock_batch.storage import Storage
+
+TOKEN = re.compile(r"[\w']+|[.,?!]")
+
+
+def read(uri: Path | str, fmt: str, **options: Any) -> list[SourceRow]:
+    storage = options.pop("storage", None)
+    max_object_bytes = options.pop("max_object_bytes", None)
+    spec = SourceSpec(str(uri), fmt, **options)  # type: ignore[arg-type]
+    return list(SourceReader(spec, storage, max_object_bytes=max_object_bytes))
+
+
+def jsonl(path: Path, lines: list[Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(
+        b"".join(line if isinstance(line, bytes) else orjson.dumps(line) + b"\n" for line in lines)
+    )
+    return path
+
+
+def transcribe_items(turns: list[tuple[str, str]], *, label_items: bool) -> tuple[list[dict], list[dict]]:
+    """Plain Transcribe ``items`` and ``speaker_labels.segments`` for speaker turns, as the service writes."""
+    items: list[dict] = []
+    segments: list[dict] = []
+    clock = 0.0
+    for speaker, sentence in turns:
+        segment_items = []
+        for token in TOKEN.findall(sentence):
+            if token in ".,?!":
+                items.append(
+                    {"alternatives": [{"confidence": "0.0", "content": token}], "type": "punctuation"}
+                )
+                continue
+            start, clock = f"{clock:.2f}", clock + 0.3
+            item = {
+                "start_time": start,
+                "end_time": f"{clock:.2f}",
+                "alternatives": [{"confidence": "0.99", "content": token}],
+                "type": "pronunciation",
+            }
+            if label_items:
+                item["speaker_label"] = speaker
+            items.append(item)
+            segment_items.append({"start_time": start, "end_time": f"{clock:.2f}", "speaker_label": speaker})
+        segments.append({"speaker_label": speaker, "items": segment_items})
+    return items, segments
+
+
+TURNS = [
+    ("spk_0", "Thank you for calling, this is Dana."),
+    ("spk_1", "Hi, my bill is wrong."),
+    ("spk_1", "It doubled!"),
+    ("spk_0", "Let me check that."),
+]
+EXPECTED_TURNS = (
+    "Agent: Thank you for calling, this is Dana.\n"
+    "Customer: Hi, my bill is wrong. It doubled!\n"
+    "Agent: Let me check that."
+)
+
+
+def plain_transcribe(turns: list[tuple[str, str]] = TURNS, *, label_items: bool = False) -> dict:
+    items, segments = transcribe_items(turns, label_items=label_items)
+    return {
+        "jobName": "call-0001",
+        "accountId": "123456789012",
+        "status": "COMPLETED",
+        "results": {
+            "transcripts": [{"transcript": " ".join(sentence for _, sentence in turns)}],
+            "speaker_labels": {"speakers": 2, "segments": segments},
+            "items": items,
+        },
+    }
+
+
+def call_analytics() -> dict:
+    roles = {"spk_0": "AGENT", "spk_1": "CUSTOMER"}
+    return {
+        "JobName": "ca-0001",
+        "JobStatus": "COMPLETED",
+        "LanguageCode": "en-US",
+        "AccountId": "123456789012",
+        "Channel": "VOICE",
+        "Participants": [{"ParticipantRole": "AGENT"}, {"ParticipantRole": "CUSTOMER"}],
+        "Transcript": [
+            {
+                "Id": f"seg-{i}",
+                "BeginOffsetMillis": i * 1000,
+                "EndOffsetMillis": i * 1000 + 900,
+                "Content": sentence,
+                "ParticipantRole": roles[speaker],
+                "Sentiment": "NEUTRAL",
+                "LoudnessScores": [71.2, 73.0],
+            }
+            for i, (speaker, sentence) in enumerate(TURNS)
+        ],
+        "Categories": {"MatchedCategories": [], "MatchedDetails": {}},
+        "ConversationCharacteristics": {"TotalConversationDurationMillis": 4000},
+    }
+
+
+class TestSourceSpec:
+    def test_unknown_format(self):
+        with pytest.raises(ConfigError, match="source format"):
+            SourceSpec("x", "xml")  # type: ignore[arg-type]
+
+    def test_text_source_has_no_passthrough(self):
+        with pytest.raises(ConfigError, match="no columns"):
+            SourceSpec("x", "text", passthrough_columns=("agent",))
+
+    def test_passthrough_must_be_a_tuple_of_names(self):
+        with pytest.raises(ConfigError, match="single string"):
+            SourceSpec("x", "jsonl", passthrough_columns="agent")  # type: ignore[arg-type]
+
+
+class TestObjects:
+    def test_missing_path_raises_source_error(self, tmp_path):
+        with pytest.raises(SourceError, match="nothing at"):
+            read(tmp_path / "absent", "jsonl")
+
+    def test_no_file_with_the_format_suffix(self, tmp_path):
+        (tmp_path / "notes.md").write_text("x")
+        with pytest.raises(SourceError, match=r"no \.jsonl/\.ndjson files .* \(1 other objects\)"):
+            read(tmp_path, "jsonl")
+
+    def test_custom_suffixes(self, tmp_path):
+        jsonl(tmp_path / "day.log", [{"id": "a", "text": "hello"}])
+        assert [row.key for row in read(tmp_path, "jsonl", suffixes=(".log",))] == ["a"]
+
+
+class TestText:
+    def test_one_row_per_file_keyed_by_stem_in_key_order(self, tmp_path):
+        (tmp_path / "calls" / "b").mkdir(parents=True)
+        (tmp_path / "calls" / "0002.txt").write_text("second call")
+        (tmp_path / "calls" / "0001.txt").write_bytes("\ufefffirst call é".encode())
+        (tmp_path / "calls" / "b" / "0003.TXT").write_text("third")
+        (tmp_path / "calls" / "readme.md").write_text("ignored")
+        rows = read(tmp_path, "text")
+        assert [(r.key, r.text, r.position) for r in rows] == [
+            ("0001", "first call é", "calls/0001.txt"),
+            ("0002", "second call", "calls/0002.txt"),
+            ("0003", "third", "calls/b/0003.TXT"),
+        ]
+
+    def test_bad_utf8_file_is_a_row_problem(self, tmp_path):
+        (tmp_path / "0001.txt").write_bytes(b"ok \xff\xfe broken")
+        [row] = read(tmp_path, "text")
+        assert (row.key, row.problem, row.text) == ("0001", "bad_utf8", None)
+        assert "byte 3" in row.detail
+
+    def test_file_larger_than_the_limit_is_not_read(self, tmp_path):
+        (tmp_path / "big.txt").write_text("x" * 5000)
+        [row] = read(tmp_path, "text", max_object_bytes=1000)
+        assert (row.key, row.problem, row.text) == ("big", "file_too_large", None)
+        assert "5,000 bytes" in row.detail
+
+
+class TestJsonl:
+    def test_rows_with_positions_and_passthrough(self, tmp_path):
+        jsonl(
+            tmp_path / "in" / "day.jsonl",
+            [
+                {"call_id": "c1", "transcript": "hello", "agent": "Ana", "duration": 312},
+                b"\n",
+                {"call_id": 42, "transcript": "bye", "agent": None, "tags": ["a", 1]},
+            ],
+        )
+        rows = read(
+            tmp_path / "in",
+            "jsonl",
+            id_column="call_id",
+            text_column="transcript",
+            passthrough_columns=("agent", "duration", "tags"),
+        )
+        assert rows == [
+            SourceRow("c1", "hello", "day.jsonl:1", ("Ana", "312", None)),
+            SourceRow("42", "bye", "day.jsonl:3", (None, None, '["a",1]')),
+        ]
+
+    @pytest.mark.parametrize(
+        ("line", "problem", "detail"),
+        [
+            (b"{not json\n", "invalid_json", "invalid JSON"),
+            (b'["a", "b"]\n', "invalid_json", "JSON list"),
+            (b'{"id": "x", "text": "caf\xe9"}\n', "bad_utf8", "byte"),
+            (b'{"text": "no id"}\n', "missing_id", "no 'id' field"),
+            (b'{"id": "  ", "text": "blank id"}\n', "missing_id", "empty 'id'"),
+            (b'{"id": 1.5, "text": "float id"}\n', "missing_id", "float"),
+            (b'{"id": true, "text": "bool id"}\n', "missing_id", "bool"),
+            (b'{"id": "x"}\n', "missing_text", "no 'text' field"),
+            (b'{"id": "x", "text": ["a"]}\n', "missing_text", "list"),
+        ],
+    )
+    def test_bad_lines_become_problem_rows_and_reading_continues(self, tmp_path, line, problem, detail):
+        jsonl(tmp_path / "day.jsonl", [line, {"id": "ok", "text": "fine"}])
+        bad, good = read(tmp_path, "jsonl")
+        assert bad.problem == problem
+        assert detail in bad.detail
+        assert bad.position == "day.jsonl:1"
+        assert good == SourceRow("ok", "fine", "day.jsonl:2")
+
+    def test_problem_detail_never_contains_the_text(self, tmp_path):
+        jsonl(tmp_path / "day.jsonl", [b'{"id": "x", "text": "SECRET-MARKER" \n'])
+        [row] = read(tmp_path, "jsonl")
+        assert row.problem == "invalid_json"
+        assert "SECRET" not in row.detail
+
+
+class TestCsv:
+    def test_rows_quoted_newlines_and_line_positions(self, tmp_path):
+        (tmp_path / "calls.csv").write_text(
+            'call_id,transcript,agent\nc1,"Agent: hi\nCustomer: hello, there",Ana\nc2,short,\n',
+            encoding="utf-8",
+        )
+        rows = read(
+            tmp_path, "csv", id_column="call_id", text_column="transcript", passthrough_columns=("agent",)
+        )
+        assert rows == [
+            SourceRow("c1", "Agent: hi\nCustomer: hello, there", "calls.csv:2", ("Ana",)),
+            SourceRow("c2", "short", "calls.csv:4", (None,)),
+        ]
+
+    def test_missing_column_is_a_source_error_naming_the_columns(self, tmp_path):
+        (tmp_path / "calls.csv").write_text("call_id,body\nc1,x\n")
+        with pytest.raises(SourceError, match=r"no column\(s\) \['text'\].*\['call_id', 'body'\]"):
+            read(tmp_path, "csv", id_column="call_id")
+
+    def test_row_problems(self, tmp_path):
+        (tmp_path / "calls.csv").write_bytes(
+            b'id,text\n,no id\nc2,caf\xe9 broken\nc3\nc4,"quoted"tail\nc5,ok\n'
+        )
+        rows = read(tmp_path, "csv")
+        assert [(r.position, r.problem) for r in rows] == [
+            ("calls.csv:2", "missing_id"),
+            ("calls.csv:3", "bad_utf8"),
+            ("calls.csv:4", None),
+            ("calls.csv:5", "invalid_csv"),
+            ("calls.csv:6", None),
+        ]
+        assert rows[2].text == ""  # a short row has empty trailing fields; prepare quarantines empty text
+        assert rows[4].text == "ok"
+
+    def test_fields_longer_than_the_csv_default_limit(self, tmp_path):
+        long_text = "word " * 60_000
+        (tmp_path / "calls.csv").write_text(f'id,text\nc1,"{long_text}"\n')
+        [row] = read(tmp_path, "csv")
+        assert row.text == long_text
+
+    def test_delimiter_and_bom(self, tmp_path):
+        (tmp_path / "calls.csv").write_bytes("\ufeffid;text\nc1;hello\n".encode())
+        [row] = read(tmp_path, "csv", csv_delimiter=";")
+        assert (row.key, row.text) == ("c1", "hello")
+
+    def test_empty_file_has_no_rows(self, tmp_path):
+        (tmp_path / "calls.csv").write_text("")
+        assert read(tmp_path, "csv") == []
+
+
+class TestParquet:
+    def write(self, path: Path, **columns: list[Any]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table(columns), path, row_group_size=700)
+
+    def test_batches_positions_and_typed_passthrough(self, tmp_path):
+        count = 2500  # more than one row group and one read batch
+        self.write(
+            tmp_path / "part-0.parquet",
+            call_id=[f"c{i}" for i in range(count)],
+            transcript=[f"text {i}" for i in range(count)],
+            duration=list(range(count)),
+        )
+        spec = SourceSpec(
+            str(tmp_path),
+            "parquet",
+            id_column="call_id",
+            text_column="transcript",
+            passthrough_columns=("duration",),
+        )
+        reader = SourceReader(spec)
+        assert reader.passthrough_types() == {"duration": pa.int64()}
+        rows = list(reader)
+        assert len(rows) == count
+        assert rows[1234] == SourceRow("c1234", "text 1234", "part-0.parquet:1235", (1234,))
+
+    def test_null_and_integer_ids_and_null_text(self, tmp_path):
+        self.write(tmp_path / "a.parquet", id=[7, None, 9], text=["seven", "none", None])
+        rows = read(tmp_path, "parquet")
+        assert [(r.key, r.problem) for r in rows] == [
+            ("7", None),
+            (None, "missing_id"),
+            ("9", "missing_text"),
+        ]
+
+    def test_binary_text_with_bad_utf8(self, tmp_path):
+        self.write(tmp_path / "a.parquet", id=["a", "b"], text=pa.array([b"fine", b"\xff"], pa.binary()))
+        rows = read(tmp_path, "parquet")
+        assert [(r.text, r.problem) for r in rows] == [("fine", None), (None, "bad_utf8")]
+
+    def test_missing_column_and_not_parquet(self, tmp_path):
+        self.write(tmp_path / "a.parquet", id=["a"], body=["x"])
+        with pytest.raises(SourceError, match="no column"):
+            read(tmp_path, "parquet")
+        (tmp_path / "a.parquet").write_bytes(b"not parquet at all")
+        with pytest.raises(SourceError, match="not a readable Parquet file"):
+            read(tmp_path, "parquet")
+
+    def test_passthrough_types_must_agree_across_files(self, tmp_path):
+        self.write(tmp_path / "a.parquet", id=["a"], text=["x"], region=[1])
+        self.write(tmp_path / "b.parquet", id=["b"], text=["y"], region=["north"])
+        with pytest.raises(SourceError, match=r"'region' is string in .* but int64 in the first file"):
+            read(tmp_path, "parquet", passthrough_columns=("region",))
+
+
+class TestTranscribe:
+    def write(self, path: Path, document: Any) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(orjson.dumps(document))
+
+    @pytest.mark.parametrize("label_items", [False, True], ids=["segment-labels", "item-labels"])
+    def test_plain_transcribe_speaker_turns(self, tmp_path, label_items):
+        self.write(tmp_path / "out" / "call-0001.json", plain_transcribe(label_items=label_items))
+        [row] = read(tmp_path / "out", "transcribe", passthrough_columns=("jobName", "missing"))
+        assert row == SourceRow("call-0001", EXPECTED_TURNS, "call-0001.json", ("call-0001", None))
+
+    def test_speaker_roles_are_configurable(self):
+        text = render_transcribe(plain_transcribe(), {"spk_0": "Customer", "spk_1": "Agent"})
+        assert text.splitlines()[0] == "Customer: Thank you for calling, this is Dana."
+
+    def test_unmapped_speaker_keeps_its_label(self):
+        turns = [("spk_0", "Hello."), ("spk_2", "I am the supervisor.")]
+        assert render_transcribe(plain_transcribe(turns)) == "Agent: Hello.\nspk_2: I am the supervisor."
+
+    def test_channel_identification(self):
+        items, _ = transcribe_items(TURNS, label_items=False)
+        channels: dict[str, list] = {"ch_0": [], "ch_1": []}
+        for item, (speaker, _) in zip(
+            (i for i in items if "start_time" in i), _speakers_per_word(), strict=True
+        ):
+            channels["ch_0" if speaker == "spk_0" else "ch_1"].append({"start_time": item["start_time"]})
+        document = {
+            "results": {
+                "transcripts": [{"transcript": "..."}],
+                "channel_labels": {
+                    "channels": [{"channel_label": label, "items": its} for label, its in channels.items()],
+                    "number_of_channels": 2,
+                },
+                "items": items,
+            }
+        }
+        assert render_transcribe(document) == EXPECTED_TURNS
+
+    def test_plain_transcribe_without_labels_gives_the_transcript(self):
+        document = {"results": {"transcripts": [{"transcript": "Hello there."}], "items": []}}
+        assert render_transcribe(document) == "Hello there."
+
+    def test_call_analytics_roles_and_merged_turns(self, tmp_path):
+        self.write(tmp_path / "ca-0001.json", call_analytics())
+        [row] = read(tmp_path, "transcribe", passthrough_columns=("LanguageCode",))
+        assert row == SourceRow("ca-0001", EXPECTED_TURNS, "ca-0001.json", ("en-US",))
+
+    @pytest.mark.parametrize(
+        ("content", "problem"),
+        [
+            (b"{truncated", "invalid_json"),
+            (b"[1, 2]", "invalid_json"),
+            (b'{"jobName": "x", "status": "FAILED"}', "invalid_transcript"),
+            (b'{"results": {"items": []}}', "invalid_transcript"),
+            (b'{"results": "\xff"}', "bad_utf8"),
+        ],
+    )
+    def test_unusable_documents_are_row_problems(self, tmp_path, content, problem):
+        (tmp_path / "call-9.json").write_bytes(content)
+        (tmp_path / "call-z.json").write_bytes(orjson.dumps(call_analytics()))
+        bad, good = read(tmp_path, "transcribe")
+        assert (bad.key, bad.problem, bad.position) == ("call-9", problem, "call-9.json")
+        assert good.problem is None
+
+
+def _speakers_per_word() -> list[tuple[str, str]]:
+    return [
+        (speaker, word)
+        for speaker, sentence in TURNS
+        for word in TOKEN.findall(sentence)
+        if word not in ".,?!"
+    ]
+
+
+def test_every_problem_a_reader_reports_is_documented():
+    assert set(ROW_PROBLEMS) == {
+        "invalid_json",
+        "invalid_csv",
+        "invalid_transcript",
+        "bad_utf8",
+        "missing_id",
+        "missing_text",
+        "file_too_large",
+    }
+
+
+@pytest.mark.integration
+class TestS3Sources:
+    def test_jsonl_prefix(self, s3_client, s3_bucket):
+        for day in ("2024-01-02", "2024-01-01"):
+            body = b"".join(orjson.dumps({"id": f"{day}-{i}", "text": "t"}) + b"\n" for i in range(3))
+            s3_client.put_object(Bucket=s3_bucket, Key=f"raw/{day}.jsonl", Body=body)
+        rows = read(f"s3://{s3_bucket}/raw/", "jsonl", storage=Storage(s3_client))
+        assert [r.position for r in rows][:4] == [
+            "2024-01-01.jsonl:1",
+            "2024-01-01.jsonl:2",
+            "2024-01-01.jsonl:3",
+            "2024-01-02.jsonl:1",
+        ]
+
+    def test_parquet_reads_through_ranged_gets(self, s3_client, s3_bucket, tmp_path):
+        local = tmp_path / "a.parquet"
+        pq.write_table(pa.table({"id": ["a", "b"], "text": ["x", "y"], "n": [1, 2]}), local)
+        s3_client.upload_file(str(local), s3_bucket, "p/a.parquet")
+        reader = SourceReader(
+            SourceSpec(f"s3://{s3_bucket}/p", "parquet", passthrough_columns=("n",)), Storage(s3_client)
+        )
+        assert reader.passthrough_types() == {"n": pa.int64()}
+        assert [(r.key, r.text, r.passthrough) for r in reader] == [("a", "x", (1,)), ("b", "y", (2,))]
+
+    def test_transcribe_and_text_prefixes(self, s3_client, s3_bucket):
+        s3_client.put_object(Bucket=s3_bucket, Key="t/call-0001.json", Body=orjson.dumps(call_analytics()))
+        s3_client.put_object(Bucket=s3_bucket, Key="calls/0001.txt", Body=b"hello")
+        storage = Storage(s3_client)
+        [transcribed] = read(f"s3://{s3_bucket}/t", "transcribe", storage=storage)
+        [text] = read(f"s3://{s3_bucket}/calls", "text", storage=storage)
+        assert transcribed.text == EXPECTED_TURNS
+        assert (text.key, text.text, text.position) == ("0001", "hello", "0001.txt")
