@@ -6,6 +6,8 @@ Defaults are the service-quotas table for base models; every value can be overri
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -148,3 +150,56 @@ def quotas_from_service_quotas(
         # A record larger than a file can never be submitted: keep the record limit within the file limit.
         applied.setdefault("max_record_bytes", min(base.max_record_bytes, applied["max_file_bytes"]))
     return base.replace(**applied)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Defaults of a batch pipeline DAG, read from one JSON file under ``include/config/``.
+
+    The same file serves a local run and AWS; a run can override any value through its params.
+    ``source_uri`` may contain ``{ds}``, replaced by the run's date so each day reads its own partition.
+    """
+
+    source_uri: str
+    source_format: str
+    staging_uri: str
+    results_uri: str
+    model_id: str
+    role_arn: str
+    schedule: str | None = "0 6 * * *"
+    id_column: str = "id"
+    text_column: str = "text"
+    passthrough_columns: tuple[str, ...] = ()
+    invocation_type: str = "InvokeModel"
+    aws_conn_id: str = "aws_default"
+    max_records: int = 0
+    prompt_name: str = "call_center_summary"
+    prompt_version: str = "v1"
+    max_tokens: int = 1024
+    timeout_hours: int | None = None
+    poll_interval_seconds: float = 300.0
+    source_poke_interval_seconds: float = 600.0
+    source_timeout_hours: float = 18.0
+    on_demand_requests_per_second: float = 5.0
+    pool: str | None = None
+    quotas: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> PipelineConfig:
+        """Read and validate the JSON file at ``path``."""
+        try:
+            with open(path, encoding="utf-8") as handle:
+                raw = json.load(handle)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read pipeline configuration {path}: {exc}") from exc
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ConfigError(f"{path}: unknown setting(s) {unknown}; known: {sorted(known)}")
+        raw["passthrough_columns"] = tuple(raw.get("passthrough_columns") or ())
+        try:
+            config = cls(**raw)
+        except TypeError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+        QuotaSettings.from_mapping(config.quotas)  # fail at parse time, not in the middle of a run
+        return config

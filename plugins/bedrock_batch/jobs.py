@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
+from bedrock_batch.errors import ConfigError
 from bedrock_batch.models import base_model_id
 
 # --- Statuses -------------------------------------------------------------------------------------------
@@ -375,3 +376,23 @@ def counts_of(job: Mapping[str, Any]) -> dict[str, int]:
         "success_records": int(job.get("successRecordCount") or 0),
         "error_records": int(job.get("errorRecordCount") or 0),
     }
+
+
+# The service model's pattern for a job's input and output S3 URIs: no '=' or spaces in keys, so Hive-style
+# partition names (ds=2026-11-21) cannot be part of a staging prefix.
+JOB_S3_URI = re.compile(
+    r"s3://[a-z0-9][-.a-z0-9]{1,61}[a-z0-9](?:/[-!_*'().a-zA-Z0-9]+(?:/[-!_*'().a-zA-Z0-9]+)*)?/?"
+)
+
+
+def check_job_s3_uri(uri: str, what: str = "staging URI") -> None:
+    """Raise :class:`ConfigError` when Bedrock would refuse ``uri`` as a job's input or output location.
+
+    :param uri: the S3 URI (prefix) jobs will read from or write to.
+    :param what: what the URI is, for the message.
+    """
+    if not JOB_S3_URI.fullmatch(uri):
+        raise ConfigError(
+            f"{what} {uri!r} is not a valid Bedrock job S3 URI: keys may only use letters, digits and "
+            "-!_*'(). between slashes (no '=', spaces or '//'), and the bucket must be a plain S3 bucket name"
+        )

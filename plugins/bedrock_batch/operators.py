@@ -5,6 +5,7 @@ Heavy libraries (pandas, pyarrow) are imported inside the stages that need them,
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
@@ -16,7 +17,7 @@ from airflow.providers.common.compat.sdk import conf
 from botocore.exceptions import ClientError
 
 from bedrock_batch.config import QuotaConfig, QuotaSettings
-from bedrock_batch.errors import ConfigError
+from bedrock_batch.errors import ConfigError, JobFailedError
 from bedrock_batch.hooks import (
     BedrockBatchHook,
     describe_error,
@@ -27,6 +28,7 @@ from bedrock_batch.jobs import (
     DEFAULT_WAIT_MARGIN,
     TERMINAL_STATUSES,
     ShardJobKey,
+    check_job_s3_uri,
     decide_for_existing,
     format_progress,
     job_id_from_arn,
@@ -403,3 +405,635 @@ def _slot_wait_trigger(seconds: float) -> Any:
     from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 
     return TimeDeltaTrigger(timedelta(seconds=seconds))
+
+
+# ========================================================================================================
+# Stages 1-3: prepare, split and upload in one streaming pass (or split and upload existing records)
+# ========================================================================================================
+
+# The shard lists are the return values (Airflow maps only over those); run metadata goes under these keys.
+RUN_XCOM_KEY = "run"
+ON_DEMAND_XCOM_KEY = "on_demand_uris"
+ROUND_XCOM_KEY = "round"
+RETRY_ON_DEMAND_XCOM_KEY = "retry_on_demand"
+# Objects that mark a partition as present without being data (Spark/Hive/Glue conventions).
+MARKER_PREFIXES = ("_", ".")
+
+
+def _quota_config(
+    quotas: QuotaConfig | QuotaSettings | Mapping[str, Any] | None, model_id: str
+) -> QuotaConfig:
+    if quotas is None:
+        return QuotaConfig()
+    if isinstance(quotas, QuotaConfig):
+        return quotas
+    if isinstance(quotas, QuotaSettings):
+        return quotas.for_model(model_id)
+    return QuotaSettings.from_mapping(quotas).for_model(model_id)
+
+
+def run_prefix_for(staging_uri: str, dag_id: str, ds: str) -> str:
+    """Where one run's staged files live: ``<staging>/<dag_id>/<ds>`` (a rerun of a date reuses it).
+
+    Not ``ds=<ds>``: Bedrock refuses job S3 URIs with ``=`` in them.
+    """
+    from bedrock_batch.storage import is_s3_uri, join_uri
+
+    prefix = join_uri(staging_uri, dag_id, ds)
+    if is_s3_uri(prefix):
+        check_job_s3_uri(prefix + "/", "staging prefix")
+    return prefix
+
+
+def shard_descriptors(manifest: Any, output_prefix: str) -> list[dict[str, Any]]:
+    """The submit stage's input: one small dict per written shard.
+
+    :param manifest: a :class:`~bedrock_batch.split.ShardManifest`.
+    :param output_prefix: where the jobs write; each shard gets ``<output_prefix>/shard-NNNN/``.
+    """
+    from bedrock_batch.storage import join_uri
+
+    return [
+        {
+            "shard": shard.number,
+            "input_uri": shard.input_uri,
+            "output_uri": join_uri(output_prefix, f"shard-{shard.number:04d}") + "/",
+            "records": shard.span.records,
+            "bytes": shard.span.length,
+            "fingerprint": shard.fingerprint,
+        }
+        for shard in manifest.shards
+    ]
+
+
+class _StagingOperator(AwsBaseOperator[BedrockBatchHook]):
+    """Shared plumbing of the operators that read and write staged files through one connection."""
+
+    aws_hook_class = BedrockBatchHook
+
+    def storage(self) -> Any:
+        from bedrock_batch.storage import Storage
+
+        return Storage(self.hook.s3_client)
+
+
+class BedrockBatchPrepareOperator(_StagingOperator):
+    """Turn source rows into quota-respecting batch input shards in S3, in one streaming pass.
+
+    Reads the source (text files, JSONL, CSV, Parquet or Amazon Transcribe JSON, from S3 or a local path),
+    renders the prompt template, builds each model request body, quarantines rows that cannot become a
+    record, plans shards within every service quota and uploads them with the record index and the
+    quarantine list. Only metadata goes to XCom: the return value is the submit stage's shard list
+    (``.expand(shard=prepare.output)``), the XCom key ``run`` describes the run (counts, URIs; what the
+    collect and publish stages take) and ``on_demand_uris`` lists the on-demand fallback's input files.
+
+    A partition that exists but holds only marker objects (``_SUCCESS``) is an empty day: zero records,
+    no error. A partition with files of another format is an error, never silently empty.
+
+    :param source_uri: ``s3://bucket/prefix/``, an S3 object, a local directory or file. (templated)
+    :param source_format: ``text``, ``jsonl``, ``csv``, ``parquet`` or ``transcribe``. (templated)
+    :param staging_uri: S3 prefix (or local directory) for shards, outputs and run files. (templated)
+    :param model_id: model id, inference-profile id or ARN. (templated)
+    :param prompt_name: prompt template name under ``include/prompts/``. (templated)
+    :param prompt_version: prompt template version. (templated)
+    :param id_column: source column with the row key (tabular formats). (templated)
+    :param text_column: source column with the transcript (tabular formats). (templated)
+    :param passthrough_columns: source columns carried to the results table. (templated)
+    :param invocation_type: ``InvokeModel`` or ``Converse``.
+    :param model_family: override of the model family inferred from ``model_id``.
+    :param max_tokens: the model's ``max_tokens`` per record.
+    :param temperature: sampling temperature, or None for the model's default.
+    :param max_records: read at most this many source rows (0: all), e.g. for a trial run.
+    :param quotas: :class:`~bedrock_batch.config.QuotaConfig`, :class:`~bedrock_batch.config.QuotaSettings`
+        or a mapping of overrides.
+    :param prompts_root: directory of prompt templates; default ``include/prompts``.
+    """
+
+    template_fields: Sequence[str] = aws_template_fields(
+        "source_uri",
+        "source_format",
+        "staging_uri",
+        "model_id",
+        "prompt_name",
+        "prompt_version",
+        "id_column",
+        "text_column",
+        "passthrough_columns",
+        "max_records",
+    )
+    ui_color = "#c8e6c9"
+
+    def __init__(
+        self,
+        *,
+        source_uri: str,
+        source_format: str,
+        staging_uri: str,
+        model_id: str,
+        prompt_name: str,
+        prompt_version: str = "v1",
+        id_column: str = "id",
+        text_column: str = "text",
+        passthrough_columns: Sequence[str] = (),
+        invocation_type: str = "InvokeModel",
+        model_family: str | None = None,
+        max_tokens: int = 1024,
+        temperature: float | None = None,
+        max_records: int | str = 0,
+        quotas: QuotaConfig | QuotaSettings | Mapping[str, Any] | None = None,
+        prompts_root: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.source_uri = source_uri
+        self.source_format = source_format
+        self.staging_uri = staging_uri
+        self.model_id = model_id
+        self.prompt_name = prompt_name
+        self.prompt_version = prompt_version
+        self.id_column = id_column
+        self.text_column = text_column
+        self.passthrough_columns = passthrough_columns
+        self.invocation_type = invocation_type
+        self.model_family = model_family
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.max_records = max_records
+        self.quotas = quotas
+        self.prompts_root = prompts_root
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        import itertools
+        import tempfile
+
+        from bedrock_batch.models import InferenceParams
+        from bedrock_batch.prepare import prepare
+        from bedrock_batch.prompts import load_template
+        from bedrock_batch.sources import SourceReader, SourceSpec
+        from bedrock_batch.split import plan_shards, write_shards
+        from bedrock_batch.storage import join_uri
+
+        quotas = _quota_config(self.quotas, self.model_id)
+        template = load_template(self.prompt_name, self.prompt_version, root=self.prompts_root)
+        storage = self.storage()
+        spec = SourceSpec(
+            uri=self.source_uri,
+            format=self.source_format,  # type: ignore[arg-type]
+            id_column=self.id_column,
+            text_column=self.text_column,
+            passthrough_columns=tuple(self.passthrough_columns or ()),
+        )
+        reader = SourceReader(spec, storage, max_object_bytes=quotas.max_record_bytes)
+        run_prefix = run_prefix_for(self.staging_uri, self.dag_id, context["ds"])
+        empty = _is_empty_partition(storage, self.source_uri)
+        max_records = int(self.max_records or 0)
+
+        with tempfile.TemporaryDirectory(prefix="bedrock-batch-prepare-") as work:
+            rows = iter(()) if empty else iter(reader)
+            if max_records > 0:
+                rows = itertools.islice(rows, max_records)
+            prepared = prepare(
+                rows,
+                work,
+                template=template,
+                model_id=self.model_id,
+                quotas=quotas,
+                params=InferenceParams(max_tokens=self.max_tokens, temperature=self.temperature),
+                invocation_type=self.invocation_type,
+                family=self.model_family,
+                passthrough_types={} if empty else reader.passthrough_types(),
+            )
+            plan = plan_shards(prepared.load_sizes(), quotas)
+            manifest = write_shards(prepared.spool_path, plan, join_uri(run_prefix, "input"), storage=storage)
+            index_uri = join_uri(run_prefix, "record_index.parquet")
+            quarantine_uri = join_uri(run_prefix, "quarantine.jsonl")
+            storage.write_file(prepared.index_path, index_uri)
+            storage.write_file(prepared.quarantine_path, quarantine_uri)
+
+        shards = shard_descriptors(manifest, join_uri(run_prefix, "output"))
+        context["ti"].xcom_push(key=ON_DEMAND_XCOM_KEY, value=[f.uri for f in manifest.on_demand])
+        result = {
+            "run_prefix": run_prefix,
+            "index_uri": index_uri,
+            "quarantine_uri": quarantine_uri,
+            "source_uri": self.source_uri,
+            "model_id": self.model_id,
+            "invocation_type": self.invocation_type,
+            "model_family": self.model_family,
+            "passthrough_columns": list(self.passthrough_columns or ()),
+            "rows": prepared.rows,
+            "records": prepared.records,
+            "quarantined": prepared.quarantined,
+            "quarantine_counts": {k: v for k, v in prepared.quarantine_counts.items() if v},
+            "bytes": prepared.total_bytes,
+            "shards": shards,
+            "on_demand_uris": [f.uri for f in manifest.on_demand],
+            "on_demand_records": plan.on_demand_records,
+        }
+        self.log.info(
+            "Prepared %s rows: %s records in %d shard(s), %s for on-demand, %s quarantined %s",
+            f"{prepared.rows:,}",
+            f"{prepared.records:,}",
+            len(shards),
+            f"{plan.on_demand_records:,}",
+            f"{prepared.quarantined:,}",
+            result["quarantine_counts"] or "",
+        )
+        context["ti"].xcom_push(key=RUN_XCOM_KEY, value=result)
+        return shards
+
+
+def _is_empty_partition(storage: Any, uri: str) -> bool:
+    """True when ``uri`` holds only marker objects such as ``_SUCCESS`` (an empty day)."""
+    names = [obj.name for obj in storage.list_objects(uri)]
+    return all(name.rsplit("/", 1)[-1].startswith(MARKER_PREFIXES) for name in names)
+
+
+# ========================================================================================================
+# On-demand fallback: records too few for a batch job
+# ========================================================================================================
+
+
+class BedrockOnDemandOperator(_StagingOperator):
+    """Invoke the model record by record for input files too small for a batch job.
+
+    Writes ``<output_uri>/<file>.out`` in the batch output line format, so collection treats these records
+    like any job's. An input file whose output already exists with one line per record is not invoked
+    again (a rerun does not pay twice).
+
+    :param input_uris: batch input files (``{"recordId", "modelInput"}`` lines). (templated)
+    :param output_uri: prefix for the output files. (templated)
+    :param model_id: model id or inference-profile id. (templated)
+    :param invocation_type: ``InvokeModel`` or ``Converse``.
+    :param requests_per_second: client-side rate limit.
+    :param max_attempts: attempts per record for throttling and transient errors.
+    """
+
+    template_fields: Sequence[str] = aws_template_fields("input_uris", "output_uri", "model_id")
+    ui_color = "#ffe0b2"
+
+    def __init__(
+        self,
+        *,
+        input_uris: Sequence[str] | str,
+        output_uri: str,
+        model_id: str,
+        invocation_type: str = "InvokeModel",
+        requests_per_second: float = 5.0,
+        max_attempts: int = 5,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.input_uris = input_uris
+        self.output_uri = output_uri
+        self.model_id = model_id
+        self.invocation_type = invocation_type
+        self.requests_per_second = requests_per_second
+        self.max_attempts = max_attempts
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        import tempfile
+
+        from bedrock_batch.on_demand import OnDemandStats, invoke_records, runtime_invoker
+        from bedrock_batch.storage import join_uri
+
+        storage = self.storage()
+        uris = [self.input_uris] if isinstance(self.input_uris, str) else list(self.input_uris or ())
+        stats = OnDemandStats()
+        reused = 0
+        invoke = runtime_invoker(self.hook.runtime_client, self.model_id, self.invocation_type)
+        for uri in uris:
+            target = join_uri(self.output_uri, uri.rsplit("/", 1)[-1] + ".out")
+            expected = _count_lines(storage, uri)
+            if _output_complete(storage, target, expected):
+                reused += expected
+                continue
+            with (
+                tempfile.NamedTemporaryFile(prefix="bedrock-batch-on-demand-", delete=False) as out,
+                storage.open_read(uri) as lines,
+            ):
+                for line in invoke_records(
+                    lines,
+                    invoke,
+                    requests_per_second=self.requests_per_second,
+                    max_attempts=self.max_attempts,
+                    stats=stats,
+                ):
+                    out.write(line)
+            try:
+                storage.write_file(out.name, target)
+            finally:
+                os.unlink(out.name)
+        self.log.info(
+            "On-demand: %d file(s), %s records invoked (%s succeeded, %s failed, %s retries), %s reused",
+            len(uris),
+            f"{stats.records:,}",
+            f"{stats.succeeded:,}",
+            f"{stats.failed:,}",
+            f"{stats.retries:,}",
+            f"{reused:,}",
+        )
+        return {
+            "output_uri": self.output_uri if uris else None,
+            "records": stats.records + reused,
+            "succeeded": stats.succeeded,
+            "failed": stats.failed,
+            "reused": reused,
+        }
+
+
+def _count_lines(storage: Any, uri: str) -> int:
+    with storage.open_read(uri) as stream:
+        return sum(1 for line in stream if line.strip())
+
+
+def _output_complete(storage: Any, uri: str, expected: int) -> bool:
+    from bedrock_batch.storage import StorageReadError
+
+    try:
+        return _count_lines(storage, uri) == expected
+    except StorageReadError:
+        return False
+
+
+# ========================================================================================================
+# Stage 6: collect outputs, run the retry round, publish the results table and the run report
+# ========================================================================================================
+
+
+def _job_outputs(
+    jobs: Sequence[Mapping[str, Any]] | None, on_demand: Mapping[str, Any] | None, on_demand_label: str
+) -> list[Any]:
+    from bedrock_batch.results import JobOutput
+
+    outputs = [
+        JobOutput(label=str(job["job_arn"]), uri=str(job["output_uri"]))
+        for job in (jobs or ())
+        if job and job.get("output_uri")
+    ]
+    if on_demand and on_demand.get("output_uri"):
+        outputs.append(JobOutput(label=on_demand_label, uri=str(on_demand["output_uri"])))
+    return outputs
+
+
+class _CollectingOperator(_StagingOperator):
+    """Reads a run's outputs and joins them to its record index."""
+
+    def __init__(
+        self,
+        *,
+        prepared: Mapping[str, Any] | str,
+        jobs: Sequence[Mapping[str, Any]] | str | None = None,
+        on_demand: Mapping[str, Any] | str | None = None,
+        quotas: QuotaConfig | QuotaSettings | Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.prepared = prepared
+        self.jobs = jobs
+        self.on_demand = on_demand
+        self.quotas = quotas
+
+    def _family(self) -> Any:
+        from bedrock_batch.models import family_for
+
+        prepared = dict(self.prepared)  # type: ignore[arg-type]
+        return family_for(
+            prepared["model_id"],
+            invocation_type=prepared.get("invocation_type") or "InvokeModel",
+            override=prepared.get("model_family"),
+        )
+
+    def _join(self, outputs: Sequence[Any]) -> Any:
+        from bedrock_batch.collect import join_results
+        from bedrock_batch.results import load_index, read_output_batches
+
+        storage = self.storage()
+        index = load_index(storage, str(dict(self.prepared)["index_uri"]))  # type: ignore[arg-type]
+        return join_results(index, read_output_batches(storage, outputs, self._family()))
+
+
+class BedrockBatchCollectOperator(_CollectingOperator):
+    """Collect the first round and stage the retry round.
+
+    Joins every job's and the on-demand fallback's output to the record index, then writes the records
+    whose errors are retryable (throttling, 5xx, timeouts, records missing from the output) as a new
+    round: shards of at least the service minimum go to a new job (the return value, a shard list like
+    prepare's), the rest to the on-demand fallback (XCom key ``retry_on_demand``). Non-retryable errors
+    are kept as they are. The round's counts go under the XCom key ``round``.
+
+    :param prepared: the prepare stage's ``run`` XCom. (templated)
+    :param jobs: the submit stage's results (all map indexes). (templated)
+    :param on_demand: the on-demand stage's result. (templated)
+    :param quotas: quotas for planning the retry shards.
+    :param retry: stage a retry round at all.
+    """
+
+    template_fields: Sequence[str] = aws_template_fields("prepared", "jobs", "on_demand")
+    ui_color = "#b3e5fc"
+
+    def __init__(self, *, retry: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.retry = retry
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        import tempfile
+
+        from bedrock_batch.collect import retryable_record_ids, summarize_results
+        from bedrock_batch.results import write_retry_spool
+        from bedrock_batch.split import plan_shards, write_shards
+        from bedrock_batch.storage import join_uri
+
+        prepared = dict(self.prepared)  # type: ignore[arg-type]
+        jobs = [dict(j) for j in (self.jobs or ()) if isinstance(j, Mapping)]
+        joined = self._join(_job_outputs(jobs, self.on_demand, "on-demand"))  # type: ignore[arg-type]
+        summary = summarize_results(joined)
+        retry_ids = retryable_record_ids(joined) if self.retry else []
+        self.log.info(
+            "Round 1: %s records, %s succeeded, %s failed (%s retryable, %s missing)",
+            f"{summary.records:,}",
+            f"{summary.succeeded:,}",
+            f"{summary.failed:,}",
+            f"{summary.retryable:,}",
+            f"{summary.missing:,}",
+        )
+        retry_shards: list[dict[str, Any]] = []
+        retry_on_demand: list[str] = []
+        retried = 0
+        if retry_ids:
+            storage = self.storage()
+            quotas = _quota_config(self.quotas, prepared["model_id"]).replace(below_minimum="on_demand")
+            retry_prefix = join_uri(prepared["run_prefix"], "retry-1")
+            inputs = [job["input_uri"] for job in jobs if job.get("input_uri")]
+            inputs += list(prepared.get("on_demand_uris") or ())
+            with tempfile.TemporaryDirectory(prefix="bedrock-batch-retry-") as work:
+                spool = os.path.join(work, "retry.jsonl")
+                sizes = write_retry_spool(storage, inputs, retry_ids, spool)
+                plan = plan_shards(sizes, quotas)
+                manifest = write_shards(spool, plan, join_uri(retry_prefix, "input"), storage=storage)
+            retry_shards = shard_descriptors(manifest, join_uri(retry_prefix, "output"))
+            retry_on_demand = [f.uri for f in manifest.on_demand]
+            retried = int(plan.records)
+            self.log.info(
+                "Retry round: %s records in %d shard(s), %s for on-demand",
+                f"{retried:,}",
+                len(retry_shards),
+                f"{plan.on_demand_records:,}",
+            )
+        context["ti"].xcom_push(key=RETRY_ON_DEMAND_XCOM_KEY, value=retry_on_demand)
+        round_summary = {
+            "records": summary.records,
+            "succeeded": summary.succeeded,
+            "failed": summary.failed,
+            "retryable": summary.retryable,
+            "missing": summary.missing,
+            "retried": retried,
+            "retry_shards": len(retry_shards),
+            "retry_on_demand_files": len(retry_on_demand),
+        }
+        context["ti"].xcom_push(key=ROUND_XCOM_KEY, value=round_summary)
+        return retry_shards
+
+
+class BedrockBatchPublishOperator(_CollectingOperator):
+    """Publish a run: the results table partition, the run report, and the report through XCom.
+
+    Joins the outputs of every round in order (first-round jobs, first-round on-demand, retry jobs, retry
+    on-demand), so a retried success replaces the earlier failure; adds the quarantined rows; parses each
+    reply into the call-summary columns; and replaces the ``ds`` partition of
+    ``<results_uri>/<table_name>/`` in one atomic write. The run report goes to
+    ``<results_uri>/reports/ds=<ds>/run_report.json`` and ``run_report.md`` and is printed to the log.
+
+    :param prepared: the prepare stage's ``run`` XCom. (templated)
+    :param jobs: the first round's submit results. (templated)
+    :param on_demand: the first round's on-demand result. (templated)
+    :param retry_jobs: the retry round's submit results. (templated)
+    :param retry_on_demand: the retry round's on-demand result. (templated)
+    :param collected: the collect stage's ``round`` XCom (for the retry count). (templated)
+    :param results_uri: root of the results tables and reports. (templated)
+    :param table_name: name of the results table under ``results_uri``.
+    """
+
+    template_fields: Sequence[str] = aws_template_fields(
+        "prepared", "jobs", "on_demand", "retry_jobs", "retry_on_demand", "collected", "results_uri"
+    )
+    ui_color = "#d1c4e9"
+
+    def __init__(
+        self,
+        *,
+        results_uri: str,
+        retry_jobs: Sequence[Mapping[str, Any]] | str | None = None,
+        retry_on_demand: Mapping[str, Any] | str | None = None,
+        collected: Mapping[str, Any] | str | None = None,
+        table_name: str = "call_summaries",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.results_uri = results_uri
+        self.retry_jobs = retry_jobs
+        self.retry_on_demand = retry_on_demand
+        self.collected = collected
+        self.table_name = table_name
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from datetime import UTC, datetime
+
+        from bedrock_batch.results import (
+            assemble_call_summaries,
+            load_quarantine,
+            write_bytes,
+            write_json,
+            write_partition,
+        )
+        from bedrock_batch.storage import join_uri
+
+        prepared = dict(self.prepared)  # type: ignore[arg-type]
+        first = [dict(j) for j in (self.jobs or ()) if isinstance(j, Mapping)]
+        retry = [dict(j) for j in (self.retry_jobs or ()) if isinstance(j, Mapping)]
+        outputs = _job_outputs(first, _mapping(self.on_demand), "on-demand")
+        outputs += _job_outputs(retry, _mapping(self.retry_on_demand), "on-demand-retry")
+        joined = self._join(outputs)
+        storage = self.storage()
+        ds = str(context["ds"])
+        table = assemble_call_summaries(
+            joined,
+            load_quarantine(storage, prepared["quarantine_uri"]),
+            ds=ds,
+            model_id=prepared["model_id"],
+            dag_run_id=str(context["run_id"]),
+            processed_at=datetime.now(UTC),
+            passthrough=prepared.get("passthrough_columns") or (),
+        )
+        table_uri = write_partition(storage, table, join_uri(self.results_uri, self.table_name), ds)
+
+        report = self._report(context, prepared, table, [*first, *retry])
+        report_prefix = join_uri(self.results_uri, "reports", f"ds={ds}")
+        write_json(storage, report.to_dict(), join_uri(report_prefix, "run_report.json"))
+        write_bytes(storage, report.to_markdown().encode(), join_uri(report_prefix, "run_report.md"))
+        self.log.info("Run report for %s:\n%s", ds, report.to_text())
+        if not report.accounted:
+            raise OutputAccountingError(
+                f"{report.input_records:,} input rows but {report.succeeded:,} succeeded + {report.failed:,} "
+                f"failed + {report.quarantined:,} quarantined; the published partition is {table_uri}"
+            )
+        return {**report.to_dict(), "results_uri": table_uri, "report_uri": report_prefix}
+
+    def _report(
+        self, context: Context, prepared: Mapping[str, Any], table: Any, jobs: Sequence[Mapping[str, Any]]
+    ) -> Any:
+        import pyarrow.compute as pc
+
+        from bedrock_batch.cost import estimate_cost
+        from bedrock_batch.report import RunReport, job_summaries
+
+        status = table["status"]
+
+        def count(value: str) -> int:
+            return int(pc.sum(pc.equal(status, value)).as_py() or 0)
+
+        def tokens(column: str, batch: bool) -> int:
+            on_demand = pc.fill_null(pc.starts_with(table["job_arn"], "on-demand"), False)
+            mask = pc.invert(on_demand) if batch else on_demand
+            return int(pc.sum(table[column].filter(mask)).as_py() or 0)
+
+        model_id = str(prepared["model_id"])
+        # Batch tokens cost half the on-demand price; the fallback's tokens are billed in full.
+        batch_cost = estimate_cost(model_id, tokens("input_tokens", True), tokens("output_tokens", True))
+        fallback_cost = estimate_cost(
+            model_id, tokens("input_tokens", False), tokens("output_tokens", False), batch=False
+        )
+        cost = None if batch_cost is None or fallback_cost is None else batch_cost + fallback_cost
+        collected = _mapping(self.collected) or {}
+        summaries = job_summaries({**job, "duration_seconds": self._duration(job)} for job in jobs)
+        return RunReport(
+            ds=str(context["ds"]),
+            dag_run_id=str(context["run_id"]),
+            model_id=model_id,
+            input_records=int(prepared.get("rows") or 0),
+            quarantined=count("quarantined"),
+            succeeded=count("succeeded"),
+            failed=count("failed"),
+            retried=int(collected.get("retried") or 0),
+            input_tokens=int(pc.sum(table["input_tokens"]).as_py() or 0),
+            output_tokens=int(pc.sum(table["output_tokens"]).as_py() or 0),
+            estimated_cost_usd=cost,
+            jobs=summaries,
+        )
+
+    def _duration(self, job: Mapping[str, Any]) -> float | None:
+        try:
+            described = self.hook.get_job(str(job["job_arn"]))
+        except Exception:
+            self.log.warning("Could not read the timing of job %s", job.get("job_id"))
+            return None
+        start, end = described.get("submitTime"), described.get("endTime")
+        return (end - start).total_seconds() if start and end else None
+
+
+class OutputAccountingError(JobFailedError):
+    """The published rows do not add up to the input rows: a record was lost or counted twice."""
+
+
+def _mapping(value: Any) -> Mapping[str, Any] | None:
+    return value if isinstance(value, Mapping) else None

@@ -140,3 +140,71 @@ class BedrockBatchJobSensor(AwsBaseSensor[BedrockBatchHook]):
         if not self._links_persisted:
             persist_job_links(context, self, job, self.hook.conn_region_name, self.hook.conn_partition)
             self._links_persisted = True
+
+
+class SourcePartitionSensor(AwsBaseSensor[BedrockBatchHook]):
+    """Wait until a source partition (an S3 prefix or a local directory) holds at least one object.
+
+    A partition holding only a marker such as ``_SUCCESS`` counts as present: that is how an upstream
+    system says "this day had no calls", and prepare turns it into an empty run.
+
+    Deferrable: between two checks the task waits in the triggerer, holding no worker slot; ``timeout``
+    still applies, counted from the first check.
+
+    :param source_uri: the partition to wait for. (templated)
+    :param deferrable: wait in the triggerer between checks.
+        (default: the ``[operators] default_deferrable`` setting, False if unset)
+    :param poke_interval: seconds between two checks.
+    """
+
+    aws_hook_class = BedrockBatchHook
+    template_fields: Sequence[str] = aws_template_fields("source_uri")
+    ui_color = "#fff9c4"
+
+    def __init__(
+        self,
+        *,
+        source_uri: str,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.source_uri = source_uri
+        self.deferrable = deferrable
+
+    def poke(self, context: Context) -> bool:
+        from bedrock_batch.storage import Storage, StorageReadError, is_s3_uri
+
+        storage = Storage(self.hook.s3_client if is_s3_uri(self.source_uri) else None)
+        try:
+            found = next(iter(storage.list_objects(self.source_uri)), None) is not None
+        except StorageReadError:
+            found = False
+        self.log.info("Source partition %s %s", self.source_uri, "is present" if found else "not there yet")
+        return found
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        return self.execute_complete(context)
+
+    def execute_complete(self, context: Context, event: Any = None) -> None:
+        """Check once; if the partition is not there yet, defer for ``poke_interval`` and check again."""
+        if self.poke(context):
+            return
+        started = context["ti"].start_date
+        if started is not None and (timezone_now() - started).total_seconds() > self.timeout:
+            raise AirflowSensorTimeout(
+                f"source partition {self.source_uri} did not appear in {self.timeout} s"
+            )
+        from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+
+        self.defer(
+            trigger=TimeDeltaTrigger(timedelta(seconds=self.poke_interval)), method_name="execute_complete"
+        )
+
+
+def timezone_now() -> Any:
+    from airflow.sdk import timezone
+
+    return timezone.utcnow()

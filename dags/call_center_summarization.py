@@ -1,0 +1,156 @@
+"""
+### Call-center summarization with Amazon Bedrock batch inference
+
+Every day, summarize the previous day's call-center transcripts with a Bedrock model in batch mode (half
+the on-demand price) and publish one row per call to the `call_summaries` table.
+
+| task | stage | what it does |
+|---|---|---|
+| `wait_for_source` | arrival | waits (deferred) until the day's source partition exists |
+| `prepare` | prepare, split, upload | streams the transcripts into batch records, quarantines bad rows, plans shards within every service quota, uploads them |
+| `submit` | submit, wait | one job per shard (mapped), idempotent, never more than the model's concurrency quota; waits deferred |
+| `on_demand` | fallback | records too few for a job (under the service minimum) go through InvokeModel |
+| `collect` | collect | joins outputs to the source rows; stages retryable failures (throttling, 5xx, missing) as a retry round |
+| `submit_retry`, `on_demand_retry` | retry | the retry round, as a job or on demand depending on its size |
+| `publish` | publish | writes `call_summaries/ds=<ds>/` atomically and the run report; emits the `call_summaries` asset |
+
+Defaults come from `include/config/call_center_summarization.json`; every value can be overridden per run
+through the params. `source_uri` may contain `{ds}`, replaced by the run's date. Every input row ends in the
+table exactly once: `succeeded`, `failed` with its error code, or `quarantined` with a reason.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pendulum
+from airflow.sdk import DAG, Asset, Param
+
+from bedrock_batch.config import PipelineConfig
+from bedrock_batch.operators import (
+    BedrockBatchCollectOperator,
+    BedrockBatchPrepareOperator,
+    BedrockBatchPublishOperator,
+    BedrockBatchSubmitOperator,
+    BedrockOnDemandOperator,
+)
+from bedrock_batch.sensors import SourcePartitionSensor
+
+CONFIG = PipelineConfig.load(
+    Path(__file__).parents[1] / "include" / "config" / "call_center_summarization.json"
+)
+CALL_SUMMARIES = Asset(name="call_summaries", uri=f"{CONFIG.results_uri.rstrip('/')}/call_summaries")
+
+CONN = "{{ params.aws_conn_id }}"
+RUN_PREFIX = "{{ params.staging_uri.rstrip('/') }}/call_center_summarization/{{ ds }}"
+
+with DAG(
+    dag_id="call_center_summarization",
+    description="Summarize yesterday's call transcripts with Bedrock batch inference",
+    schedule=CONFIG.schedule,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=3,
+    default_args={
+        "owner": "data-platform",
+        "retries": 2,
+        "retry_delay": timedelta(minutes=5),
+    },
+    params={
+        "source_uri": Param(
+            CONFIG.source_uri, type="string", description="S3 prefix or local path; {ds} is the date"
+        ),
+        "source_format": Param(CONFIG.source_format, enum=["text", "jsonl", "csv", "parquet", "transcribe"]),
+        "staging_uri": Param(CONFIG.staging_uri, type="string"),
+        "results_uri": Param(CONFIG.results_uri, type="string"),
+        "model_id": Param(CONFIG.model_id, type="string"),
+        "role_arn": Param(CONFIG.role_arn, type="string"),
+        "aws_conn_id": Param(CONFIG.aws_conn_id, type="string"),
+        "max_records": Param(CONFIG.max_records, type="integer", minimum=0, description="0 reads every row"),
+        "prompt_version": Param(CONFIG.prompt_version, type="string"),
+    },
+    tags=["bedrock", "batch-inference", "call-center"],
+    doc_md=__doc__,
+) as dag:
+    wait_for_source = SourcePartitionSensor(
+        task_id="wait_for_source",
+        source_uri="{{ params.source_uri | replace('{ds}', ds) }}",
+        aws_conn_id=CONN,
+        deferrable=True,
+        poke_interval=CONFIG.source_poke_interval_seconds,
+        timeout=CONFIG.source_timeout_hours * 3600,
+    )
+    prepare = BedrockBatchPrepareOperator(
+        task_id="prepare",
+        source_uri="{{ params.source_uri | replace('{ds}', ds) }}",
+        source_format="{{ params.source_format }}",
+        staging_uri="{{ params.staging_uri }}",
+        model_id="{{ params.model_id }}",
+        prompt_name=CONFIG.prompt_name,
+        prompt_version="{{ params.prompt_version }}",
+        id_column=CONFIG.id_column,
+        text_column=CONFIG.text_column,
+        passthrough_columns=CONFIG.passthrough_columns,
+        invocation_type=CONFIG.invocation_type,
+        max_tokens=CONFIG.max_tokens,
+        max_records="{{ params.max_records }}",
+        quotas=CONFIG.quotas,
+        aws_conn_id=CONN,
+    )
+    job_settings = {
+        "model_id": "{{ params.model_id }}",
+        "role_arn": "{{ params.role_arn }}",
+        "invocation_type": CONFIG.invocation_type,
+        "timeout_hours": CONFIG.timeout_hours,
+        "poll_interval": CONFIG.poll_interval_seconds,
+        "quotas": CONFIG.quotas,
+        "deferrable": True,
+        "aws_conn_id": CONN,
+        **({"pool": CONFIG.pool} if CONFIG.pool else {}),
+    }
+    on_demand_settings = {
+        "model_id": "{{ params.model_id }}",
+        "invocation_type": CONFIG.invocation_type,
+        "requests_per_second": CONFIG.on_demand_requests_per_second,
+        "aws_conn_id": CONN,
+    }
+    submit = BedrockBatchSubmitOperator.partial(task_id="submit", **job_settings).expand(shard=prepare.output)
+    on_demand = BedrockOnDemandOperator(
+        task_id="on_demand",
+        input_uris=prepare.output["on_demand_uris"],
+        output_uri=f"{RUN_PREFIX}/on-demand-output/",
+        **on_demand_settings,
+    )
+    collect = BedrockBatchCollectOperator(
+        task_id="collect",
+        prepared=prepare.output["run"],
+        jobs=submit.output,
+        on_demand=on_demand.output,
+        quotas=CONFIG.quotas,
+        aws_conn_id=CONN,
+        trigger_rule="none_failed",
+    )
+    submit_retry = BedrockBatchSubmitOperator.partial(task_id="submit_retry", **job_settings).expand(
+        shard=collect.output
+    )
+    on_demand_retry = BedrockOnDemandOperator(
+        task_id="on_demand_retry",
+        input_uris=collect.output["retry_on_demand"],
+        output_uri=f"{RUN_PREFIX}/retry-1/on-demand-output/",
+        **on_demand_settings,
+    )
+    publish = BedrockBatchPublishOperator(
+        task_id="publish",
+        prepared=prepare.output["run"],
+        jobs=submit.output,
+        on_demand=on_demand.output,
+        retry_jobs=submit_retry.output,
+        retry_on_demand=on_demand_retry.output,
+        collected=collect.output["round"],
+        results_uri="{{ params.results_uri }}",
+        aws_conn_id=CONN,
+        outlets=[CALL_SUMMARIES],
+        trigger_rule="none_failed",
+    )
+    wait_for_source >> prepare
