@@ -5,6 +5,7 @@ A reply that does not parse keeps its row, with ``parse_error`` saying why and t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -43,8 +44,12 @@ def _choice(raw: Mapping[str, Any], key: str, allowed: tuple[str, ...], problems
     return value.strip().lower()
 
 
+# A sentence ends at . ! or ? followed by a space or the end, so "$93.53" or "v1.2" do not split one.
+_SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)")
+
+
 def _count_sentences(text: str) -> int:
-    return sum(1 for part in text.replace("!", ".").replace("?", ".").split(".") if part.strip())
+    return sum(1 for part in _SENTENCE_END.split(text) if part.strip())
 
 
 def parse_summary(text: str | None) -> dict[str, Any]:

@@ -184,6 +184,10 @@ class PipelineConfig:
     pool: str | None = None
     quotas: Mapping[str, Any] = field(default_factory=dict)
 
+    def table_uri(self, table: str) -> str:
+        """Where the results table ``table`` lives: ``<results_uri>/<table>`` (its Airflow asset URI)."""
+        return f"{self.results_uri.rstrip('/')}/{table}"
+
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PipelineConfig:
         """Read and validate the JSON file at ``path``."""

@@ -10,8 +10,10 @@ from decimal import Decimal
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from bedrock_batch.cost import PriceTable, estimate_cost
+from bedrock_batch.storage import Storage
 
 TOP_TOPICS = 5
 
@@ -91,3 +93,36 @@ def daily_kpis(results: pa.Table, ds: str, prices: PriceTable | None = None) -> 
         "avg_cost_usd": float(cost / succeeded) if cost is not None and succeeded else None,
     }
     return pa.Table.from_pylist([row], schema=KPI_SCHEMA)
+
+
+def publish_daily_kpis(storage: Storage, partition_uri: str, kpi_table_uri: str, ds: str) -> str:
+    """Compute the KPIs of one results partition and replace that day's KPI partition; return its URI.
+
+    :param storage: local and S3 access.
+    :param partition_uri: the day's ``call_summaries`` Parquet file (or its partition prefix).
+    :param kpi_table_uri: root of the KPI table (``<results_uri>/call_summary_kpis``).
+    :param ds: the day.
+    """
+    from bedrock_batch.results import write_partition
+
+    files = [o.uri for o in storage.list_objects(partition_uri) if o.uri.endswith(".parquet")]
+    tables = []
+    for uri in files:
+        with storage.open_seekable(uri) as stream:
+            tables.append(pq.read_table(stream))
+    results = pa.concat_tables(tables) if tables else RESULT_COLUMNS_FOR_KPIS.empty_table()
+    return write_partition(storage, daily_kpis(results, ds), kpi_table_uri, ds)
+
+
+# The results columns the KPIs read, for a day with no partition file at all.
+RESULT_COLUMNS_FOR_KPIS = pa.schema(
+    [
+        ("model_id", pa.string()),
+        ("status", pa.string()),
+        ("sentiment", pa.string()),
+        ("resolution", pa.string()),
+        ("primary_topic", pa.string()),
+        ("input_tokens", pa.int64()),
+        ("output_tokens", pa.int64()),
+    ]
+)

@@ -972,6 +972,14 @@ class BedrockBatchPublishOperator(_CollectingOperator):
         write_json(storage, report.to_dict(), join_uri(report_prefix, "run_report.json"))
         write_bytes(storage, report.to_markdown().encode(), join_uri(report_prefix, "run_report.md"))
         self.log.info("Run report for %s:\n%s", ds, report.to_text())
+        # Consumers scheduled on the table (e.g. the KPI DAG) read which partition changed from the event.
+        for asset in self.outlets:
+            context["outlet_events"][asset].extra = {
+                "ds": ds,
+                "partition_uri": table_uri,
+                "results_uri": self.results_uri,
+                "rows": table.num_rows,
+            }
         if not report.accounted:
             raise OutputAccountingError(
                 f"{report.input_records:,} input rows but {report.succeeded:,} succeeded + {report.failed:,} "

@@ -1,0 +1,1039 @@
+"""The Bedrock emulator driven only through unmodified boto3 clients over HTTP, as the library will use it.
+
+Every operation and every error shape goes over the wire; the admin handle only sets faults and reads state.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import boto3
+import orjson
+import pytest
+from botocore.exceptions import ClientError
+
+from bedrock_batch.emulator import EmulatorAdmin, EmulatorAdminError, LocalStack
+from bedrock_batch.sample_data import generate_calls
+
+pytestmark = pytest.mark.integration
+
+IN = "emulator-input"
+OUT = "emulator-output"
+ROLE = "arn:aws:iam::123456789012:role/BedrockBatchRole"
+CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
+NOVA = "amazon.nova-lite-v1:0"
+LLAMA = "meta.llama3-1-8b-instruct-v1:0"
+TITAN = "amazon.titan-text-express-v1"
+TERMINAL = {"Completed", "PartiallyCompleted", "Failed", "Stopped", "Expired"}
+PROMPT = (
+    'Read the call transcript and answer with a JSON object with keys "summary", "sentiment" '
+    '(positive, neutral or negative), "topic" (one of: billing, technical support, cancellation, complaint, '
+    'order status), "resolution" and "action_items".\n\nTranscript:\n'
+)
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[LocalStack]:
+    with LocalStack(s3_port=0, bedrock_port=0, time_scale=1000.0) as local:
+        s3 = local.client("s3")
+        s3.create_bucket(Bucket=IN)
+        s3.create_bucket(Bucket=OUT)
+        yield local
+
+
+@pytest.fixture(autouse=True)
+def fresh(stack: LocalStack) -> Iterator[None]:
+    stack.admin.reset()
+    yield
+    stack.admin.reset()
+
+
+@pytest.fixture
+def bedrock(stack: LocalStack) -> Any:
+    return stack.client("bedrock", retries={"total_max_attempts": 1})
+
+
+@pytest.fixture
+def loose_bedrock(stack: LocalStack) -> Any:
+    """A client that sends what it is given, so the server's own validation is what answers."""
+    return stack.client("bedrock", retries={"total_max_attempts": 1}, parameter_validation=False)
+
+
+@pytest.fixture
+def runtime(stack: LocalStack) -> Any:
+    return stack.client("bedrock-runtime", retries={"total_max_attempts": 1})
+
+
+@pytest.fixture
+def s3(stack: LocalStack) -> Any:
+    return stack.client("s3")
+
+
+# --- helpers ---------------------------------------------------------------------------------------------
+
+
+def claude_body(text: str, max_tokens: int = 600) -> dict[str, Any]:
+    return {
+        "anthropic_version": "bedrock-2023-05-31",
+        "max_tokens": max_tokens,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": text}]}],
+    }
+
+
+def put_records(s3: Any, key: str, count: int, *, start: int = 0, body: Any = None) -> list[str]:
+    """Write ``count`` batch records to s3://IN/key; returns their record ids in file order."""
+    calls = list(generate_calls(min(count, 25), seed=11))
+    ids = [f"REC{start + i:08d}" for i in range(count)]
+    lines = [
+        orjson.dumps(
+            {
+                "recordId": record_id,
+                "modelInput": body(i) if body else claude_body(PROMPT + calls[i % len(calls)].transcript),
+            }
+        )
+        for i, record_id in enumerate(ids)
+    ]
+    s3.put_object(Bucket=IN, Key=key, Body=b"\n".join(lines) + b"\n")
+    return ids
+
+
+def submit(
+    bedrock: Any,
+    name: str,
+    input_key: str,
+    *,
+    model: str = CLAUDE,
+    input_config: dict[str, Any] | None = None,
+    output_config: dict[str, Any] | None = None,
+    **extra: Any,
+) -> str:
+    """Create a job reading s3://IN/input_key, writing to s3://OUT/name/; ``*_config`` add or override."""
+    return bedrock.create_model_invocation_job(
+        jobName=name,
+        roleArn=ROLE,
+        modelId=model,
+        inputDataConfig={"s3InputDataConfig": {"s3Uri": f"s3://{IN}/{input_key}", **(input_config or {})}},
+        outputDataConfig={"s3OutputDataConfig": {"s3Uri": f"s3://{OUT}/{name}/", **(output_config or {})}},
+        **extra,
+    )["jobArn"]
+
+
+def wait_for(bedrock: Any, arn: str, statuses: set[str] = TERMINAL, timeout: float = 20.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = bedrock.get_model_invocation_job(jobIdentifier=arn)
+        if job["status"] in statuses:
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job stayed {job['status']}, expected one of {sorted(statuses)}")
+        time.sleep(0.01)
+
+
+def output_keys(s3: Any, prefix: str) -> list[str]:
+    return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=OUT, Prefix=prefix).get("Contents", []))
+
+
+def read_lines(s3: Any, key: str) -> list[dict[str, Any]]:
+    body = s3.get_object(Bucket=OUT, Key=key)["Body"].read()
+    return [orjson.loads(line) for line in body.splitlines() if line.strip()]
+
+
+def at_wall_speed(stack: LocalStack, validating_seconds: float = 0.01, **timings: float) -> None:
+    """Run jobs in real time (time scale 1) with short phases, so a test can watch one while it runs."""
+    stack.admin.configure(
+        time_scale=1.0,
+        submitted_seconds=0.01,
+        validating_seconds=validating_seconds,
+        scheduled_seconds=0.01,
+        **timings,
+    )
+
+
+def job_id(arn: str) -> str:
+    return arn.rsplit("/", 1)[-1]
+
+
+def error_of(excinfo: pytest.ExceptionInfo[ClientError]) -> tuple[str, str]:
+    error = excinfo.value.response["Error"]
+    return error["Code"], error["Message"]
+
+
+# --- lifecycle and output ----------------------------------------------------------------------------------
+
+
+class TestCompletedJob:
+    def test_150_records_complete_with_documented_layout_and_counts(self, stack, bedrock, s3):
+        ids = put_records(s3, "complete/part-0001.jsonl", 150)
+        arn = submit(bedrock, "complete-150", "complete/")
+        assert arn.startswith("arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/")
+        assert len(job_id(arn)) == 12
+
+        job = wait_for(bedrock, arn)
+
+        assert job["status"] == "Completed"
+        history = stack.admin.job(arn)["history"]
+        assert [h["status"] for h in history] == [
+            "Submitted",
+            "Validating",
+            "Scheduled",
+            "InProgress",
+            "Completed",
+        ]
+        assert [h["totalRecordCount"] for h in history[:2]] == [0, 0]
+        prefix = f"complete-150/{job_id(arn)}/"
+        assert output_keys(s3, "complete-150/") == [
+            f"{prefix}manifest.json.out",
+            f"{prefix}part-0001.jsonl.out",
+        ]
+        lines = read_lines(s3, f"{prefix}part-0001.jsonl.out")
+        assert sorted(line["recordId"] for line in lines) == ids
+        assert [line["recordId"] for line in lines] != ids, "output order must differ from input order"
+        assert all(set(line) == {"recordId", "modelInput", "modelOutput"} for line in lines)
+        reply = lines[0]["modelOutput"]
+        assert reply["type"] == "message"
+        assert reply["stop_reason"] == "end_turn"
+        assert set(orjson.loads(reply["content"][0]["text"])) == {
+            "summary",
+            "sentiment",
+            "topic",
+            "resolution",
+            "action_items",
+        }
+        manifest = orjson.loads(s3.get_object(Bucket=OUT, Key=f"{prefix}manifest.json.out")["Body"].read())
+        assert manifest == {
+            "totalRecordCount": 150,
+            "processedRecordCount": 150,
+            "successRecordCount": 150,
+            "errorRecordCount": 0,
+            "inputTokenCount": sum(line["modelOutput"]["usage"]["input_tokens"] for line in lines),
+            "outputTokenCount": sum(line["modelOutput"]["usage"]["output_tokens"] for line in lines),
+        }
+        assert (job["totalRecordCount"], job["processedRecordCount"]) == (150, 150)
+        assert (job["successRecordCount"], job["errorRecordCount"]) == (150, 0)
+        assert job["submitTime"] <= job["lastModifiedTime"] == job["endTime"]
+        assert job["jobExpirationTime"] - job["submitTime"] == timedelta(hours=168)
+        assert job["timeoutDurationInHours"] == 168
+        assert "message" not in job
+
+    def test_counts_are_zero_while_validating_and_grow_while_in_progress(self, stack, bedrock, s3):
+        at_wall_speed(stack, validating_seconds=0.4, records_per_second=150, chunk_records=10)
+        put_records(s3, "progress/part-0001.jsonl", 150)
+        arn = submit(bedrock, "progress-150", "progress/part-0001.jsonl")
+        samples = []
+        while not samples or samples[-1][0] not in TERMINAL:
+            job = bedrock.get_model_invocation_job(jobIdentifier=arn)
+            samples.append((job["status"], job["totalRecordCount"], job["processedRecordCount"]))
+            time.sleep(0.02)
+
+        assert ("Validating", 0, 0) in samples
+        running = [
+            processed for status, total, processed in samples if status == "InProgress" and total == 150
+        ]
+        assert len({p for p in running if 0 < p < 150}) >= 3, samples
+        assert running == sorted(running)
+        assert samples[-1] == ("Completed", 150, 150)
+
+    def test_prefix_input_gets_one_output_file_per_jsonl_file(self, bedrock, s3):
+        first = put_records(s3, "multi/part-0001.jsonl", 60)
+        second = put_records(s3, "multi/part-0002.jsonl", 90, start=60)
+        s3.put_object(Bucket=IN, Key="multi/README.txt", Body=b"not input")
+        arn = submit(bedrock, "multi-files", "multi/")
+
+        job = wait_for(bedrock, arn)
+
+        assert job["status"] == "Completed"
+        assert job["totalRecordCount"] == 150
+        prefix = f"multi-files/{job_id(arn)}/"
+        assert output_keys(s3, "multi-files/") == [
+            f"{prefix}manifest.json.out",
+            f"{prefix}part-0001.jsonl.out",
+            f"{prefix}part-0002.jsonl.out",
+        ]
+        assert sorted(r["recordId"] for r in read_lines(s3, f"{prefix}part-0001.jsonl.out")) == first
+        assert sorted(r["recordId"] for r in read_lines(s3, f"{prefix}part-0002.jsonl.out")) == second
+
+    def test_records_without_record_id_get_one(self, bedrock, s3):
+        lines = [orjson.dumps({"modelInput": claude_body(f"Agent: hello {i}")}) for i in range(100)]
+        s3.put_object(Bucket=IN, Key="noid/input.jsonl", Body=b"\n".join(lines))
+        arn = submit(bedrock, "no-record-ids", "noid/input.jsonl")
+
+        assert wait_for(bedrock, arn)["status"] == "Completed"
+        ids = [r["recordId"] for r in read_lines(s3, f"no-record-ids/{job_id(arn)}/input.jsonl.out")]
+        assert len(set(ids)) == 100
+        assert all(len(i) == 11 and i.isalnum() for i in ids)
+
+    def test_converse_job_answers_in_converse_format(self, bedrock, s3):
+        def converse_body(i: int) -> dict[str, Any]:
+            return {
+                "messages": [
+                    {"role": "user", "content": [{"text": f"Summarize.\nCustomer: my order {i} is late"}]}
+                ],
+                "inferenceConfig": {"maxTokens": 200},
+            }
+
+        put_records(s3, "converse/in.jsonl", 100, body=converse_body)
+        arn = submit(bedrock, "converse-job", "converse/in.jsonl", model=NOVA, modelInvocationType="Converse")
+
+        job = wait_for(bedrock, arn)
+
+        assert job["status"] == "Completed"
+        assert job["modelInvocationType"] == "Converse"
+        output = read_lines(s3, f"converse-job/{job_id(arn)}/in.jsonl.out")[0]["modelOutput"]
+        assert output["output"]["message"]["role"] == "assistant"
+        assert "order" in output["output"]["message"]["content"][0]["text"]
+        usage = output["usage"]
+        assert usage["totalTokens"] == usage["inputTokens"] + usage["outputTokens"] > 0
+
+    def test_state_changes_are_logged_with_ids_and_counts_never_text(self, bedrock, s3, caplog):
+        put_records(s3, "logged/in.jsonl", 100)
+        with caplog.at_level(logging.INFO, logger="bedrock_batch.emulator"):
+            arn = submit(bedrock, "logged-job", "logged/in.jsonl")
+            wait_for(bedrock, arn)
+        lines = [r.getMessage() for r in caplog.records if r.name == "bedrock_batch.emulator"]
+        assert any(job_id(arn) in line and "Completed 100/100" in line for line in lines)
+        assert not any("Customer" in line or "Agent" in line for line in lines)
+
+
+class TestValidationFailures:
+    def test_99_records_fail_with_the_minimum_in_the_message(self, bedrock, s3):
+        put_records(s3, "small/in.jsonl", 99)
+        arn = submit(bedrock, "too-small", "small/in.jsonl")
+
+        job = wait_for(bedrock, arn)
+
+        assert job["status"] == "Failed"
+        assert "less records (99) than the required minimum of: 100" in job["message"]
+        assert job["endTime"] >= job["submitTime"]
+        assert output_keys(s3, "too-small/") == []
+
+    @pytest.mark.parametrize(
+        ("content", "expected"),
+        [
+            (b'{"recordId": "A", "modelInput": {}}\nnot json\n', "line 2: the line is not valid JSON"),
+            (b'{"recordId": "A", "modelInput": {}}\n[1, 2]\n', "line 2: the line is not a JSON object"),
+            (b'{"recordId": "A", "prompt": "x"}\n', "line 1: the record has no modelInput object"),
+            (b'{"recordId": 7, "modelInput": {}}\n', "line 1: recordId must be a string"),
+        ],
+    )
+    def test_malformed_lines_fail_the_job_naming_the_line(self, bedrock, s3, content, expected):
+        s3.put_object(Bucket=IN, Key="bad/in.jsonl", Body=content)
+        arn = submit(bedrock, "bad-lines", "bad/in.jsonl")
+
+        job = wait_for(bedrock, arn)
+
+        assert job["status"] == "Failed"
+        assert expected in job["message"]
+        assert "in.jsonl" in job["message"]
+
+    def test_missing_input_fails(self, bedrock):
+        job = wait_for(bedrock, submit(bedrock, "no-input", "nothing-here/"))
+        assert job["status"] == "Failed"
+        assert "No .jsonl files found" in job["message"]
+
+    def test_input_object_that_is_not_jsonl_fails(self, bedrock, s3):
+        s3.put_object(Bucket=IN, Key="json/in.json", Body=b'{"recordId": "A", "modelInput": {}}')
+        job = wait_for(bedrock, submit(bedrock, "not-jsonl", "json/in.json"))
+        assert job["status"] == "Failed"
+        assert "is not a .jsonl file" in job["message"]
+
+    def test_missing_output_bucket_fails(self, bedrock, s3):
+        put_records(s3, "nobucket/in.jsonl", 100)
+        arn = submit(
+            bedrock,
+            "no-output-bucket",
+            "nobucket/in.jsonl",
+            output_config={"s3Uri": "s3://no-such-bucket/out/"},
+        )
+        job = wait_for(bedrock, arn)
+        assert job["status"] == "Failed"
+        assert "Unable to access the output location" in job["message"]
+
+    def test_per_file_and_per_job_record_limits_are_configurable(self, stack, bedrock, s3):
+        stack.admin.configure(max_records_per_file=100, max_records_per_job=200)
+        put_records(s3, "limits/big.jsonl", 120)
+        job = wait_for(bedrock, submit(bedrock, "file-too-big", "limits/big.jsonl"))
+        assert job["status"] == "Failed"
+        assert "contains 120 records, more than the maximum of 100 records per file" in job["message"]
+
+        put_records(s3, "limits-job/part-1.jsonl", 100)
+        put_records(s3, "limits-job/part-2.jsonl", 100, start=100)
+        put_records(s3, "limits-job/part-3.jsonl", 100, start=200)
+        job = wait_for(bedrock, submit(bedrock, "job-too-big", "limits-job/"))
+        assert job["status"] == "Failed"
+        assert "contains more records (300) than the allowed maximum of: 200" in job["message"]
+
+    def test_bucket_owner_mismatch_fails(self, bedrock, s3):
+        put_records(s3, "owner/in.jsonl", 100)
+        arn = submit(bedrock, "wrong-owner", "owner/in.jsonl", input_config={"s3BucketOwner": "210987654321"})
+        job = wait_for(bedrock, arn)
+        assert job["status"] == "Failed"
+        assert "not owned by account 210987654321" in job["message"]
+
+
+class TestOutputConfiguration:
+    def test_kms_key_and_bucket_owner_are_recorded_and_applied(self, stack, bedrock, s3):
+        key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+        put_records(s3, "kms/in.jsonl", 100)
+        arn = submit(
+            bedrock,
+            "kms-job",
+            "kms/in.jsonl",
+            input_config={"s3InputFormat": "JSONL"},
+            output_config={"s3EncryptionKeyId": key, "s3BucketOwner": "123456789012"},
+            tags=[{"key": "team", "value": "analytics"}],
+        )
+
+        assert wait_for(bedrock, arn)["status"] == "Completed"
+        params = stack.admin.requests("CreateModelInvocationJob")[-1]["params"]
+        assert params["outputDataConfig"]["s3OutputDataConfig"]["s3EncryptionKeyId"] == key
+        assert params["outputDataConfig"]["s3OutputDataConfig"]["s3BucketOwner"] == "123456789012"
+        assert stack.admin.job(arn)["tags"] == [{"key": "team", "value": "analytics"}]
+        head = s3.head_object(Bucket=OUT, Key=f"kms-job/{job_id(arn)}/in.jsonl.out")
+        assert head["ServerSideEncryption"] == "aws:kms"
+        assert head["SSEKMSKeyId"] == key
+
+
+# --- stop, expiry, partial completion ----------------------------------------------------------------------
+
+
+class TestStop:
+    def test_stop_in_progress_job_writes_only_processed_records(self, stack, bedrock, s3):
+        at_wall_speed(stack, records_per_second=100, chunk_records=5)
+        put_records(s3, "stop/in.jsonl", 150)
+        arn = submit(bedrock, "stop-me", "stop/in.jsonl")
+        wait_for(bedrock, arn, {"InProgress"})
+        while bedrock.get_model_invocation_job(jobIdentifier=arn)["processedRecordCount"] < 20:
+            time.sleep(0.01)
+
+        bedrock.stop_model_invocation_job(jobIdentifier=arn)
+        assert bedrock.get_model_invocation_job(jobIdentifier=arn)["status"] in ("Stopping", "Stopped")
+        job = wait_for(bedrock, arn)
+
+        assert job["status"] == "Stopped"
+        assert 20 <= job["processedRecordCount"] < 150
+        assert job["totalRecordCount"] == 150
+        prefix = f"stop-me/{job_id(arn)}/"
+        assert len(read_lines(s3, f"{prefix}in.jsonl.out")) == job["processedRecordCount"]
+        manifest = orjson.loads(s3.get_object(Bucket=OUT, Key=f"{prefix}manifest.json.out")["Body"].read())
+        assert manifest["processedRecordCount"] == job["processedRecordCount"]
+        assert manifest["totalRecordCount"] == 150
+        assert "Stopping" in [h["status"] for h in stack.admin.job(arn)["history"]]
+
+        with pytest.raises(bedrock.exceptions.ValidationException) as excinfo:
+            bedrock.stop_model_invocation_job(jobIdentifier=arn)
+        assert "State was: Stopped" in error_of(excinfo)[1]
+
+    def test_stop_before_processing_writes_nothing(self, stack, bedrock, s3):
+        stack.admin.configure(submitted_seconds=10**6)
+        put_records(s3, "stop-early/in.jsonl", 100)
+        arn = submit(bedrock, "stop-early", "stop-early/in.jsonl")
+        bedrock.stop_model_invocation_job(jobIdentifier=arn)
+
+        job = wait_for(bedrock, arn)
+
+        assert job["status"] == "Stopped"
+        assert job["processedRecordCount"] == 0
+        assert [h["status"] for h in stack.admin.job(arn)["history"]] == ["Submitted", "Stopping", "Stopped"]
+        assert output_keys(s3, "stop-early/") == []
+
+    def test_stopping_a_completed_job_is_a_validation_error_naming_the_state(self, bedrock, s3):
+        put_records(s3, "done/in.jsonl", 100)
+        arn = submit(bedrock, "done-job", "done/in.jsonl")
+        wait_for(bedrock, arn)
+
+        with pytest.raises(bedrock.exceptions.ValidationException) as excinfo:
+            bedrock.stop_model_invocation_job(jobIdentifier=arn)
+
+        assert "State was: Completed" in error_of(excinfo)[1]
+
+
+class TestExpiryAndPartialCompletion:
+    def test_job_that_never_starts_expires_at_its_timeout(self, stack, bedrock, s3):
+        stack.admin.set_faults(expire_jobs_matching="^expire-")
+        stack.admin.set_time_scale(10**6)
+        put_records(s3, "expire/in.jsonl", 100)
+        arn = submit(bedrock, "expire-me", "expire/in.jsonl", timeoutDurationInHours=24)
+
+        job = wait_for(bedrock, arn)
+
+        assert job["status"] == "Expired"
+        assert "24 hours" in job["message"]
+        assert job["jobExpirationTime"] - job["submitTime"] == timedelta(hours=24)
+        assert [h["status"] for h in stack.admin.job(arn)["history"]][-2:] == ["Scheduled", "Expired"]
+        assert output_keys(s3, "expire-me/") == []
+
+    def test_backlog_expires_and_a_job_running_past_its_timeout_partially_completes(self, stack, bedrock, s3):
+        # One job runs at a time, slowly: the second waits in Scheduled past its 24 h timeout while the
+        # first (48 h) runs out of time with some of its records processed.
+        stack.admin.configure(time_scale=10**5, max_running_jobs=1, records_per_second=0.0005)
+        put_records(s3, "backlog/in.jsonl", 150)
+        running = submit(bedrock, "backlog-running", "backlog/in.jsonl", timeoutDurationInHours=48)
+        wait_for(bedrock, running, {"InProgress"})
+        waiting = submit(bedrock, "backlog-waiting", "backlog/in.jsonl", timeoutDurationInHours=24)
+
+        second = wait_for(bedrock, waiting)
+        assert bedrock.get_model_invocation_job(jobIdentifier=running)["status"] == "InProgress"
+        first = wait_for(bedrock, running)
+
+        assert second["status"] == "Expired"
+        assert second["processedRecordCount"] == 0
+        assert first["status"] == "PartiallyCompleted"
+        assert "timed out" in first["message"]
+        assert 0 < first["processedRecordCount"] < 150
+        lines = read_lines(s3, f"backlog-running/{job_id(running)}/in.jsonl.out")
+        assert len(lines) == first["processedRecordCount"]
+
+    def test_partial_fault_processes_the_configured_fraction(self, stack, bedrock, s3):
+        stack.admin.set_faults(partial_jobs_matching="^partial-", partial_fraction=0.4)
+        put_records(s3, "partial/in.jsonl", 150)
+        arn = submit(bedrock, "partial-job", "partial/in.jsonl")
+
+        job = wait_for(bedrock, arn)
+
+        assert job["status"] == "PartiallyCompleted"
+        assert (job["processedRecordCount"], job["totalRecordCount"]) == (60, 150)
+        prefix = f"partial-job/{job_id(arn)}/"
+        assert len(read_lines(s3, f"{prefix}in.jsonl.out")) == 60
+        manifest = orjson.loads(s3.get_object(Bucket=OUT, Key=f"{prefix}manifest.json.out")["Body"].read())
+        assert (manifest["processedRecordCount"], manifest["totalRecordCount"]) == (60, 150)
+
+    @pytest.mark.parametrize("faults", [{"fail_jobs_matching": "^doomed"}, {"job_failure_rate": 1.0}])
+    def test_job_failure_fault(self, stack, bedrock, s3, faults):
+        stack.admin.set_faults(**faults)
+        put_records(s3, "doomed/in.jsonl", 100)
+        job = wait_for(bedrock, submit(bedrock, "doomed-job", "doomed/in.jsonl"))
+        assert job["status"] == "Failed"
+        assert "injected fault" in job["message"]
+
+
+class TestRecordErrors:
+    def test_injected_and_malformed_records_become_error_lines(self, stack, bedrock, s3):
+        stack.admin.set_faults(record_error_rate=0.3, record_error_codes=[429, 500], seed=7)
+
+        def body(i: int) -> dict[str, Any]:
+            # Every tenth body lacks "messages": validation passes it, the model rejects it (400).
+            return (
+                {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 50}
+                if i % 10 == 0
+                else claude_body("x")
+            )
+
+        put_records(s3, "errors/in.jsonl", 150, body=body)
+        arn = submit(bedrock, "record-errors", "errors/in.jsonl")
+
+        job = wait_for(bedrock, arn)
+
+        assert job["status"] == "Completed", "a job whose records fail still completes"
+        lines = read_lines(s3, f"record-errors/{job_id(arn)}/in.jsonl.out")
+        errors = [line for line in lines if "error" in line]
+        assert all("modelOutput" not in line and line["error"]["errorMessage"] for line in errors)
+        codes = {line["error"]["errorCode"] for line in errors}
+        assert codes == {400, 429, 500}
+        malformed = [line for line in errors if line["error"]["errorCode"] == 400]
+        assert all("Malformed input request" in line["error"]["errorMessage"] for line in malformed)
+        assert 20 <= len(errors) - len(malformed) <= 70
+        assert job["errorRecordCount"] == len(errors)
+        assert job["successRecordCount"] == 150 - len(errors)
+
+
+# --- quotas, idempotency, names ----------------------------------------------------------------------------
+
+
+class TestQuotaAndIdempotency:
+    def test_21st_concurrent_job_per_model_is_refused(self, stack, bedrock):
+        stack.admin.configure(submitted_seconds=10**6)  # every job stays Submitted
+        arns = [submit(bedrock, f"quota-{i}", "any/") for i in range(20)]
+
+        with pytest.raises(bedrock.exceptions.ServiceQuotaExceededException) as excinfo:
+            submit(bedrock, "quota-20", "any/")
+        assert "20" in error_of(excinfo)[1]
+        assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+        submit(bedrock, "other-model", "any/", model=NOVA)  # the quota is per model
+        bedrock.stop_model_invocation_job(jobIdentifier=arns[0])  # Stopping no longer counts
+        submit(bedrock, "quota-20", "any/")
+
+    def test_quota_is_settable_at_runtime(self, stack, bedrock):
+        stack.admin.set_max_concurrent_jobs(2)
+        stack.admin.configure(submitted_seconds=10**6)
+        submit(bedrock, "small-quota-1", "any/")
+        submit(bedrock, "small-quota-2", "any/")
+        with pytest.raises(bedrock.exceptions.ServiceQuotaExceededException):
+            submit(bedrock, "small-quota-3", "any/")
+
+    def test_same_client_request_token_returns_the_original_job(self, stack, bedrock):
+        stack.admin.configure(submitted_seconds=10**6)
+        first = submit(bedrock, "token-job", "any/", clientRequestToken="retry-token-1")
+        again = submit(bedrock, "token-job", "any/", clientRequestToken="retry-token-1")
+        renamed = submit(bedrock, "token-job-renamed", "any/", clientRequestToken="retry-token-1")
+
+        assert first == again == renamed
+        assert stack.admin.created_job_count() == 1
+        record = stack.admin.job(first)
+        assert (record["createRequests"], record["idempotentReplays"]) == (3, 2)
+        assert bedrock.get_model_invocation_job(jobIdentifier=first)["clientRequestToken"] == "retry-token-1"
+        assert len(bedrock.list_model_invocation_jobs()["invocationJobSummaries"]) == 1
+
+    def test_a_used_name_with_another_token_is_refused(self, stack, bedrock):
+        stack.admin.configure(submitted_seconds=10**6)
+        submit(bedrock, "named-job", "any/", clientRequestToken="token-a")
+
+        with pytest.raises(bedrock.exceptions.ValidationException) as excinfo:
+            submit(bedrock, "named-job", "any/", clientRequestToken="token-b")
+        assert error_of(excinfo)[1] == "The provided job name is currently in use."
+
+        stack.admin.configure(name_in_use_error="ConflictException")
+        with pytest.raises(bedrock.exceptions.ConflictException):
+            submit(bedrock, "named-job", "any/", clientRequestToken="token-c")
+        assert stack.admin.created_job_count() == 1
+
+
+# --- request validation and lookups ------------------------------------------------------------------------
+
+
+def _request(**overrides: Any) -> dict[str, Any]:
+    request = {
+        "jobName": "valid-name",
+        "roleArn": ROLE,
+        "modelId": CLAUDE,
+        "inputDataConfig": {"s3InputDataConfig": {"s3Uri": f"s3://{IN}/x/"}},
+        "outputDataConfig": {"s3OutputDataConfig": {"s3Uri": f"s3://{OUT}/x/"}},
+    }
+    request.update(overrides)
+    return {k: v for k, v in request.items() if v is not None}
+
+
+class TestRequestValidation:
+    @pytest.mark.parametrize(
+        ("overrides", "field"),
+        [
+            ({"jobName": "bad name!"}, "jobName"),
+            ({"jobName": "-starts-with-dash"}, "jobName"),
+            ({"jobName": "a" * 64}, "jobName"),
+            ({"jobName": None}, "jobName"),
+            ({"timeoutDurationInHours": 12}, "timeoutDurationInHours"),
+            ({"timeoutDurationInHours": 200}, "timeoutDurationInHours"),
+            ({"roleArn": "not-an-arn"}, "roleArn"),
+            ({"roleArn": "arn:aws:iam::12345:role/short-account"}, "roleArn"),
+            ({"modelId": "not a model id!"}, "modelId"),
+            ({"clientRequestToken": "bad token"}, "clientRequestToken"),
+            ({"inputDataConfig": {"s3InputDataConfig": {"s3Uri": "https://example.com/x"}}}, "s3Uri"),
+            ({"inputDataConfig": {"s3InputDataConfig": {"s3Uri": "s3://Upper_Case/x"}}}, "s3Uri"),
+            (
+                {"inputDataConfig": {"s3InputDataConfig": {"s3Uri": f"s3://{IN}/x", "s3InputFormat": "CSV"}}},
+                "s3InputFormat",
+            ),
+            (
+                {
+                    "outputDataConfig": {
+                        "s3OutputDataConfig": {"s3Uri": f"s3://{OUT}/x", "s3EncryptionKeyId": "no key"}
+                    }
+                },
+                "s3EncryptionKeyId",
+            ),
+            (
+                {
+                    "outputDataConfig": {
+                        "s3OutputDataConfig": {"s3Uri": f"s3://{OUT}/x", "s3BucketOwner": "12"}
+                    }
+                },
+                "s3BucketOwner",
+            ),
+            ({"modelInvocationType": "Batch"}, "modelInvocationType"),
+            ({"vpcConfig": {"subnetIds": [], "securityGroupIds": ["sg-1"]}}, "vpcConfig.subnetIds"),
+            ({"tags": [{"key": "bad|key", "value": "v"}]}, "tags.1.member.key"),
+        ],
+    )
+    def test_invalid_requests_are_refused_with_the_field_named(self, stack, loose_bedrock, overrides, field):
+        with pytest.raises(loose_bedrock.exceptions.ValidationException) as excinfo:
+            loose_bedrock.create_model_invocation_job(**_request(**overrides))
+        _, message = error_of(excinfo)
+        assert message.startswith("1 validation error detected:")
+        assert field in message
+        assert stack.admin.created_job_count() == 0
+
+    def test_several_errors_are_reported_together(self, loose_bedrock):
+        with pytest.raises(loose_bedrock.exceptions.ValidationException) as excinfo:
+            loose_bedrock.create_model_invocation_job(
+                **_request(jobName="bad name", timeoutDurationInHours=1)
+            )
+        assert error_of(excinfo)[1].startswith("2 validation errors detected:")
+
+    def test_pathological_job_name_is_answered_quickly(self, loose_bedrock):
+        started = time.monotonic()
+        with pytest.raises(loose_bedrock.exceptions.ValidationException):
+            loose_bedrock.create_model_invocation_job(**_request(jobName="a" + "-" * 60 + "!"))
+        assert time.monotonic() - started < 5, "the name pattern must not backtrack exponentially"
+
+    def test_unknown_model_family_is_refused(self, bedrock):
+        with pytest.raises(bedrock.exceptions.ValidationException) as excinfo:
+            bedrock.create_model_invocation_job(**_request(modelId="acme.unknown-model-v1"))
+        assert "model identifier is invalid" in error_of(excinfo)[1]
+
+    def test_valid_names_and_model_forms_are_accepted(self, stack, bedrock):
+        stack.admin.configure(submitted_seconds=10**6)
+        for name, model in [
+            ("a", CLAUDE),
+            ("job-2025.01+x", "us.anthropic.claude-3-5-haiku-20241022-v1:0"),
+            ("arn-model", f"arn:aws:bedrock:us-east-1::foundation-model/{LLAMA}"),
+            ("titan", TITAN),
+        ]:
+            bedrock.create_model_invocation_job(
+                **_request(jobName=name, modelId=model, timeoutDurationInHours=24)
+            )
+        assert stack.admin.created_job_count() == 4
+
+
+class TestLookups:
+    def test_get_by_id_and_by_arn(self, stack, bedrock):
+        stack.admin.configure(submitted_seconds=10**6)
+        arn = submit(bedrock, "lookup", "any/")
+        by_arn = bedrock.get_model_invocation_job(jobIdentifier=arn)
+        by_id = bedrock.get_model_invocation_job(jobIdentifier=job_id(arn))
+        by_arn.pop("ResponseMetadata"), by_id.pop("ResponseMetadata")
+        assert by_arn == by_id
+        assert by_arn["status"] == "Submitted"
+        assert by_arn["jobName"] == "lookup"
+
+    @pytest.mark.parametrize(
+        "identifier",
+        ["abcdefghijkl", "arn:aws:bedrock:us-east-1:999999999999:model-invocation-job/abcdefghijkl"],
+    )
+    def test_unknown_job_is_not_found(self, bedrock, identifier):
+        with pytest.raises(bedrock.exceptions.ResourceNotFoundException):
+            bedrock.get_model_invocation_job(jobIdentifier=identifier)
+        with pytest.raises(bedrock.exceptions.ResourceNotFoundException):
+            bedrock.stop_model_invocation_job(jobIdentifier=identifier)
+
+    def test_malformed_identifier_is_a_validation_error(self, bedrock):
+        with pytest.raises(bedrock.exceptions.ValidationException):
+            bedrock.get_model_invocation_job(jobIdentifier="NOT-AN-ID")
+
+
+class TestList:
+    @pytest.fixture
+    def jobs(self, stack: LocalStack, bedrock: Any, s3: Any) -> list[str]:
+        """Three Failed jobs then four held in Submitted, 2 ms apart so their submit times differ."""
+        put_records(s3, "list/small.jsonl", 10)
+        failed = []
+        for i in range(3):
+            failed.append(submit(bedrock, f"list-failed-{i}", "list/small.jsonl"))
+            time.sleep(0.002)
+        for arn in failed:
+            wait_for(bedrock, arn)
+        stack.admin.configure(submitted_seconds=10**6)
+        held = []
+        for i in range(4):
+            held.append(submit(bedrock, f"list-held-{i}", "list/small.jsonl"))
+            time.sleep(0.002)
+        submit(bedrock, "unrelated", "list/small.jsonl")
+        return failed + held
+
+    def names(self, response: dict[str, Any]) -> list[str]:
+        return [s["jobName"] for s in response["invocationJobSummaries"]]
+
+    def test_filters(self, bedrock, jobs):
+        assert len(self.names(bedrock.list_model_invocation_jobs(nameContains="list-"))) == 7
+        assert self.names(
+            bedrock.list_model_invocation_jobs(statusEquals="Failed", sortOrder="Ascending")
+        ) == [
+            "list-failed-0",
+            "list-failed-1",
+            "list-failed-2",
+        ]
+        assert len(self.names(bedrock.list_model_invocation_jobs(statusEquals="Submitted"))) == 5
+        third = bedrock.get_model_invocation_job(jobIdentifier=jobs[2])["submitTime"]
+        sixth = bedrock.get_model_invocation_job(jobIdentifier=jobs[5])["submitTime"]
+        between = bedrock.list_model_invocation_jobs(
+            submitTimeAfter=third, submitTimeBefore=sixth, sortBy="CreationTime", sortOrder="Ascending"
+        )
+        assert self.names(between) == ["list-held-0", "list-held-1"]
+
+    def test_sorting(self, bedrock, jobs):
+        ascending = self.names(
+            bedrock.list_model_invocation_jobs(nameContains="list-", sortOrder="Ascending")
+        )
+        descending = self.names(
+            bedrock.list_model_invocation_jobs(nameContains="list-", sortOrder="Descending")
+        )
+        default = self.names(bedrock.list_model_invocation_jobs(nameContains="list-"))
+        assert ascending == [f"list-failed-{i}" for i in range(3)] + [f"list-held-{i}" for i in range(4)]
+        assert descending == default == ascending[::-1]
+
+    def test_pagination(self, bedrock, jobs):
+        first = bedrock.list_model_invocation_jobs(nameContains="list-", maxResults=3, sortOrder="Ascending")
+        assert len(first["invocationJobSummaries"]) == 3
+        assert "nextToken" in first
+        pages = bedrock.get_paginator("list_model_invocation_jobs").paginate(
+            nameContains="list-", sortOrder="Ascending", PaginationConfig={"PageSize": 2}
+        )
+        sizes, names = [], []
+        for page in pages:
+            sizes.append(len(page["invocationJobSummaries"]))
+            names += self.names(page)
+        assert sizes == [2, 2, 2, 1]
+        assert names == [f"list-failed-{i}" for i in range(3)] + [f"list-held-{i}" for i in range(4)]
+
+    def test_bad_list_parameters(self, bedrock, loose_bedrock, jobs):
+        with pytest.raises(bedrock.exceptions.ValidationException):
+            bedrock.list_model_invocation_jobs(nextToken="garbage")
+        token = bedrock.list_model_invocation_jobs(maxResults=1, nameContains="list-")["nextToken"]
+        with pytest.raises(bedrock.exceptions.ValidationException):
+            bedrock.list_model_invocation_jobs(maxResults=1, nameContains="held", nextToken=token)
+        with pytest.raises(loose_bedrock.exceptions.ValidationException):
+            loose_bedrock.list_model_invocation_jobs(maxResults=0)
+        with pytest.raises(loose_bedrock.exceptions.ValidationException):
+            loose_bedrock.list_model_invocation_jobs(statusEquals="Bogus")
+
+
+# --- injected API errors -----------------------------------------------------------------------------------
+
+
+class TestApiFaults:
+    def test_throttling(self, stack, bedrock, runtime):
+        stack.admin.set_faults(throttle_rate=1.0)
+        with pytest.raises(bedrock.exceptions.ThrottlingException) as excinfo:
+            bedrock.list_model_invocation_jobs()
+        assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 429
+        runtime.invoke_model(modelId=CLAUDE, body=orjson.dumps(claude_body("hi")))  # the runtime is separate
+
+        stack.admin.set_faults(throttle_rate=0.0, runtime_throttle_rate=1.0)
+        bedrock.list_model_invocation_jobs()
+        with pytest.raises(runtime.exceptions.ThrottlingException):
+            runtime.invoke_model(modelId=CLAUDE, body=orjson.dumps(claude_body("hi")))
+        with pytest.raises(runtime.exceptions.ThrottlingException):
+            runtime.converse(modelId=NOVA, messages=[{"role": "user", "content": [{"text": "hi"}]}])
+
+    def test_partial_throttling_is_retried_by_botocore(self, stack):
+        stack.admin.set_faults(throttle_rate=0.5, seed=3)
+        patient = stack.client("bedrock", retries={"mode": "standard", "total_max_attempts": 10})
+        for _ in range(3):
+            patient.list_model_invocation_jobs()
+        throttled = [r for r in stack.admin.requests("ListModelInvocationJobs") if r.get("error")]
+        assert throttled
+        assert all(r["error"] == "ThrottlingException" for r in throttled)
+
+    def test_internal_error(self, stack, bedrock):
+        stack.admin.set_faults(internal_error_rate=1.0)
+        with pytest.raises(bedrock.exceptions.InternalServerException):
+            bedrock.get_model_invocation_job(jobIdentifier="abcdefghijkl")
+
+    def test_access_denied(self, stack, bedrock):
+        stack.admin.set_faults(access_denied_operations=["CreateModelInvocationJob"])
+        with pytest.raises(bedrock.exceptions.AccessDeniedException) as excinfo:
+            submit(bedrock, "denied", "any/")
+        assert "bedrock:CreateModelInvocationJob" in error_of(excinfo)[1]
+        assert stack.admin.created_job_count() == 0
+        bedrock.list_model_invocation_jobs()
+
+
+# --- runtime ----------------------------------------------------------------------------------------------
+
+
+CALL = next(iter(generate_calls(1, seed=5)))
+RUNTIME_PROMPT = PROMPT + CALL.transcript
+
+
+def _text(family: str, body: dict[str, Any]) -> str:
+    if family == "anthropic":
+        return body["content"][0]["text"]
+    if family == "nova":
+        return body["output"]["message"]["content"][0]["text"]
+    if family == "llama":
+        return body["generation"]
+    return body["results"][0]["outputText"]
+
+
+def _usage(family: str, body: dict[str, Any]) -> tuple[int, int]:
+    if family == "anthropic":
+        return body["usage"]["input_tokens"], body["usage"]["output_tokens"]
+    if family == "nova":
+        return body["usage"]["inputTokens"], body["usage"]["outputTokens"]
+    if family == "llama":
+        return body["prompt_token_count"], body["generation_token_count"]
+    return body["inputTextTokenCount"], body["results"][0]["tokenCount"]
+
+
+class TestRuntime:
+    @pytest.mark.parametrize(
+        ("family", "model", "body"),
+        [
+            ("anthropic", CLAUDE, claude_body(RUNTIME_PROMPT)),
+            (
+                "nova",
+                NOVA,
+                {
+                    "schemaVersion": "messages-v1",
+                    "messages": [{"role": "user", "content": [{"text": RUNTIME_PROMPT}]}],
+                    "inferenceConfig": {"maxTokens": 600},
+                },
+            ),
+            ("llama", LLAMA, {"prompt": RUNTIME_PROMPT, "max_gen_len": 600}),
+            ("titan", TITAN, {"inputText": RUNTIME_PROMPT, "textGenerationConfig": {"maxTokenCount": 600}}),
+        ],
+    )
+    def test_invoke_model_answers_in_the_family_format(self, runtime, family, model, body):
+        response = runtime.invoke_model(
+            modelId=model, body=orjson.dumps(body), contentType="application/json"
+        )
+
+        reply = orjson.loads(response["body"].read())
+        answer = orjson.loads(_text(family, reply))
+        assert answer["topic"].replace(" ", "_") == CALL.scenario
+        assert answer["resolution"] == CALL.outcome
+        assert answer["summary"]
+        assert answer["summary"].split(".")[0] in CALL.transcript
+        input_tokens, output_tokens = _usage(family, reply)
+        assert input_tokens == math.ceil(len(RUNTIME_PROMPT) / 4)
+        assert output_tokens == math.ceil(len(_text(family, reply)) / 4)
+        headers = response["ResponseMetadata"]["HTTPHeaders"]
+        assert headers["x-amzn-bedrock-input-token-count"] == str(input_tokens)
+
+    def test_converse(self, runtime):
+        response = runtime.converse(
+            modelId=f"arn:aws:bedrock:us-east-1::foundation-model/{NOVA}",
+            system=[{"text": "You analyse calls."}],
+            messages=[{"role": "user", "content": [{"text": RUNTIME_PROMPT}]}],
+            inferenceConfig={"maxTokens": 600, "temperature": 0.0},
+        )
+        assert response["stopReason"] == "end_turn"
+        assert response["metrics"]["latencyMs"] >= 1
+        assert orjson.loads(response["output"]["message"]["content"][0]["text"])["sentiment"] in {
+            "positive",
+            "neutral",
+            "negative",
+        }
+        usage = response["usage"]
+        assert usage["totalTokens"] == usage["inputTokens"] + usage["outputTokens"]
+
+    def test_max_tokens_truncates_the_reply(self, runtime):
+        response = runtime.converse(
+            modelId=NOVA,
+            messages=[{"role": "user", "content": [{"text": RUNTIME_PROMPT}]}],
+            inferenceConfig={"maxTokens": 5},
+        )
+        assert response["stopReason"] == "max_tokens"
+        assert len(response["output"]["message"]["content"][0]["text"]) <= 20
+
+    def test_plain_prompt_gets_an_extractive_summary(self, runtime):
+        body = claude_body("Summarize this call in two sentences.\n" + CALL.transcript)
+        text = orjson.loads(runtime.invoke_model(modelId=CLAUDE, body=orjson.dumps(body))["body"].read())
+        summary = text["content"][0]["text"]
+        assert summary
+        assert not summary.startswith("{")
+        assert all(sentence.strip(" .") in CALL.transcript for sentence in summary.split(". ") if sentence)
+
+    def test_malformed_body_and_unknown_model(self, runtime):
+        with pytest.raises(runtime.exceptions.ValidationException) as excinfo:
+            runtime.invoke_model(
+                modelId=CLAUDE, body=orjson.dumps({"anthropic_version": "bedrock-2023-05-31"})
+            )
+        assert "Malformed input request" in error_of(excinfo)[1]
+        with pytest.raises(runtime.exceptions.ValidationException):
+            runtime.invoke_model(modelId="acme.unknown-v1", body=b"{}")
+        with pytest.raises(runtime.exceptions.ValidationException):
+            runtime.invoke_model(modelId=CLAUDE, body=b"not json")
+
+    def test_runtime_calls_are_recorded_without_their_text(self, stack, runtime):
+        runtime.invoke_model(modelId=CLAUDE, body=orjson.dumps(claude_body(RUNTIME_PROMPT)))
+        recorded = stack.admin.requests("InvokeModel")[-1]
+        assert recorded["params"] == {
+            "modelId": CLAUDE,
+            "bodyBytes": len(orjson.dumps(claude_body(RUNTIME_PROMPT))),
+        }
+
+
+# --- admin and command line -------------------------------------------------------------------------------
+
+
+class TestAdmin:
+    def test_http_admin_offers_the_same_view_and_controls(self, stack, bedrock, s3):
+        remote = EmulatorAdmin.over_http(stack.bedrock_endpoint_url)
+        put_records(s3, "admin/in.jsonl", 100)
+        wait_for(bedrock, submit(bedrock, "admin-job", "admin/in.jsonl"))
+
+        assert remote.jobs() == stack.admin.jobs()
+        assert remote.created_job_count() == 1
+        assert remote.set_faults(record_error_rate=0.25)["record_error_rate"] == 0.25
+        assert stack.admin.faults()["record_error_rate"] == 0.25
+        assert remote.set_time_scale(42.0)["time_scale"] == 42.0
+        assert remote.health() == {"status": "ok"}
+        with pytest.raises(EmulatorAdminError, match="unknown"):
+            remote.set_faults(no_such_fault=1)
+        with pytest.raises(EmulatorAdminError, match="between 0 and 1"):
+            remote.set_faults(record_error_rate=2)
+        with pytest.raises(EmulatorAdminError, match="unknown"):
+            stack.admin.configure(no_such_setting=1)
+
+        remote.reset()
+        assert stack.admin.jobs() == []
+        assert stack.admin.faults()["record_error_rate"] == 0.0
+        assert stack.admin.config()["time_scale"] == 1000.0
+
+
+class TestCommandLine:
+    def test_runs_in_the_foreground_until_interrupted(self, monkeypatch):
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        env = dict(os.environ)
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bedrock_batch.emulator",
+                "--port",
+                "0",
+                "--s3-port",
+                "0",
+                "--record-error-rate",
+                "0.5",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        try:
+            assert process.stdout is not None
+            ready = process.stdout.readline()
+            assert ready.startswith("local stack ready:"), process.stderr.read() if process.stderr else ready
+            endpoints = dict(part.split("=", 1) for part in ready.split(":", 1)[1].split())
+            admin = EmulatorAdmin.over_http(endpoints["bedrock"])
+            assert admin.faults()["record_error_rate"] == 0.5
+
+            configure = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "bedrock_batch.emulator",
+                    "--configure",
+                    endpoints["bedrock"],
+                    "--throttle-rate",
+                    "0.2",
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=60,
+            )
+            assert configure.returncode == 0
+            assert admin.faults()["throttle_rate"] == 0.2
+
+            s3 = boto3.client("s3", endpoint_url=endpoints["s3"], region_name="us-east-1")
+            s3.create_bucket(Bucket="cli-bucket")
+            assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["cli-bucket"]
+        finally:
+            process.send_signal(signal.SIGINT)
+            _, stderr = process.communicate(timeout=30)
+        assert process.returncode == 0
+        assert "Traceback" not in stderr
+        assert "stopping the local stack" in stderr
