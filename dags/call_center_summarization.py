@@ -21,6 +21,7 @@ table exactly once: `succeeded`, `failed` with its error code, or `quarantined` 
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -37,10 +38,12 @@ from bedrock_batch.operators import (
 )
 from bedrock_batch.sensors import SourcePartitionSensor
 
+# One file configures both environments; CALL_CENTER_CONFIG points a deployment (or a test) at another one.
 CONFIG = PipelineConfig.load(
-    Path(__file__).parents[1] / "include" / "config" / "call_center_summarization.json"
+    os.environ.get("CALL_CENTER_CONFIG")
+    or Path(__file__).parents[1] / "include" / "config" / "call_center_summarization.json"
 )
-CALL_SUMMARIES = Asset(name="call_summaries", uri=f"{CONFIG.results_uri.rstrip('/')}/call_summaries")
+CALL_SUMMARIES = Asset(name="call_summaries", uri=CONFIG.table_uri("call_summaries"))
 
 CONN = "{{ params.aws_conn_id }}"
 RUN_PREFIX = "{{ params.staging_uri.rstrip('/') }}/call_center_summarization/{{ ds }}"

@@ -57,6 +57,10 @@ class TestParseSummary:
         assert row["summary"] == "A. B. C. D. E. F."
         assert "more than 5 sentences" in row["parse_error"]
 
+    def test_amounts_and_versions_do_not_end_sentences(self):
+        summary = "Charged $93.53 instead of $58.72. Refund of $21.89 issued. Plan v2.1 kept. Ok. Done."
+        assert parse_summary(orjson.dumps({**VALID, "summary": summary}).decode())["parse_error"] is None
+
     def test_action_items_must_be_strings(self):
         row = parse_summary(orjson.dumps({**VALID, "action_items": "call back"}).decode())
         assert "action_items is not a list of strings" in row["parse_error"]

@@ -1,0 +1,68 @@
+"""
+### Call-summary KPIs
+
+Runs whenever the `call_summaries` table gets a new partition (the `call_summaries` asset, emitted by the
+`call_center_summarization` DAG's `publish` task) and writes that day's KPIs for analysts to
+`<results_uri>/call_summary_kpis/ds=<ds>/`: calls, outcome counts, sentiment mix, resolution and escalation
+rates, top topics, average tokens and estimated cost per call.
+
+The partition comes from the asset event; a manual run reads the `ds` and `results_uri` params instead.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG, Asset, Param, task
+
+from bedrock_batch.config import PipelineConfig
+
+# One file configures both environments; CALL_CENTER_CONFIG points a deployment (or a test) at another one.
+CONFIG = PipelineConfig.load(
+    os.environ.get("CALL_CENTER_CONFIG")
+    or Path(__file__).parents[1] / "include" / "config" / "call_center_summarization.json"
+)
+CALL_SUMMARIES = Asset(name="call_summaries", uri=CONFIG.table_uri("call_summaries"))
+CALL_SUMMARY_KPIS = Asset(name="call_summary_kpis", uri=CONFIG.table_uri("call_summary_kpis"))
+
+with DAG(
+    dag_id="call_summary_kpis",
+    description="Daily KPIs of the call summaries, for analysts",
+    schedule=[CALL_SUMMARIES],
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    default_args={"owner": "analytics", "retries": 2, "retry_delay": timedelta(minutes=2)},
+    params={
+        "ds": Param(None, type=["null", "string"], description="day to compute on a manual run"),
+        "results_uri": Param(CONFIG.results_uri, type="string"),
+        "aws_conn_id": Param(CONFIG.aws_conn_id, type="string"),
+    },
+    tags=["analytics", "call-center"],
+    doc_md=__doc__,
+) as dag:
+
+    @task(outlets=[CALL_SUMMARY_KPIS])
+    def compute_kpis(**context: Any) -> dict[str, Any]:
+        """Read the changed partition, compute its KPIs, replace that day's KPI partition."""
+        from bedrock_batch.hooks import BedrockBatchHook
+        from bedrock_batch.kpis import publish_daily_kpis
+        from bedrock_batch.results import partition_uri
+        from bedrock_batch.storage import Storage, join_uri
+
+        params = context["params"]
+        events = context["triggering_asset_events"].get(CALL_SUMMARIES) or []
+        if events:
+            extra = events[-1].extra
+            ds, results_uri, source = extra["ds"], extra["results_uri"], extra["partition_uri"]
+        else:
+            ds, results_uri = params["ds"] or context["ds"], params["results_uri"]
+            source = partition_uri(join_uri(results_uri, "call_summaries"), ds)
+        storage = Storage(BedrockBatchHook(aws_conn_id=params["aws_conn_id"]).s3_client)
+        written = publish_daily_kpis(storage, source, join_uri(results_uri, "call_summary_kpis"), ds)
+        return {"ds": ds, "kpi_uri": written}
+
+    compute_kpis()
