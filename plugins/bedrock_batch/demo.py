@@ -1,16 +1,172 @@
-"""Runs the call-center DAG end-to-end on the embedded local stack.
+"""Runs the call-center DAG end to end on the embedded local stack, then prints what it produced.
 
-Not wired up yet: the DAG and its operators are still being built.
+Starts moto's S3 and the Bedrock emulator, writes sample transcripts, runs ``airflow dags test``, stops all.
 """
 
 from __future__ import annotations
 
+import argparse
+import io
+import json
+import os
+import shutil
+import subprocess
 import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+DAG_ID = "call_center_summarization"
+CALLS_BUCKET, STAGING_BUCKET, RESULTS_BUCKET = (
+    "demo-call-center-raw",
+    "demo-bedrock-staging",
+    "demo-analytics",
+)
+MODEL_ID = "us.anthropic.claude-3-haiku-20240307-v1:0"
+REGION = "us-east-1"
+READY_PREFIX = "local stack ready:"
 
 
-def main() -> int:
-    print("make demo is not available yet: the call-center DAG is still being built. Run `make test`.")
-    return 1
+def airflow_environment(home: Path, s3_url: str, bedrock_url: str) -> dict[str, str]:
+    """Environment for the Airflow CLI: a private home and SQLite DB, our dags/ and plugins/, the stack."""
+    connection = {
+        "conn_type": "aws",
+        "login": "demo",
+        "password": "demo",
+        "extra": {
+            "region_name": REGION,
+            "service_config": {
+                "s3": {"endpoint_url": s3_url},
+                "bedrock": {"endpoint_url": bedrock_url},
+                "bedrock-runtime": {"endpoint_url": bedrock_url},
+            },
+        },
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "AIRFLOW"))}
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+            "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(connection),
+            "AWS_DEFAULT_REGION": REGION,
+        }
+    )
+    return env
+
+
+@contextmanager
+def local_stack(time_scale: float) -> Iterator[tuple[str, str]]:
+    """Run ``python -m bedrock_batch.emulator`` on free ports; yield (s3 URL, bedrock URL); always stop it."""
+    command = [sys.executable, "-m", "bedrock_batch.emulator", "--port", "0", "--s3-port", "0"]
+    command += ["--time-scale", str(time_scale), "--log-level", "WARNING"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line.startswith(READY_PREFIX):
+            raise RuntimeError(f"the local stack did not start (said {line.strip()!r})")
+        urls = dict(part.split("=", 1) for part in line[len(READY_PREFIX) :].split())
+        yield urls["s3"], urls["bedrock"]
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def write_sample_calls(s3: Any, count: int, ds: str) -> str:
+    """Write ``count`` synthetic transcripts as text files under the day's partition; return its URI."""
+    from bedrock_batch.sample_data.calls import generate_calls
+    from bedrock_batch.sample_data.writers import write_calls
+
+    for bucket in (CALLS_BUCKET, STAGING_BUCKET, RESULTS_BUCKET):
+        s3.create_bucket(Bucket=bucket)
+    prefix = f"s3://{CALLS_BUCKET}/transcripts/{ds}/"
+    write_calls(generate_calls(count, seed=2026), "text", prefix, s3_client=s3)
+    return prefix
+
+
+def run_airflow(env: dict[str, str], *args: str, quiet: bool = False) -> None:
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    result = subprocess.run(
+        [airflow, *args],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE if quiet else None,
+        stderr=subprocess.STDOUT if quiet else None,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        if quiet and result.stdout:
+            print(result.stdout[-4000:])
+        raise SystemExit(f"`airflow {' '.join(args[:2])}` failed with exit code {result.returncode}")
+
+
+def show_results(s3: Any, ds: str) -> None:
+    """Print where the results are, the run report and three result rows."""
+    import pyarrow.parquet as pq
+
+    report_key = f"reports/ds={ds}/run_report.md"
+    table_key = f"call_summaries/ds={ds}/part-00000.parquet"
+    report = s3.get_object(Bucket=RESULTS_BUCKET, Key=report_key)["Body"].read().decode()
+    table = pq.read_table(io.BytesIO(s3.get_object(Bucket=RESULTS_BUCKET, Key=table_key)["Body"].read()))
+    print("\n" + report)
+    print(f"Results table: s3://{RESULTS_BUCKET}/call_summaries/ds={ds}/ ({table.num_rows:,} rows)")
+    print(f"Run report:    s3://{RESULTS_BUCKET}/reports/ds={ds}/run_report.json\n")
+    columns = ["call_id", "status", "sentiment", "primary_topic", "resolution", "summary"]
+    for row in table.select(columns).slice(0, 3).to_pylist():
+        print(json.dumps(row, indent=2, default=str))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bedrock_batch.demo", description=__doc__)
+    parser.add_argument("--calls", type=int, default=1200, help="sample transcripts to generate")
+    parser.add_argument("--time-scale", type=float, default=3600.0, help="emulated seconds per real second")
+    parser.add_argument("--home", default=str(REPO / ".local" / "demo"), help="scratch Airflow home")
+    args = parser.parse_args(argv)
+
+    import boto3
+
+    ds = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")
+    home = Path(args.home)
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    started = time.monotonic()
+    with local_stack(args.time_scale) as (s3_url, bedrock_url):
+        print(f"Local stack up: S3 {s3_url}, Bedrock {bedrock_url}")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=s3_url,
+            region_name=REGION,
+            aws_access_key_id="demo",
+            aws_secret_access_key="demo",  # noqa: S106 - the local stack accepts any credentials
+        )
+        source = write_sample_calls(s3, args.calls, ds)
+        print(f"Wrote {args.calls:,} sample transcripts to {source}")
+        env = airflow_environment(home, s3_url, bedrock_url)
+        run_airflow(env, "db", "migrate", quiet=True)
+        conf = {
+            "source_uri": f"s3://{CALLS_BUCKET}/transcripts/{{ds}}/",
+            "source_format": "text",
+            "staging_uri": f"s3://{STAGING_BUCKET}/call-center",
+            "results_uri": f"s3://{RESULTS_BUCKET}",
+            "model_id": MODEL_ID,
+        }
+        print(f"Running `airflow dags test {DAG_ID} {ds}` against the local stack ...")
+        run_airflow(env, "dags", "test", DAG_ID, ds, "--conf", json.dumps(conf), quiet=True)
+        show_results(s3, ds)
+    print(f"\nDone in {time.monotonic() - started:,.0f} s; the local stack is stopped.")
+    return 0
 
 
 if __name__ == "__main__":
