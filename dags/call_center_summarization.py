@@ -57,8 +57,8 @@ with DAG(
     max_active_runs=3,
     default_args={
         "owner": "data-platform",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=5),
+        "retries": CONFIG.retries,
+        "retry_delay": timedelta(seconds=CONFIG.retry_delay_seconds),
     },
     params={
         "source_uri": Param(

@@ -182,6 +182,8 @@ class PipelineConfig:
     source_timeout_hours: float = 18.0
     on_demand_requests_per_second: float = 5.0
     pool: str | None = None
+    retries: int = 2
+    retry_delay_seconds: float = 300.0
     quotas: Mapping[str, Any] = field(default_factory=dict)
 
     def table_uri(self, table: str) -> str:

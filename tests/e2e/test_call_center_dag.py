@@ -179,3 +179,79 @@ class TestJsonlSourceAcrossShardsWithErrors:
         assert report["accounted"] is True
         assert report["retried"] > 0
         assert report["succeeded"] + report["failed"] + report["quarantined"] == len(calls) + 2
+
+
+class TestSmallAndEmptyDays:
+    def test_day_below_the_service_minimum_goes_on_demand(self, stack):
+        ds = "2026-11-16"
+        s3 = stack.client("s3")
+        calls = list(generate_calls(40, seed=3))
+        write_calls(calls, "text", f"s3://calls/{ds}/text/", s3_client=s3)
+        assert run_dag(ds, "text").state == "success"
+        assert stack.admin.created_job_count() == 0
+        runtime_calls = stack.admin.requests("InvokeModel")
+        assert len(runtime_calls) == len(calls)
+        rows = read_partition(s3, ds)
+        assert sorted(r["call_id"] for r in rows) == sorted(c.call_id for c in calls)
+        assert {r["status"] for r in rows} == {"succeeded"}
+        assert {r["job_arn"] for r in rows} == {"on-demand"}
+        assert read_report(s3, ds)["jobs"] == []
+
+    def test_empty_day_ends_cleanly_with_a_zero_report(self, stack):
+        ds = "2026-11-15"
+        s3 = stack.client("s3")
+        put(s3, f"{ds}/text/_SUCCESS", b"")
+        assert run_dag(ds, "text").state == "success"
+        assert read_partition(s3, ds) == []
+        report = read_report(s3, ds)
+        assert (report["input_records"], report["succeeded"], report["failed"]) == (0, 0, 0)
+        assert report["accounted"] is True
+        assert stack.admin.created_job_count() == 0
+
+    def test_wrong_format_is_an_error_not_an_empty_day(self, stack, tmp_path, monkeypatch):
+        use_config(tmp_path, monkeypatch, retries=0)
+        ds = "2026-11-14"
+        s3 = stack.client("s3")
+        write_calls(generate_calls(3, seed=5), "text", f"s3://calls/{ds}/jsonl/", s3_client=s3)
+        assert run_dag(ds, "jsonl").state == "failed"
+
+
+class TestKpisOnTheAsset:
+    def test_publish_emits_the_asset_and_kpis_follow(self, stack):
+        from airflow.models.asset import AssetDagRunQueue, AssetEvent, AssetModel
+        from airflow.utils.session import create_session
+
+        ds = "2026-11-13"
+        s3 = stack.client("s3")
+        write_calls(generate_calls(120, seed=9), "text", f"s3://calls/{ds}/text/", s3_client=s3)
+        assert run_dag(ds, "text").state == "success"
+
+        with create_session() as session:
+            asset = session.query(AssetModel).filter(AssetModel.name == "call_summaries").one()
+            events = list(session.query(AssetEvent).filter(AssetEvent.asset_id == asset.id))
+            extras = [e.extra for e in events if e.extra.get("ds") == ds]
+            queued = session.query(AssetDagRunQueue).filter(
+                AssetDagRunQueue.target_dag_id == "call_summary_kpis"
+            )
+            assert queued.count() >= 1, "the scheduler would now run call_summary_kpis"
+        assert extras == [
+            {
+                "ds": ds,
+                "partition_uri": f"s3://results/analytics/call_summaries/ds={ds}/part-00000.parquet",
+                "results_uri": "s3://results/analytics",
+                "rows": 120,
+            }
+        ]
+
+        kpis = load_dag("call_summary_kpis")
+        run = kpis.test(run_conf={"ds": ds, "results_uri": "s3://results/analytics"})
+        assert run.state == "success"
+        body = s3.get_object(Bucket="results", Key=f"analytics/call_summary_kpis/ds={ds}/part-00000.parquet")
+        row = pq.read_table(io.BytesIO(body["Body"].read())).to_pylist()[0]
+        rows = read_partition(s3, ds)
+        assert row["calls"] == len(rows) == 120
+        assert row["succeeded"] == sum(r["status"] == "succeeded" for r in rows)
+        shares = [row["sentiment_positive"], row["sentiment_neutral"], row["sentiment_negative"]]
+        assert sum(shares) == pytest.approx(1.0)
+        assert row["top_topics"]
+        assert row["avg_cost_usd"] > 0
