@@ -604,6 +604,7 @@ class BedrockBatchPrepareOperator(_StagingOperator):
                 passthrough_types={} if empty else reader.passthrough_types(),
             )
             plan = plan_shards(prepared.load_sizes(), quotas)
+            remove_stale_files(storage, join_uri(run_prefix, "input"), plan)
             manifest = write_shards(prepared.spool_path, plan, join_uri(run_prefix, "input"), storage=storage)
             index_uri = join_uri(run_prefix, "record_index.parquet")
             quarantine_uri = join_uri(run_prefix, "quarantine.jsonl")
@@ -641,6 +642,37 @@ class BedrockBatchPrepareOperator(_StagingOperator):
         )
         context["ti"].xcom_push(key=RUN_XCOM_KEY, value=result)
         return shards
+
+
+def remove_stale_files(storage: Any, destination: str, plan: Any) -> int:
+    """Delete files an earlier run of the same date staged under ``destination`` that ``plan`` does not
+    write again; return how many.
+
+    A rerun over changed data plans other shards, and files of the old plan left in a shard prefix would
+    be read by the new job too. Files the plan writes again are overwritten in place instead (one atomic
+    PUT each), so a job of an identical earlier run that is still reading them never sees them missing.
+
+    :param storage: local and S3 access.
+    :param destination: the ``write_shards`` destination.
+    :param plan: the :class:`~bedrock_batch.split.ShardPlan` about to be written there.
+    """
+    from bedrock_batch.split import ON_DEMAND_DIR
+    from bedrock_batch.storage import StorageReadError, join_uri
+
+    keep = {
+        join_uri(destination, f"shard-{shard.number:04d}", f"part-{n:04d}.jsonl")
+        for shard in plan.shards
+        for n in range(1, len(shard.files) + 1)
+    }
+    keep |= {
+        join_uri(destination, ON_DEMAND_DIR, f"part-{n:04d}.jsonl") for n in range(1, len(plan.on_demand) + 1)
+    }
+    try:
+        stale = [obj.uri for obj in storage.list_objects(destination + "/") if obj.uri not in keep]
+    except StorageReadError:
+        return 0
+    storage.delete_objects(stale)
+    return len(stale)
 
 
 def _is_empty_partition(storage: Any, uri: str) -> bool:
@@ -870,6 +902,7 @@ class BedrockBatchCollectOperator(_CollectingOperator):
                 spool = os.path.join(work, "retry.jsonl")
                 sizes = write_retry_spool(storage, inputs, retry_ids, spool)
                 plan = plan_shards(sizes, quotas)
+                remove_stale_files(storage, join_uri(retry_prefix, "input"), plan)
                 manifest = write_shards(spool, plan, join_uri(retry_prefix, "input"), storage=storage)
             retry_shards = shard_descriptors(manifest, join_uri(retry_prefix, "output"))
             retry_on_demand = [f.uri for f in manifest.on_demand]

@@ -255,3 +255,25 @@ class TestKpisOnTheAsset:
         assert sum(shares) == pytest.approx(1.0)
         assert row["top_topics"]
         assert row["avg_cost_usd"] > 0
+
+
+class TestRerunOverChangedData:
+    def test_new_data_for_a_date_replaces_the_old_plan_and_its_rows(self, stack, tmp_path, monkeypatch):
+        use_config(tmp_path, monkeypatch, quotas={"max_records_per_job": 150, "below_minimum": "on_demand"})
+        ds = "2026-11-12"
+        s3 = stack.client("s3")
+        first_calls = list(generate_calls(260, seed=21))
+        write_calls(first_calls, "jsonl", f"s3://calls/{ds}/jsonl/", s3_client=s3)
+        assert run_dag(ds, "jsonl").state == "success"
+        assert stack.admin.created_job_count() == 2
+
+        # Late corrections: the day's file is replaced by fewer calls, which plan as one shard.
+        second_calls = list(generate_calls(120, seed=22))
+        write_calls(second_calls, "jsonl", f"s3://calls/{ds}/jsonl/", s3_client=s3)
+        assert run_dag(ds, "jsonl").state == "success"
+        assert stack.admin.created_job_count() == 3
+
+        rows = read_partition(s3, ds)
+        assert sorted(r["call_id"] for r in rows) == sorted(c.call_id for c in second_calls)
+        staged = s3.list_objects_v2(Bucket="staging", Prefix=f"batch/call_center_summarization/{ds}/input/")
+        assert [o["Key"].split("/input/")[1] for o in staged["Contents"]] == ["shard-0001/part-0001.jsonl"]
