@@ -6,7 +6,7 @@ Pokes (poke or reschedule mode) or defers to the same trigger as the submit oper
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.sensors.base_aws import AwsBaseSensor
@@ -142,6 +142,9 @@ class BedrockBatchJobSensor(AwsBaseSensor[BedrockBatchHook]):
             self._links_persisted = True
 
 
+FIRST_CHECK_XCOM_KEY = "first_check_at"
+
+
 class SourcePartitionSensor(AwsBaseSensor[BedrockBatchHook]):
     """Wait until a source partition (an S3 prefix or a local directory) holds at least one object.
 
@@ -192,8 +195,13 @@ class SourcePartitionSensor(AwsBaseSensor[BedrockBatchHook]):
         """Check once; if the partition is not there yet, defer for ``poke_interval`` and check again."""
         if self.poke(context):
             return
-        started = context["ti"].start_date
-        if started is not None and (timezone_now() - started).total_seconds() > self.timeout:
+        # The first check's time survives deferrals in an XCom (the task's start date is reset on resume).
+        ti = context["ti"]
+        first = ti.xcom_pull(task_ids=self.task_id, key=FIRST_CHECK_XCOM_KEY, map_indexes=ti.map_index)
+        now = timezone_now()
+        if first is None:
+            ti.xcom_push(key=FIRST_CHECK_XCOM_KEY, value=now.isoformat())
+        elif (now - datetime.fromisoformat(first)).total_seconds() > self.timeout:
             raise AirflowSensorTimeout(
                 f"source partition {self.source_uri} did not appear in {self.timeout} s"
             )
