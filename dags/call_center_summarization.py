@@ -1,7 +1,7 @@
 """
 ### Call-center summarization with Amazon Bedrock batch inference
 
-Every day, summarize the previous day's call-center transcripts with a Bedrock model in batch mode (half
+Every day, summarize the previous day's (the run's `ds`) call-center transcripts with a Bedrock model in batch mode (half
 the on-demand price) and publish one row per call to the `call_summaries` table.
 
 | task | stage | what it does |
@@ -26,7 +26,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pendulum
-from airflow.sdk import DAG, Asset, Param
+from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param
 
 from bedrock_batch.config import PipelineConfig
 from bedrock_batch.operators import (
@@ -51,7 +51,9 @@ RUN_PREFIX = "{{ params.staging_uri.rstrip('/') }}/call_center_summarization/{{ 
 with DAG(
     dag_id="call_center_summarization",
     description="Summarize yesterday's call transcripts with Bedrock batch inference",
-    schedule=CONFIG.schedule,
+    # A data-interval timetable: the 06:00 run on day D covers D-1 06:00 to D 06:00, so its ds is D-1 and it
+    # reads and publishes the previous day's partition.
+    schedule=CronDataIntervalTimetable(CONFIG.schedule, timezone="UTC") if CONFIG.schedule else None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=3,
