@@ -188,14 +188,7 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
         )
 
     def _max_concurrent_jobs(self) -> int:
-        quotas = self.quotas
-        if quotas is None:
-            return QuotaConfig().max_concurrent_jobs
-        if isinstance(quotas, QuotaConfig):
-            return quotas.max_concurrent_jobs
-        if isinstance(quotas, QuotaSettings):
-            return quotas.for_model(self.model_id).max_concurrent_jobs
-        return QuotaSettings.from_mapping(quotas).for_model(self.model_id).max_concurrent_jobs
+        return _quota_config(self.quotas, self.model_id).max_concurrent_jobs
 
     def _tags(self, context: Context, shard_job: ShardJobKey) -> dict[str, str]:
         automatic = {"dag_id": self.dag_id, "run_id": str(context["run_id"]), "shard": str(shard_job.index)}
