@@ -662,7 +662,7 @@ class TestRow10DamagedOutput:
         assert first[1]["jobArn"] not in {r["job_arn"] for r in result.rows}
 
     @pytest.mark.xfail(
-        strict=True,
+        strict=False,  # the defect shows only when the emulator answers in a certain order
         reason=(
             "operators.py BedrockBatchSubmitOperator._shard_job keys a job on (dag_id, logical date, "
             "shard fingerprint, shard number, model) only: a retry shard with the same records and number "
