@@ -473,10 +473,12 @@ class TestExpiryAndPartialCompletion:
 
     def test_backlog_expires_and_a_job_running_past_its_timeout_partially_completes(self, stack, bedrock, s3):
         # One job runs at a time, slowly: the second waits in Scheduled past its 24 h timeout while the
-        # first (48 h) runs out of time with some of its records processed.
-        stack.admin.configure(time_scale=10**5, max_running_jobs=1, records_per_second=0.0005)
+        # first (120 h) runs out of time with some of its records processed. At this scale 24 h is 0.86 s
+        # and 120 h is 4.3 s of wall time (about 86 records at 20 records/s), so a slow machine that takes
+        # a while between the two submissions still sees the second job expire long before the first ends.
+        stack.admin.configure(time_scale=10**5, max_running_jobs=1, records_per_second=0.0002)
         put_records(s3, "backlog/in.jsonl", 150)
-        running = submit(bedrock, "backlog-running", "backlog/in.jsonl", timeoutDurationInHours=48)
+        running = submit(bedrock, "backlog-running", "backlog/in.jsonl", timeoutDurationInHours=120)
         wait_for(bedrock, running, {"InProgress"})
         waiting = submit(bedrock, "backlog-waiting", "backlog/in.jsonl", timeoutDurationInHours=24)
 
