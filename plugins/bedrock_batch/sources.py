@@ -1,12 +1,15 @@
 """Streaming readers of the calls to process: text files, JSONL, CSV, Parquet and Amazon Transcribe JSON.
 
 Each yields :class:`SourceRow` objects in constant memory; a bad row carries a problem code, not an error.
+A CSV or Parquet file whose columns do not fit the configuration (a configured column missing, or a Parquet
+column of an unusable type) does not stop the source either: each of its rows becomes a problem row.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import logging
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +22,8 @@ import pyarrow.parquet as pq
 
 from bedrock_batch.errors import ConfigError, SourceError
 from bedrock_batch.storage import Storage, StoredObject
+
+log = logging.getLogger(__name__)
 
 SourceFormat = Literal["text", "jsonl", "csv", "parquet", "transcribe"]
 
@@ -42,6 +47,15 @@ ROW_PROBLEMS: Mapping[str, str] = MappingProxyType(
         "missing_id": "the id is absent, empty, or neither a string nor an integer",
         "missing_text": "the text is absent or not a string",
         "file_too_large": "a one-call file is larger than the record size limit and was not read",
+        "missing_column": (
+            "the row's CSV or Parquet file lacks a configured id, text or passthrough column, so none of its "
+            "rows is read (a file without data rows gives one entry for the file)"
+        ),
+        "wrong_column_type": (
+            "a Parquet column's type cannot hold the value: the id column is not a string or integer column, "
+            "the text column not a string or binary column (every row of the file), or a passthrough value "
+            "does not convert to the column's type in the first file that has it (that row)"
+        ),
     }
 )
 
@@ -149,19 +163,30 @@ class SourceReader:
         """Arrow type of each passthrough column: Parquet keeps its own types, other formats give strings.
 
         Non-string JSON values (numbers, objects) are passed through as their JSON text, so that one odd
-        row can never break the record index's schema.
+        row can never break the record index's schema. A Parquet column takes its type from the first file
+        (in key order) that has it with a non-null type; files are opened (footer only) until every column
+        is found. A column no file has is typed ``string``: every row is then ``missing_column`` anyway.
         """
         if self._passthrough_types is None:
             columns = self.spec.passthrough_columns
             if self.spec.format == "parquet" and columns:
-                first = next(self.objects())
-                with self._storage.open_seekable(first.uri) as stream:
-                    schema = _parquet_file(stream, first.uri).schema_arrow
-                    _require_columns(first.uri, schema.names, columns)
-                    self._passthrough_types = {name: schema.field(name).type for name in columns}
+                self._passthrough_types = self._parquet_passthrough_types(columns)
             else:
                 self._passthrough_types = {name: pa.string() for name in columns}
         return dict(self._passthrough_types)
+
+    def _parquet_passthrough_types(self, columns: Sequence[str]) -> dict[str, pa.DataType]:
+        found: dict[str, pa.DataType] = {}
+        for stored in self.objects():
+            with self._storage.open_seekable(stored.uri) as stream:
+                schema = _parquet_file(stream, stored.uri).schema_arrow
+            for name in columns:
+                at = schema.get_field_index(name)
+                if at >= 0 and (name not in found or pa.types.is_null(found[name])):
+                    found[name] = schema.field(at).type
+            if len(found) == len(columns) and not any(pa.types.is_null(t) for t in found.values()):
+                break
+        return {name: found.get(name, pa.string()) for name in columns}
 
     def objects(self) -> Iterator[StoredObject]:
         """The objects this source reads, in key order.
@@ -185,7 +210,17 @@ class SourceReader:
     def rows(self) -> Iterator[SourceRow]:
         """Every row of every object, in key order and then file order.
 
-        :raises SourceError: when an object cannot be read at all, or lacks a configured column.
+        A CSV or Parquet file that lacks a configured column (id, text or passthrough) gives one
+        ``missing_column`` row per data row, with the row's key when the id column is there and readable; a
+        Parquet file whose id or text column has an unusable type gives ``wrong_column_type`` rows the same
+        way. A missing passthrough column counts like any other: the results table and the prompt template
+        expect every configured column, so accepting the rows would publish them without it. A file that
+        has a header or schema but no data rows gives one such row for the file itself (position: the file
+        name, no key), so the misconfiguration is never silent; a CSV file without even a header holds no
+        record. The detail names the file and the columns, never the header's other fields, which may be
+        row text in a file without a header. The other files are read normally.
+
+        :raises SourceError: when an object cannot be read at all (e.g. not a Parquet file).
         """
         read = {
             "text": self._read_text,
@@ -258,7 +293,11 @@ class SourceReader:
             if header is None:
                 return
             columns = (spec.id_column, spec.text_column, *spec.passthrough_columns)
-            _require_columns(stored.uri, header, columns)
+            missing = [name for name in columns if name not in header]
+            if missing:
+                key_at = header.index(spec.id_column) if spec.id_column in header else None
+                yield from self._csv_file_problem(stored, reader, key_at, missing)
+                return
             id_at, text_at, *passthrough_at = (header.index(name) for name in columns)
             width = max(id_at, text_at, *passthrough_at)
             while True:
@@ -295,6 +334,31 @@ class SourceReader:
                 else:
                     yield SourceRow(key, text, position, passthrough)
 
+    def _csv_file_problem(
+        self, stored: StoredObject, reader: Any, id_at: int | None, missing: Sequence[str]
+    ) -> Iterator[SourceRow]:
+        """One ``missing_column`` row per data row of a CSV file (one for the file when it has none)."""
+        detail = _missing_detail(stored.name, missing)
+        log.warning("%s; its rows are quarantined as missing_column", detail)
+        no_values = (None,) * len(self.spec.passthrough_columns)
+        rows = 0
+        while True:
+            position = f"{stored.name}:{reader.line_num + 1}"
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error:
+                row = None  # unparsable, so no key; still one row of this file
+            if row == []:
+                continue
+            rows += 1
+            value = row[id_at] if row is not None and id_at is not None and id_at < len(row) else ""
+            key = value if value.strip() and not _has_bad_utf8(value) else None
+            yield SourceRow(key, None, position, no_values, "missing_column", detail)
+        if not rows:
+            yield SourceRow(None, None, stored.name, no_values, "missing_column", f"{detail}; it has no rows")
+
     def _read_parquet(self, stored: StoredObject) -> Iterator[SourceRow]:
         spec = self.spec
         expected = self.passthrough_types()
@@ -302,15 +366,23 @@ class SourceReader:
         columns = list(dict.fromkeys([spec.id_column, spec.text_column, *spec.passthrough_columns]))
         with self._storage.open_seekable(stored.uri) as stream:
             parquet = _parquet_file(stream, stored.uri)
-            _require_columns(stored.uri, parquet.schema_arrow.names, columns)
+            schema = parquet.schema_arrow
+            problem = self._parquet_schema_problem(stored.name, schema, columns)
+            if problem is not None:
+                yield from self._parquet_file_problem(stored, parquet, *problem)
+                return
             row_number = 0
             for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
                 keys = batch.column(spec.id_column).to_pylist()
                 texts = _texts(batch.column(spec.text_column))
-                passthrough = [
-                    _cast_column(batch.column(name), expected[name], stored.uri, name).to_pylist()
-                    for name in spec.passthrough_columns
-                ]
+                passthrough = []
+                # Row in the batch -> the first passthrough column whose value does not convert.
+                unconvertible: dict[int, str] = {}
+                for name in spec.passthrough_columns:
+                    converted, failed = _cast_values(batch.column(name), expected[name])
+                    passthrough.append(converted)
+                    for i in failed:
+                        unconvertible.setdefault(i, name)
                 for i, (raw_key, text) in enumerate(zip(keys, texts, strict=True)):
                     row_number += 1
                     position = f"{stored.name}:{row_number}"
@@ -320,6 +392,14 @@ class SourceReader:
                         yield SourceRow(
                             None, None, position, values, "missing_id", f"empty {spec.id_column!r}"
                         )
+                    elif unconvertible and i in unconvertible:
+                        name = unconvertible[i]
+                        detail = (
+                            f"{stored.name}: the {name!r} value does not convert from "
+                            f"{schema.field(name).type} to {expected[name]}, its type in the first file "
+                            "that has it"
+                        )
+                        yield SourceRow(key, None, position, values, "wrong_column_type", detail)
                     elif type(text) is bytes:
                         yield SourceRow(
                             key, None, position, values, "bad_utf8", f"invalid UTF-8 in {spec.text_column!r}"
@@ -330,6 +410,53 @@ class SourceReader:
                         )
                     else:
                         yield SourceRow(key, text, position, values)
+
+    def _parquet_schema_problem(
+        self, name: str, schema: pa.Schema, columns: Sequence[str]
+    ) -> tuple[str, str] | None:
+        """``(problem code, detail)`` when no row of a Parquet file can be read, else ``None``."""
+        spec = self.spec
+        missing = [column for column in columns if schema.get_field_index(column) < 0]
+        if missing:
+            return "missing_column", _missing_detail(name, missing)
+        wrong = []
+        id_type = schema.field(spec.id_column).type
+        if not _is_id_type(id_type):
+            wrong.append(f"{spec.id_column!r} is {id_type}, expected a string or integer column")
+        text_type = schema.field(spec.text_column).type
+        if not _is_text_type(text_type):
+            wrong.append(f"{spec.text_column!r} is {text_type}, expected a string or binary column")
+        if wrong:
+            return "wrong_column_type", f"{name}: {'; '.join(wrong)}"
+        return None
+
+    def _parquet_file_problem(
+        self, stored: StoredObject, parquet: pq.ParquetFile, problem: str, detail: str
+    ) -> Iterator[SourceRow]:
+        """One ``problem`` row per row of a Parquet file (one for the file when it has none).
+
+        Only the id column is read, and only when it is there with a usable type, so that rows keep their
+        keys; otherwise rows are counted from the file's metadata without reading any data.
+        """
+        total = parquet.metadata.num_rows
+        log.warning("%s; its %s rows are quarantined as %s", detail, f"{total:,}", problem)
+        no_values = (None,) * len(self.spec.passthrough_columns)
+        if not total:
+            yield SourceRow(None, None, stored.name, no_values, problem, f"{detail}; it has no rows")
+            return
+        id_column = self.spec.id_column
+        schema = parquet.schema_arrow
+        at = schema.get_field_index(id_column)
+        if at < 0 or not _is_id_type(schema.field(at).type):
+            for row_number in range(1, total + 1):
+                yield SourceRow(None, None, f"{stored.name}:{row_number}", no_values, problem, detail)
+            return
+        row_number = 0
+        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=[id_column]):
+            for raw_key in batch.column(0).to_pylist():
+                row_number += 1
+                key = _key_from(raw_key)
+                yield SourceRow(key, None, f"{stored.name}:{row_number}", no_values, problem, detail)
 
     # -- one row per file --------------------------------------------------------------------------------
 
@@ -554,13 +681,37 @@ def _has_bad_utf8(value: str) -> bool:
     return False
 
 
-def _require_columns(uri: str, available: Sequence[str], wanted: Sequence[str]) -> None:
-    missing = [name for name in wanted if name not in available]
-    if missing:
-        raise SourceError(
-            f"{uri} has no column(s) {missing}; its columns are {list(available)}. "
-            "Set id_column, text_column and passthrough_columns to existing columns"
-        )
+def _missing_detail(name: str, missing: Sequence[str]) -> str:
+    # Only the configured names: the file's own header may be a row of text when the file has no header.
+    return f"{name} has no column(s) {list(missing)} (check id_column, text_column and passthrough_columns)"
+
+
+def _is_id_type(data_type: pa.DataType) -> bool:
+    """Whether a Parquet column of this type can hold keys (null: every row is then ``missing_id``)."""
+    if pa.types.is_dictionary(data_type):
+        data_type = data_type.value_type
+    return (
+        pa.types.is_string(data_type)
+        or pa.types.is_large_string(data_type)
+        or pa.types.is_string_view(data_type)
+        or pa.types.is_integer(data_type)
+        or pa.types.is_null(data_type)
+    )
+
+
+def _is_text_type(data_type: pa.DataType) -> bool:
+    """Whether a Parquet column of this type can hold text (null: every row is then ``missing_text``)."""
+    if pa.types.is_dictionary(data_type):
+        data_type = data_type.value_type
+    return (
+        pa.types.is_string(data_type)
+        or pa.types.is_large_string(data_type)
+        or pa.types.is_string_view(data_type)
+        or pa.types.is_binary(data_type)
+        or pa.types.is_large_binary(data_type)
+        or pa.types.is_binary_view(data_type)
+        or pa.types.is_null(data_type)
+    )
 
 
 def _parquet_file(stream: Any, uri: str) -> pq.ParquetFile:
@@ -588,13 +739,27 @@ def _texts(column: pa.Array | pa.ChunkedArray) -> list[Any]:
     return decoded
 
 
-def _cast_column(column: pa.Array, expected: pa.DataType, uri: str, name: str) -> pa.Array:
+_CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
+
+
+def _cast_values(column: pa.Array, expected: pa.DataType) -> tuple[list[Any], list[int]]:
+    """The column's values as ``expected``, and the indexes of the values that do not convert (``None``)."""
     if column.type == expected:
-        return column
+        return column.to_pylist(), []
     try:
-        return column.cast(expected)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise SourceError(
-            f"passthrough column {name!r} is {column.type} in {uri} but {expected} in the first file; "
-            "make the files agree or drop the column from passthrough_columns"
-        ) from exc
+        return column.cast(expected).to_pylist(), []
+    except pa.ArrowNotImplementedError:
+        # No conversion between these types at all: every value is unusable.
+        return [None] * len(column), list(range(len(column)))
+    except _CAST_ERRORS:
+        pass
+    # Some values do not convert (e.g. "north" to int64): find them one by one, keep the others.
+    values: list[Any] = []
+    failed: list[int] = []
+    for i in range(len(column)):
+        try:
+            values.append(column.slice(i, 1).cast(expected)[0].as_py())
+        except _CAST_ERRORS:
+            values.append(None)
+            failed.append(i)
+    return values, failed

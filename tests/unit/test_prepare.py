@@ -298,6 +298,46 @@ class TestQuarantine:
         assert SECRET not in caplog.text
         assert "quarantined 7" in caplog.text
 
+    @pytest.mark.parametrize("source_format", ["csv", "parquet"])
+    def test_a_file_with_the_wrong_columns_is_quarantined_row_by_row(
+        self, tmp_path, template, caplog, source_format
+    ):
+        source_dir = tmp_path / "in"
+        source_dir.mkdir()
+        good = [{"call_id": f"g{i}", "transcript": f"Agent: fine {i}"} for i in range(3)]
+        bad = [{"call_id": "x1", "notes": SECRET}, {"call_id": "x2", "notes": SECRET}]
+        if source_format == "csv":
+            (source_dir / "a.csv").write_text(
+                "call_id,transcript\n" + "".join(f"{r['call_id']},{r['transcript']}\n" for r in good)
+            )
+            (source_dir / "b.csv").write_text(
+                "call_id,notes\n" + "".join(f"{r['call_id']},{r['notes']}\n" for r in bad)
+            )
+            positions = ["b.csv:2", "b.csv:3"]
+        else:
+            pq.write_table(pa.Table.from_pylist(good), source_dir / "a.parquet")
+            pq.write_table(pa.Table.from_pylist(bad), source_dir / "b.parquet")
+            positions = ["b.parquet:1", "b.parquet:2"]
+        spec = SourceSpec(str(source_dir), source_format, id_column="call_id", text_column="transcript")
+        with caplog.at_level(logging.DEBUG):
+            result = run(tmp_path, SourceReader(spec), template)
+        assert (result.rows, result.records, result.quarantined) == (5, 3, 2)
+        assert {reason: count for reason, count in result.quarantine_counts.items() if count} == {
+            "missing_column": 2
+        }
+        entries = quarantine_entries(result)
+        assert [(e["source_position"], e["source_key"], e["reason"]) for e in entries] == [
+            (positions[0], "x1", "missing_column"),
+            (positions[1], "x2", "missing_column"),
+        ]
+        assert all(RECORD_ID.match(e["record_id"]) for e in entries)
+        assert all(
+            "['transcript']" in e["detail"] and positions[0].split(":")[0] in e["detail"] for e in entries
+        )
+        assert SECRET.encode() not in Path(result.quarantine_path).read_bytes()
+        assert SECRET not in caplog.text
+        assert "missing_column=2" in caplog.text
+
     def test_reasons_are_documented(self):
         assert set(ROW_PROBLEMS) < set(QUARANTINE_REASONS)
         assert {

@@ -21,6 +21,7 @@ from bedrock_batch.sources import (
 )
 from bedrock_batch.storage import Storage
 
+SECRET = "SECRET-TRANSCRIPT-MARKER"
 TOKEN = re.compile(r"[\w']+|[.,?!]")
 
 
@@ -241,10 +242,52 @@ class TestCsv:
             SourceRow("c2", "short", "calls.csv:4", (None,)),
         ]
 
-    def test_missing_column_is_a_source_error_naming_the_columns(self, tmp_path):
-        (tmp_path / "calls.csv").write_text("call_id,body\nc1,x\n")
-        with pytest.raises(SourceError, match=r"no column\(s\) \['text'\].*\['call_id', 'body'\]"):
-            read(tmp_path, "csv", id_column="call_id")
+    def test_a_file_without_the_text_column_quarantines_each_row_and_the_others_are_read(self, tmp_path):
+        (tmp_path / "a.csv").write_text("call_id,transcript\ng1,hello\n")
+        (tmp_path / "b.csv").write_text(f"call_id,body\nx1,{SECRET}\n,{SECRET} without id\n")
+        (tmp_path / "c.csv").write_text("call_id,transcript\ng2,bye\n")
+        rows = read(tmp_path, "csv", id_column="call_id", text_column="transcript")
+        assert [(r.key, r.text, r.position, r.problem) for r in rows] == [
+            ("g1", "hello", "a.csv:2", None),
+            ("x1", None, "b.csv:2", "missing_column"),
+            (None, None, "b.csv:3", "missing_column"),
+            ("g2", "bye", "c.csv:2", None),
+        ]
+        for row in rows[1:3]:
+            assert row.detail is not None
+            assert "b.csv" in row.detail
+            assert "['transcript']" in row.detail
+            assert SECRET not in row.detail
+            assert "body" not in row.detail  # the file's own header is never repeated
+
+    def test_a_file_without_the_id_column_keeps_positions_and_counts_unparsable_rows(self, tmp_path):
+        (tmp_path / "calls.csv").write_bytes(b'key,text\nk1,one\nk2,"two"tail\n\nk3,three\n')
+        rows = read(tmp_path, "csv", id_column="call_id")
+        assert [(r.key, r.position, r.problem) for r in rows] == [
+            (None, "calls.csv:2", "missing_column"),
+            (None, "calls.csv:3", "missing_column"),  # a quote error: still one row of this file
+            (None, "calls.csv:5", "missing_column"),
+        ]
+        assert all("['call_id']" in str(r.detail) for r in rows)
+
+    def test_a_missing_passthrough_column_quarantines_the_rows_too(self, tmp_path):
+        (tmp_path / "calls.csv").write_text("id,text,agent\nc1,hello,Ana\n")
+        (tmp_path / "late.csv").write_text("id,text\nc2,bye\n")
+        rows = read(tmp_path, "csv", passthrough_columns=("agent", "region"))
+        assert [(r.key, r.passthrough, r.problem) for r in rows] == [
+            ("c1", (None, None), "missing_column"),
+            ("c2", (None, None), "missing_column"),
+        ]
+        assert "['region']" in str(rows[0].detail)
+        assert "['agent', 'region']" in str(rows[1].detail)
+
+    def test_a_header_only_file_with_a_missing_column_leaves_one_entry_for_the_file(self, tmp_path):
+        (tmp_path / "a.csv").write_text("id,body\n")
+        (tmp_path / "b.csv").write_text("id,text\n")  # all columns and no rows: no record
+        [row] = read(tmp_path, "csv")
+        assert (row.key, row.text, row.position, row.problem) == (None, None, "a.csv", "missing_column")
+        assert "['text']" in str(row.detail)
+        assert "no rows" in str(row.detail)
 
     def test_row_problems(self, tmp_path):
         (tmp_path / "calls.csv").write_bytes(
@@ -317,19 +360,95 @@ class TestParquet:
         rows = read(tmp_path, "parquet")
         assert [(r.text, r.problem) for r in rows] == [("fine", None), (None, "bad_utf8")]
 
-    def test_missing_column_and_not_parquet(self, tmp_path):
-        self.write(tmp_path / "a.parquet", id=["a"], body=["x"])
-        with pytest.raises(SourceError, match="no column"):
-            read(tmp_path, "parquet")
+    def test_a_file_with_another_schema_quarantines_each_row_and_the_others_are_read(self, tmp_path):
+        count = 2500  # more than one read batch: rows are counted, not loaded at once
+        self.write(tmp_path / "a.parquet", id=["g1"], text=["hello"])
+        self.write(tmp_path / "b.parquet", id=[f"x{i}" for i in range(count)], body=[SECRET] * count)
+        self.write(tmp_path / "c.parquet", call_id=["y1", "y2"], text=[SECRET, SECRET])
+        self.write(tmp_path / "d.parquet", id=["g2"], text=["bye"])
+        rows = read(tmp_path, "parquet")
+        assert [(r.key, r.text, r.problem) for r in rows if r.problem is None] == [
+            ("g1", "hello", None),
+            ("g2", "bye", None),
+        ]
+        b_rows = [r for r in rows if r.position.startswith("b.parquet")]
+        c_rows = [r for r in rows if r.position.startswith("c.parquet")]
+        assert [(r.key, r.position) for r in b_rows] == [
+            (f"x{i}", f"b.parquet:{i + 1}") for i in range(count)
+        ]
+        assert [(r.key, r.position) for r in c_rows] == [(None, "c.parquet:1"), (None, "c.parquet:2")]
+        assert {r.problem for r in b_rows + c_rows} == {"missing_column"}
+        assert {r.text for r in b_rows + c_rows} == {None}
+        assert {r.detail for r in b_rows} == {
+            "b.parquet has no column(s) ['text'] (check id_column, text_column and passthrough_columns)"
+        }
+        assert "c.parquet" in str(c_rows[0].detail)
+        assert "['id']" in str(c_rows[0].detail)
+
+    def test_id_and_text_columns_of_an_unusable_type(self, tmp_path):
+        self.write(tmp_path / "a.parquet", id=["a1", "a2"], text=[1, 2])
+        self.write(tmp_path / "b.parquet", id=[1.5, 2.5], text=[SECRET, SECRET])
+        self.write(tmp_path / "c.parquet", id=["c1"], text=["fine"])
+        rows = read(tmp_path, "parquet")
+        assert [(r.key, r.position, r.problem) for r in rows] == [
+            ("a1", "a.parquet:1", "wrong_column_type"),
+            ("a2", "a.parquet:2", "wrong_column_type"),
+            (None, "b.parquet:1", "wrong_column_type"),
+            (None, "b.parquet:2", "wrong_column_type"),
+            ("c1", "c.parquet:1", None),
+        ]
+        assert rows[0].detail == "a.parquet: 'text' is int64, expected a string or binary column"
+        assert rows[2].detail == "b.parquet: 'id' is double, expected a string or integer column"
+        assert SECRET not in str(rows[2].detail)
+
+    def test_a_file_without_rows_and_with_a_missing_column_leaves_one_entry(self, tmp_path):
+        self.write(tmp_path / "a.parquet", id=pa.array([], pa.string()), body=pa.array([], pa.string()))
+        [row] = read(tmp_path, "parquet")
+        assert (row.key, row.position, row.problem) == (None, "a.parquet", "missing_column")
+        assert "['text']" in str(row.detail)
+        assert "no rows" in str(row.detail)
+
+    def test_not_parquet_is_a_source_error(self, tmp_path):
         (tmp_path / "a.parquet").write_bytes(b"not parquet at all")
         with pytest.raises(SourceError, match="not a readable Parquet file"):
             read(tmp_path, "parquet")
 
-    def test_passthrough_types_must_agree_across_files(self, tmp_path):
+    def test_passthrough_values_that_do_not_convert_to_the_first_files_type(self, tmp_path):
         self.write(tmp_path / "a.parquet", id=["a"], text=["x"], region=[1])
-        self.write(tmp_path / "b.parquet", id=["b"], text=["y"], region=["north"])
-        with pytest.raises(SourceError, match=r"'region' is string in .* but int64 in the first file"):
-            read(tmp_path, "parquet", passthrough_columns=("region",))
+        self.write(tmp_path / "b.parquet", id=["b", "c"], text=["y", "z"], region=["north", "7"])
+        self.write(tmp_path / "c.parquet", id=["d"], text=["w"], region=[{"nested": 1}])
+        rows = read(tmp_path, "parquet", passthrough_columns=("region",))
+        assert [(r.key, r.passthrough, r.problem) for r in rows] == [
+            ("a", (1,), None),
+            ("b", (None,), "wrong_column_type"),
+            ("c", (7,), None),
+            ("d", (None,), "wrong_column_type"),
+        ]
+        assert rows[1].detail == (
+            "b.parquet: the 'region' value does not convert from string to int64, its type in the first "
+            "file that has it"
+        )
+        assert "north" not in str(rows[1].detail)
+
+    def test_passthrough_type_comes_from_the_first_file_that_has_the_column(self, tmp_path):
+        self.write(tmp_path / "a.parquet", id=["a"], text=["x"])
+        self.write(tmp_path / "b.parquet", id=["b"], text=["y"], region=pa.array([None], pa.null()))
+        self.write(tmp_path / "c.parquet", id=["c"], text=["z"], region=[3])
+        spec = SourceSpec(str(tmp_path), "parquet", passthrough_columns=("region",))
+        reader = SourceReader(spec)
+        assert reader.passthrough_types() == {"region": pa.int64()}
+        assert [(r.key, r.passthrough, r.problem) for r in reader] == [
+            ("a", (None,), "missing_column"),
+            ("b", (None,), None),
+            ("c", (3,), None),
+        ]
+
+    def test_a_passthrough_column_no_file_has(self, tmp_path):
+        self.write(tmp_path / "a.parquet", id=["a"], text=["x"])
+        spec = SourceSpec(str(tmp_path), "parquet", passthrough_columns=("region",))
+        reader = SourceReader(spec)
+        assert reader.passthrough_types() == {"region": pa.string()}
+        assert [(r.key, r.problem) for r in reader] == [("a", "missing_column")]
 
 
 class TestTranscribe:
@@ -415,6 +534,8 @@ def test_every_problem_a_reader_reports_is_documented():
         "missing_id",
         "missing_text",
         "file_too_large",
+        "missing_column",
+        "wrong_column_type",
     }
 
 
