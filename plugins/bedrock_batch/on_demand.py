@@ -14,6 +14,8 @@ from typing import Any
 import orjson
 from botocore.exceptions import ClientError
 
+from bedrock_batch.log_redaction import install_sdk_log_redaction
+
 log = logging.getLogger(__name__)
 
 # Runtime API error names -> the HTTP status a batch output line would carry for the same failure.
@@ -134,6 +136,8 @@ def runtime_invoker(client: Any, model_id: str, invocation_type: str = "InvokeMo
     :param model_id: the model or inference-profile id the batch job would have used.
     :param invocation_type: ``InvokeModel`` (model-native body) or ``Converse``.
     """
+    # The request bodies are prompts: keep them out of botocore's DEBUG records, whoever built the client.
+    install_sdk_log_redaction()
 
     def call(body: Mapping[str, Any]) -> Mapping[str, Any]:
         try:
