@@ -12,7 +12,7 @@ the on-demand price) and publish one row per call to the `call_summaries` table.
 | `on_demand` | fallback | records too few for a job (under the service minimum) go through InvokeModel |
 | `collect` | collect | joins outputs to the source rows; stages retryable failures (throttling, 5xx, missing) as a retry round |
 | `submit_retry`, `on_demand_retry` | retry | the retry round, as a job or on demand depending on its size |
-| `publish` | publish | writes `call_summaries/ds=<ds>/` atomically and the run report; emits the `call_summaries` asset |
+| `publish` | publish | writes `call_summaries/ds=<ds>/` atomically and the run report (and registers the partition in Glue when `glue_database` is set); emits the `call_summaries` asset |
 
 Defaults come from `include/config/call_center_summarization.json`; every value can be overridden per run
 through the params. `source_uri` may contain `{ds}`, replaced by the run's date. Every input row ends in the
@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pendulum
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param
@@ -47,6 +48,16 @@ CALL_SUMMARIES = Asset(name="call_summaries", uri=CONFIG.table_uri("call_summari
 
 CONN = "{{ params.aws_conn_id }}"
 RUN_PREFIX = "{{ params.staging_uri.rstrip('/') }}/call_center_summarization/{{ ds }}"
+# Every task that touches S3 checks the owner of each bucket (ExpectedBucketOwner) and encrypts what it writes
+# with the configured key; the jobs get the same key for their output and the staging bucket's owner.
+BUCKET_OWNERS: dict[str, Any] = {
+    "expected_bucket_owner": CONFIG.expected_bucket_owner,
+    "bucket_owners": dict(CONFIG.bucket_owners),
+}
+STORAGE_SETTINGS: dict[str, Any] = {"kms_key_id": CONFIG.kms_key_id, **BUCKET_OWNERS}
+STAGING_OWNER = (
+    "{{ bucket_owner(params.staging_uri) }}" if CONFIG.expected_bucket_owner or CONFIG.bucket_owners else None
+)
 
 with DAG(
     dag_id="call_center_summarization",
@@ -57,6 +68,7 @@ with DAG(
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=3,
+    user_defined_macros={"bucket_owner": CONFIG.bucket_owner},
     default_args={
         "owner": "data-platform",
         "retries": CONFIG.retries,
@@ -82,6 +94,7 @@ with DAG(
         task_id="wait_for_source",
         source_uri="{{ params.source_uri | replace('{ds}', ds) }}",
         aws_conn_id=CONN,
+        **BUCKET_OWNERS,
         deferrable=True,
         poke_interval=CONFIG.source_poke_interval_seconds,
         timeout=CONFIG.source_timeout_hours * 3600,
@@ -102,6 +115,7 @@ with DAG(
         max_records="{{ params.max_records }}",
         quotas=CONFIG.quotas,
         aws_conn_id=CONN,
+        **STORAGE_SETTINGS,
     )
     job_settings = {
         "model_id": "{{ params.model_id }}",
@@ -110,8 +124,14 @@ with DAG(
         "timeout_hours": CONFIG.timeout_hours,
         "poll_interval": CONFIG.poll_interval_seconds,
         "quotas": CONFIG.quotas,
+        # One slot folder per staging location: every run of every DAG staging there shares the model's
+        # max_concurrent_jobs exactly, even when many submit tasks start at the same moment.
+        "job_slots_uri": "{{ params.staging_uri.rstrip('/') }}/_job_slots/",
         "deferrable": True,
         "aws_conn_id": CONN,
+        "output_kms_key_id": CONFIG.kms_key_id,
+        "input_bucket_owner": STAGING_OWNER,
+        "output_bucket_owner": STAGING_OWNER,
         **({"pool": CONFIG.pool} if CONFIG.pool else {}),
     }
     on_demand_settings = {
@@ -119,6 +139,7 @@ with DAG(
         "invocation_type": CONFIG.invocation_type,
         "requests_per_second": CONFIG.on_demand_requests_per_second,
         "aws_conn_id": CONN,
+        **STORAGE_SETTINGS,
     }
     submit = BedrockBatchSubmitOperator.partial(task_id="submit", **job_settings).expand(shard=prepare.output)
     on_demand = BedrockOnDemandOperator(
@@ -134,6 +155,7 @@ with DAG(
         on_demand=on_demand.output,
         quotas=CONFIG.quotas,
         aws_conn_id=CONN,
+        **STORAGE_SETTINGS,
         trigger_rule="none_failed",
     )
     submit_retry = BedrockBatchSubmitOperator.partial(task_id="submit_retry", **job_settings).expand(
@@ -154,7 +176,10 @@ with DAG(
         retry_on_demand=on_demand_retry.output,
         collected=collect.output["round"],
         results_uri="{{ params.results_uri }}",
+        glue_database=CONFIG.glue_database,
+        glue_table=CONFIG.glue_table,
         aws_conn_id=CONN,
+        **STORAGE_SETTINGS,
         outlets=[CALL_SUMMARIES],
         trigger_rule="none_failed",
     )

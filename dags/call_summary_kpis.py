@@ -61,7 +61,12 @@ with DAG(
         else:
             ds, results_uri = params["ds"] or context["ds"], params["results_uri"]
             source = partition_uri(join_uri(results_uri, "call_summaries"), ds)
-        storage = Storage(BedrockBatchHook(aws_conn_id=params["aws_conn_id"]).s3_client)
+        storage = Storage(
+            BedrockBatchHook(aws_conn_id=params["aws_conn_id"]).s3_client,
+            expected_bucket_owner=CONFIG.expected_bucket_owner,
+            bucket_owners=CONFIG.bucket_owners,
+            kms_key_id=CONFIG.kms_key_id,
+        )
         written = publish_daily_kpis(storage, source, join_uri(results_uri, "call_summary_kpis"), ds)
         return {"ds": ds, "kpi_uri": written}
 

@@ -107,6 +107,8 @@ def connection_json(stack: Any, region: str = "us-east-1") -> str:
                 "region_name": region,
                 "service_config": {
                     "s3": {"endpoint_url": stack.s3_endpoint_url},
+                    # moto's server answers every service on one port, the Glue Data Catalog included.
+                    "glue": {"endpoint_url": stack.s3_endpoint_url},
                     "bedrock": {"endpoint_url": stack.bedrock_endpoint_url},
                     "bedrock-runtime": {"endpoint_url": stack.bedrock_runtime_endpoint_url},
                 },

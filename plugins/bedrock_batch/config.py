@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -152,6 +153,50 @@ def quotas_from_service_quotas(
     return base.replace(**applied)
 
 
+# An AWS account id, as S3's ExpectedBucketOwner and Bedrock's s3BucketOwner take it.
+ACCOUNT_ID_PATTERN = re.compile(r"[0-9]{12}")
+# A KMS key as CreateModelInvocationJob's s3EncryptionKeyId (and S3's SSEKMSKeyId) takes it: a key or alias
+# ARN, a key id or an alias name (the last two resolve in the caller's account, so prefer an ARN).
+KMS_KEY_ID_PATTERN = re.compile(
+    r"(arn:aws(-[^:]+)?:kms:[a-zA-Z0-9-]*:[0-9]{12}:((key/[a-zA-Z0-9-]{36})|(alias/[a-zA-Z0-9-_/]+)))"
+    r"|([a-zA-Z0-9-]{36})|(alias/[a-zA-Z0-9-_/]+)"
+)
+
+
+def check_account_id(value: Any, what: str) -> str | None:
+    """``value`` as a 12-digit account id, or ``None`` for ``None`` or an empty string (not checked).
+
+    :param value: the configured value.
+    :param what: the setting's name, for the error message.
+    :raises ConfigError: when ``value`` is not 12 digits.
+    """
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not ACCOUNT_ID_PATTERN.fullmatch(value):
+        raise ConfigError(
+            f'{what} must be a 12-digit AWS account id such as "111122223333" (a JSON string, '
+            f"leading zeros kept), got {value!r}"
+        )
+    return value
+
+
+def check_kms_key_id(value: Any, what: str) -> str | None:
+    """``value`` as a KMS key id or ARN, or ``None`` for ``None`` or an empty string (no key).
+
+    :param value: the configured value.
+    :param what: the setting's name, for the error message.
+    :raises ConfigError: when ``value`` has none of the shapes Bedrock and S3 accept.
+    """
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not KMS_KEY_ID_PATTERN.fullmatch(value):
+        raise ConfigError(
+            f"{what} must be a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>), an alias ARN, a key id "
+            f"or alias/<name>, got {value!r}"
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     """Defaults of a batch pipeline DAG, read from one JSON file under ``include/config/``.
@@ -185,6 +230,26 @@ class PipelineConfig:
     retries: int = 2
     retry_delay_seconds: float = 300.0
     quotas: Mapping[str, Any] = field(default_factory=dict)
+    # Register the results table in this (existing) Glue database for Athena; None: no registration.
+    glue_database: str | None = None
+    glue_table: str = "call_summaries"
+    # KMS key of the jobs' output (s3EncryptionKeyId) and of every object the library writes (SSE-KMS);
+    # None: the buckets' default encryption.
+    kms_key_id: str | None = None
+    # The account that must own every bucket the pipeline touches (S3 ExpectedBucketOwner, the jobs'
+    # s3BucketOwner); bucket_owners overrides it per bucket name. None / {}: not checked.
+    expected_bucket_owner: str | None = None
+    bucket_owners: Mapping[str, str] = field(default_factory=dict)
+
+    def bucket_owner(self, uri: str) -> str:
+        """The account that must own the bucket of ``uri`` (``""`` when unchecked or not S3), for templates.
+
+        :param uri: an ``s3://`` URI or a local path.
+        """
+        if not uri.startswith("s3://"):
+            return ""
+        bucket = uri[len("s3://") :].split("/", 1)[0]
+        return self.bucket_owners.get(bucket) or self.expected_bucket_owner or ""
 
     def table_uri(self, table: str) -> str:
         """Where the results table ``table`` lives: ``<results_uri>/<table>`` (its Airflow asset URI)."""
@@ -203,9 +268,22 @@ class PipelineConfig:
         if unknown:
             raise ConfigError(f"{path}: unknown setting(s) {unknown}; known: {sorted(known)}")
         raw["passthrough_columns"] = tuple(raw.get("passthrough_columns") or ())
+        if raw.get("bucket_owners") is None:
+            raw.pop("bucket_owners", None)
         try:
             config = cls(**raw)
         except TypeError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
         QuotaSettings.from_mapping(config.quotas)  # fail at parse time, not in the middle of a run
+        if config.glue_database is not None:
+            from bedrock_batch.catalog import check_name
+
+            check_name(config.glue_database, f"{path}: glue_database")
+            check_name(config.glue_table, f"{path}: glue_table")
+        check_kms_key_id(config.kms_key_id, f"{path}: kms_key_id")
+        check_account_id(config.expected_bucket_owner, f"{path}: expected_bucket_owner")
+        if not isinstance(config.bucket_owners, Mapping):
+            raise ConfigError(f"{path}: bucket_owners must map bucket names to 12-digit account ids")
+        for bucket, owner in config.bucket_owners.items():
+            check_account_id(owner, f"{path}: bucket_owners[{bucket!r}]")
         return config

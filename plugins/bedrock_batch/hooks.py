@@ -1,6 +1,7 @@
 """Airflow hook for Bedrock batch inference: the four model invocation job operations, sync and async.
 
-Also hands out S3 and bedrock-runtime clients built from the same connection (per-service endpoints included).
+Also hands out S3, Glue and bedrock-runtime clients built from the same connection (per-service endpoints
+included).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from bedrock_batch.jobs import ACTIVE_STATUSES, TERMINAL_STATUSES, model_matches
+from bedrock_batch.log_redaction import install_sdk_log_redaction
 
 # Errors that say "try again later", not "this will never work". Repeating a create after them is safe
 # too: it carries a deterministic clientRequestToken.
@@ -57,7 +59,7 @@ class BedrockBatchHook(AwsBaseHook):
 
     Thin wrapper around :external+boto3:py:class:`boto3.client("bedrock") <Bedrock.Client>`. Endpoints
     come from the connection: ``{"service_config": {"bedrock": {"endpoint_url": ...}, "s3": {...}}}``
-    applies to the sync client, the async (aiobotocore) client and the S3 / runtime clients alike.
+    applies to the sync client, the async (aiobotocore) client and the S3 / Glue / runtime clients alike.
 
     Additional arguments (such as ``aws_conn_id``, ``region_name``, ``verify``, ``config``) are passed
     down to :class:`~airflow.providers.amazon.aws.hooks.base_aws.AwsBaseHook`.
@@ -68,6 +70,9 @@ class BedrockBatchHook(AwsBaseHook):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["client_type"] = self.client_type
         super().__init__(*args, **kwargs)
+        # Every client this hook builds (sync, async, S3, runtime) logs through botocore's loggers: keep
+        # request and response bodies (prompts, transcripts, replies) out of their DEBUG records.
+        install_sdk_log_redaction()
 
     # --- clients of other services from the same connection -------------------------------------------
 
@@ -91,6 +96,11 @@ class BedrockBatchHook(AwsBaseHook):
     def s3_client(self) -> Any:
         """boto3 S3 client of this connection (honors ``service_config.s3.endpoint_url``)."""
         return self.client_for("s3")
+
+    @cached_property
+    def glue_client(self) -> Any:
+        """boto3 Glue client of this connection (honors ``service_config.glue.endpoint_url``)."""
+        return self.client_for("glue")
 
     @cached_property
     def runtime_client(self) -> Any:
@@ -185,20 +195,27 @@ class BedrockBatchHook(AwsBaseHook):
         listed = self._list_jobs(nameContains=prefix, sortBy="CreationTime", sortOrder="Descending")
         return [job for job in listed if job["jobName"].startswith(prefix)]
 
-    def count_active_jobs(self, model_id: str) -> int:
-        """How many jobs of ``model_id`` count against the concurrent-jobs quota right now.
+    def active_jobs(self, model_id: str) -> list[dict[str, Any]]:
+        """The jobs of ``model_id`` that count against the concurrent-jobs quota right now.
 
-        Counts Submitted, Validating, Scheduled and InProgress jobs of the whole account and region,
-        including jobs created outside Airflow; a job that stores the model as an ARN matches its id.
+        Submitted, Validating, Scheduled and InProgress jobs of the whole account and region, including
+        jobs created outside Airflow; a job that stores the model as an ARN matches its id.
 
         :param model_id: model id, inference-profile id or ARN.
         """
-        return sum(
-            1
+        return [
+            job
             for status in sorted(ACTIVE_STATUSES)
             for job in self._list_jobs(statusEquals=status)
             if model_matches(str(job.get("modelId", "")), model_id)
-        )
+        ]
+
+    def count_active_jobs(self, model_id: str) -> int:
+        """How many jobs of ``model_id`` count against the concurrent-jobs quota (see :meth:`active_jobs`).
+
+        :param model_id: model id, inference-profile id or ARN.
+        """
+        return len(self.active_jobs(model_id))
 
     def stop_job(self, job_identifier: str) -> bool:
         """Ask the service to stop a job; stopping a job that already ended is not an error.

@@ -118,23 +118,42 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
+def _round_parts(round_number: int) -> tuple[str, ...]:
+    # Round 1 adds nothing, so first-round names and tokens are the same as before rounds existed.
+    if round_number < 1:
+        raise ValueError(f"round_number must be at least 1, got {round_number}")
+    return () if round_number == 1 else (f"round{round_number}",)
+
+
 def shard_job_prefix(
-    dag_id: str, run_key: RunKey, shard_fingerprint: str, shard_index: int, *, model_id: str
+    dag_id: str,
+    run_key: RunKey,
+    shard_fingerprint: str,
+    shard_index: int,
+    *,
+    model_id: str,
+    round_number: int = 1,
 ) -> str:
     """The part of a job name shared by every attempt of one shard: ``<dag>-<date>-s<n>-<hash>``.
+
+    Shards of a later round (a retry round) read ``<dag>-<date>-r<round>s<n>-<hash>``.
 
     :param dag_id: the DAG's id; its start is kept as a readable prefix.
     :param run_key: the run's logical date or run_id (see :func:`run_key_for`).
     :param shard_fingerprint: digest of the shard's content (records, hence prompts).
     :param shard_index: the shard's number within the run.
     :param model_id: model or inference-profile id; a different model is a different job.
+    :param round_number: 1 for the run's first jobs, 2 for its retry round: a retry shard that holds the
+        very records of a first-round shard is still a new job.
     """
     if shard_index < 0:
         raise ValueError(f"shard_index must not be negative, got {shard_index}")
     date_text, date_exact = _run_key_text(run_key)
-    digest = _digest(dag_id, date_exact, shard_fingerprint, str(shard_index), model_id)[:NAME_HASH_LENGTH]
+    parts = (dag_id, date_exact, shard_fingerprint, str(shard_index), model_id, *_round_parts(round_number))
+    digest = _digest(*parts)[:NAME_HASH_LENGTH]
     # Reserve room for "-a<attempt>" up to 3 digits, so every attempt of the shard keeps the same prefix.
-    tail = f"-s{shard_index:04d}-{digest}"
+    shard_text = f"s{shard_index:04d}" if round_number == 1 else f"r{round_number}s{shard_index:04d}"
+    tail = f"-{shard_text}-{digest}"
     room = MAX_JOB_NAME_LENGTH - len(tail) - len("-a999")
     # The dag_id yields to the date, but keeps at least half the room when the run key is a long run_id.
     dag_room = max(room - len(date_text) - 1, room // 2)
@@ -150,6 +169,7 @@ def job_name_for(
     attempt: int = 1,
     *,
     model_id: str,
+    round_number: int = 1,
 ) -> str:
     """Deterministic job name of one attempt of one shard, valid for the jobName pattern (≤ 63 chars).
 
@@ -159,10 +179,13 @@ def job_name_for(
     :param shard_index: the shard's number within the run.
     :param attempt: 1 for the first job of the shard, n+1 when job n ended without usable output.
     :param model_id: model or inference-profile id.
+    :param round_number: the run's round the shard belongs to (see :func:`shard_job_prefix`).
     """
     if not 1 <= attempt <= 999:
         raise ValueError(f"attempt must be between 1 and 999, got {attempt}")
-    prefix = shard_job_prefix(dag_id, run_key, shard_fingerprint, shard_index, model_id=model_id)
+    prefix = shard_job_prefix(
+        dag_id, run_key, shard_fingerprint, shard_index, model_id=model_id, round_number=round_number
+    )
     return f"{prefix}-a{attempt}"
 
 
@@ -174,6 +197,7 @@ def client_token_for(
     attempt: int = 1,
     *,
     model_id: str,
+    round_number: int = 1,
 ) -> str:
     """The clientRequestToken of one attempt of one shard: same inputs, same token, same job.
 
@@ -185,10 +209,18 @@ def client_token_for(
     :param shard_index: the shard's number within the run.
     :param attempt: the attempt number; a new attempt needs a new token.
     :param model_id: model or inference-profile id; another model gives a new token.
+    :param round_number: the run's round the shard belongs to; another round gives a new token.
     """
     _, date_exact = _run_key_text(run_key)
     token = "bb" + _digest(
-        "token", dag_id, date_exact, shard_fingerprint, str(shard_index), model_id, str(attempt)
+        "token",
+        dag_id,
+        date_exact,
+        shard_fingerprint,
+        str(shard_index),
+        model_id,
+        str(attempt),
+        *_round_parts(round_number),
     )
     assert CLIENT_TOKEN_PATTERN.fullmatch(token), token
     return token
@@ -203,6 +235,7 @@ class ShardJobKey:
     :param fingerprint: digest of the shard's content.
     :param index: the shard's number within the run.
     :param model_id: model or inference-profile id.
+    :param round_number: the run's round: 1 for its first jobs, 2 for the retry round.
     """
 
     dag_id: str
@@ -210,24 +243,42 @@ class ShardJobKey:
     fingerprint: str
     index: int
     model_id: str
+    round_number: int = 1
 
     @property
     def prefix(self) -> str:
         """The name prefix every attempt of this shard shares (see :func:`shard_job_prefix`)."""
         return shard_job_prefix(
-            self.dag_id, self.run_key, self.fingerprint, self.index, model_id=self.model_id
+            self.dag_id,
+            self.run_key,
+            self.fingerprint,
+            self.index,
+            model_id=self.model_id,
+            round_number=self.round_number,
         )
 
     def job_name(self, attempt: int = 1) -> str:
         """See :func:`job_name_for`."""
         return job_name_for(
-            self.dag_id, self.run_key, self.fingerprint, self.index, attempt, model_id=self.model_id
+            self.dag_id,
+            self.run_key,
+            self.fingerprint,
+            self.index,
+            attempt,
+            model_id=self.model_id,
+            round_number=self.round_number,
         )
 
     def client_token(self, attempt: int = 1) -> str:
         """See :func:`client_token_for`."""
         return client_token_for(
-            self.dag_id, self.run_key, self.fingerprint, self.index, attempt, model_id=self.model_id
+            self.dag_id,
+            self.run_key,
+            self.fingerprint,
+            self.index,
+            attempt,
+            model_id=self.model_id,
+            round_number=self.round_number,
         )
 
 

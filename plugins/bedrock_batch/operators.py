@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
@@ -25,6 +25,7 @@ from bedrock_batch.hooks import (
     is_transient,
 )
 from bedrock_batch.jobs import (
+    ACTIVE_STATUSES,
     DEFAULT_WAIT_MARGIN,
     TERMINAL_STATUSES,
     ShardJobKey,
@@ -54,6 +55,11 @@ REQUIRED_SHARD_KEYS = ("shard", "input_uri", "output_uri", "fingerprint")
 # Survives the deferral: resume-method kwargs are replaced by the event in dag.test(), an XCom is not.
 SUBMISSION_XCOM_KEY = "bedrock_batch_submission"
 
+# How long the submit task keeps retrying throttling and server errors before failing its try.
+TRANSIENT_RETRY_SECONDS = 900.0
+
+_T = TypeVar("_T")
+
 
 # ========================================================================================================
 # Stages 4-5: submit one job per shard and wait for it
@@ -78,7 +84,8 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
     :class:`~bedrock_batch.errors.JobFailedError` with the job's message.
 
     :param shard: the shard descriptor ``{"shard": 1, "input_uri": "s3://.../shard-0001/", "output_uri":
-        "s3://.../output/", "records": 150, "bytes": 12345, "fingerprint": "<sha256 hex>"}``. (templated)
+        "s3://.../output/", "records": 150, "bytes": 12345, "fingerprint": "<sha256 hex>", "round": 1}``;
+        ``round`` (default 1) is 2 for the shards of a retry round. (templated)
     :param model_id: model id, inference-profile id or ARN. (templated)
     :param role_arn: service role Bedrock assumes to read the input and write the output. (templated)
     :param invocation_type: ``InvokeModel`` or ``Converse``. (templated)
@@ -93,6 +100,11 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
     :param strict: treat PartiallyCompleted, Stopped and Expired as failures instead of salvaging them.
     :param wait_for_completion: wait until the job ends; otherwise return right after submitting.
     :param poll_interval: seconds between two status checks, and between two checks for a free slot.
+    :param job_slots_uri: ``s3://`` prefix of the job slots (see :mod:`bedrock_batch.slots`) that make
+        ``max_concurrent_jobs`` exact when many submit tasks start at once; every task that shares the
+        model's limit must use the same prefix. Without it the active jobs are counted before each create,
+        which tasks starting at the same instant can overshoot (the service's own quota still holds).
+        (templated)
     :param quotas: a :class:`~bedrock_batch.config.QuotaConfig`, a
         :class:`~bedrock_batch.config.QuotaSettings`, or a mapping for
         :meth:`QuotaSettings.from_mapping <bedrock_batch.config.QuotaSettings.from_mapping>`; its
@@ -116,6 +128,7 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
         "output_kms_key_id",
         "input_bucket_owner",
         "output_bucket_owner",
+        "job_slots_uri",
     )
     template_fields_renderers = {"shard": "json", "tags": "json", "vpc_config": "json"}
     operator_extra_links = (BedrockBatchJobLink(), BedrockBatchOutputLink())
@@ -138,6 +151,7 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
         strict: bool = False,
         wait_for_completion: bool = True,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
+        job_slots_uri: str | None = None,
         quotas: QuotaConfig | QuotaSettings | Mapping[str, Any] | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
@@ -163,6 +177,7 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
         self.strict = strict
         self.wait_for_completion = wait_for_completion
         self.poll_interval = poll_interval
+        self.job_slots_uri = job_slots_uri
         self.quotas = quotas
         self.deferrable = deferrable
         self.job_arn: str | None = None
@@ -184,38 +199,32 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
         dag_run = context["dag_run"]
         run_key = run_key_for(getattr(dag_run, "logical_date", None), str(context["run_id"]))
         return ShardJobKey(
-            self.dag_id, run_key, str(shard["fingerprint"]), int(shard["shard"]), self.model_id
+            self.dag_id,
+            run_key,
+            str(shard["fingerprint"]),
+            int(shard["shard"]),
+            self.model_id,
+            round_number=int(shard.get("round") or 1),
         )
 
     def _max_concurrent_jobs(self) -> int:
         return _quota_config(self.quotas, self.model_id).max_concurrent_jobs
 
     def _tags(self, context: Context, shard_job: ShardJobKey) -> dict[str, str]:
-        automatic = {"dag_id": self.dag_id, "run_id": str(context["run_id"]), "shard": str(shard_job.index)}
+        automatic = {
+            "dag_id": self.dag_id,
+            "run_id": str(context["run_id"]),
+            "shard": str(shard_job.index),
+            "round": str(shard_job.round_number),
+        }
         return {tag_value(k): tag_value(v) for k, v in {**(self.tags or {}), **automatic}.items()}
 
     # --- submit ---------------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any] | None:
         """Find or create the shard's job, then wait for it unless ``wait_for_completion`` is off."""
-        backoff = min(self.poll_interval, 1.0)
         while True:
-            try:
-                submitted = self._find_or_create(context)
-            except Exception as error:
-                if not is_transient(error):
-                    raise
-                # Throttling and server errors clear within seconds: retry in the worker, backing off,
-                # rather than paying a deferral round trip. Every call repeated here is idempotent.
-                self.log.warning(
-                    "Shard %s: Bedrock answered %s; trying again in %.1f s",
-                    self.shard.get("shard"),
-                    describe_error(error),
-                    backoff,
-                )
-                time.sleep(backoff)
-                backoff = min(backoff * 2, self.poll_interval)
-                continue
+            submitted = self._retrying_transient("finding or creating its job", self._find_or_create, context)
             if submitted is not None:
                 return self._after_submit(context, *submitted)
             # At the concurrency quota: wait for a slot, then look again from the start (another try
@@ -230,6 +239,32 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
     def execute_after_slot_wait(self, context: Context, event: Any = None) -> dict[str, Any] | None:
         """Resume after waiting for a free slot: check again from the start."""
         return self.execute(context)
+
+    def _retrying_transient(self, what: str, call: Callable[..., _T], *args: Any) -> _T:
+        """``call(*args)``, repeated with backoff while Bedrock or S3 answers with a transient error.
+
+        Throttling and server errors clear within seconds: retrying in the worker is cheaper than a
+        deferral round trip, and every call repeated here is idempotent (a create carries its token).
+        After :data:`TRANSIENT_RETRY_SECONDS` of nothing but such errors the last one is raised, and the
+        task's own retries take over.
+        """
+        backoff = min(self.poll_interval, 1.0)
+        give_up_at = time.monotonic() + TRANSIENT_RETRY_SECONDS
+        while True:
+            try:
+                return call(*args)
+            except Exception as error:
+                if not is_transient(error) or time.monotonic() + backoff > give_up_at:
+                    raise
+                self.log.warning(
+                    "Shard %s: %s got %s; trying again in %.1f s",
+                    self.shard.get("shard"),
+                    what,
+                    describe_error(error),
+                    backoff,
+                )
+                time.sleep(backoff)
+                backoff = min(backoff * 2, self.poll_interval)
 
     def _find_or_create(self, context: Context) -> tuple[str, bool] | None:
         """(job ARN, reused) of the shard's job, or ``None`` when no job can be created right now."""
@@ -249,12 +284,12 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
             return arn, True
 
         quota = self._max_concurrent_jobs()
-        active = self.hook.count_active_jobs(self.model_id)
-        if active >= quota:
+        active = self.hook.active_jobs(self.model_id)
+        if len(active) >= quota:
             self.log.info(
                 "Shard %s: %s active jobs of %s, at the quota of %s; checking again in %s s",
                 shard_job.index,
-                active,
+                len(active),
                 self.model_id,
                 quota,
                 self.poll_interval,
@@ -262,6 +297,30 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
             return None
 
         name = shard_job.job_name(decision.attempt)
+        slots = lease = None
+        if self.job_slots_uri:
+            from bedrock_batch.slots import JobSlots
+
+            slots = JobSlots(
+                self.hook.s3_client,
+                self.job_slots_uri,
+                self.model_id,
+                quota,
+                job_is_active=self._job_is_active,
+                # The slots live with the staged input: the input bucket's owner, the output's key.
+                expected_bucket_owner=self.input_bucket_owner,
+                kms_key_id=self.output_kms_key_id,
+            )
+            lease = slots.acquire(name, {str(job.get("jobName")) for job in active})
+            if lease is None:
+                self.log.info(
+                    "Shard %s: all %s job slots of %s are taken; checking again in %s s",
+                    shard_job.index,
+                    quota,
+                    self.model_id,
+                    self.poll_interval,
+                )
+                return None
         try:
             arn = self.hook.create_job(
                 job_name=name,
@@ -280,6 +339,15 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
             )
         except ClientError as error:
             code = error_code(error)
+            if (
+                slots is not None
+                and lease is not None
+                and not is_transient(error)
+                and code != "ConflictException"
+            ):
+                # Transient errors are retried under the same name and slot; a conflict means this job
+                # exists (another try created it), so its slot stays taken.
+                slots.release(lease)
             # The service's own count says the quota is full (jobs our count could not see yet), or a
             # concurrent try created this name first: both are answered by waiting and looking again.
             if code not in ("ServiceQuotaExceededException", "ConflictException"):
@@ -292,6 +360,8 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
                 self.poll_interval,
             )
             return None
+        if slots is not None and lease is not None:
+            slots.confirm(lease, arn)
         self.log.info(
             "Shard %s: submitted job %s (%s, attempt %s, %s records)",
             shard_job.index,
@@ -302,9 +372,17 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
         )
         return arn, False
 
+    def _job_is_active(self, job_arn: str) -> bool:
+        try:
+            return self.hook.get_job(job_arn).get("status") in ACTIVE_STATUSES
+        except ClientError as error:
+            if error_code(error) == "ResourceNotFoundException":
+                return False
+            raise
+
     def _after_submit(self, context: Context, job_arn: str, reused: bool) -> dict[str, Any] | None:
         self.job_arn = job_arn
-        job = self.hook.get_job(job_arn)
+        job = self._retrying_transient("reading its job's status", self.hook.get_job, job_arn)
         persist_job_links(context, self, job, self.hook.conn_region_name, self.hook.conn_partition)
         status, processed, total = progress_of(job)
         self.log.info(format_progress(job_id_from_arn(job_arn), status, processed, total))
@@ -438,11 +516,12 @@ def run_prefix_for(staging_uri: str, dag_id: str, ds: str) -> str:
     return prefix
 
 
-def shard_descriptors(manifest: Any, output_prefix: str) -> list[dict[str, Any]]:
+def shard_descriptors(manifest: Any, output_prefix: str, round_number: int = 1) -> list[dict[str, Any]]:
     """The submit stage's input: one small dict per written shard.
 
     :param manifest: a :class:`~bedrock_batch.split.ShardManifest`.
     :param output_prefix: where the jobs write; each shard gets ``<output_prefix>/shard-NNNN/``.
+    :param round_number: the run's round (2 for a retry round): part of each shard's job identity.
     """
     from bedrock_batch.storage import join_uri
 
@@ -454,20 +533,51 @@ def shard_descriptors(manifest: Any, output_prefix: str) -> list[dict[str, Any]]
             "records": shard.span.records,
             "bytes": shard.span.length,
             "fingerprint": shard.fingerprint,
+            "round": round_number,
         }
         for shard in manifest.shards
     ]
 
 
+# Templated by every operator below that reads or writes S3 through Storage.
+STORAGE_TEMPLATE_FIELDS = ("kms_key_id", "expected_bucket_owner", "bucket_owners")
+
+
 class _StagingOperator(AwsBaseOperator[BedrockBatchHook]):
-    """Shared plumbing of the operators that read and write staged files through one connection."""
+    """Shared plumbing of the operators that read and write staged files through one connection.
+
+    :param kms_key_id: KMS key every object the task writes is encrypted with (SSE-KMS); ``None``: the
+        bucket's default encryption. (templated)
+    :param expected_bucket_owner: 12-digit account id that must own every bucket the task reads or writes
+        (S3 refuses the request otherwise); ``None``: not checked. (templated)
+    :param bucket_owners: bucket name → account id, overriding ``expected_bucket_owner`` per bucket.
+        (templated)
+    """
 
     aws_hook_class = BedrockBatchHook
+
+    def __init__(
+        self,
+        *,
+        kms_key_id: str | None = None,
+        expected_bucket_owner: str | None = None,
+        bucket_owners: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.kms_key_id = kms_key_id
+        self.expected_bucket_owner = expected_bucket_owner
+        self.bucket_owners = bucket_owners
 
     def storage(self) -> Any:
         from bedrock_batch.storage import Storage
 
-        return Storage(self.hook.s3_client)
+        return Storage(
+            self.hook.s3_client,
+            expected_bucket_owner=self.expected_bucket_owner,
+            bucket_owners=self.bucket_owners,
+            kms_key_id=self.kms_key_id,
+        )
 
 
 class BedrockBatchPrepareOperator(_StagingOperator):
@@ -500,6 +610,9 @@ class BedrockBatchPrepareOperator(_StagingOperator):
     :param quotas: :class:`~bedrock_batch.config.QuotaConfig`, :class:`~bedrock_batch.config.QuotaSettings`
         or a mapping of overrides.
     :param prompts_root: directory of prompt templates; default ``include/prompts``.
+    :param kms_key_id: KMS key of every object written (SSE-KMS). (templated)
+    :param expected_bucket_owner: account that must own every bucket touched; ``bucket_owners`` overrides it
+        per bucket. (templated)
     """
 
     template_fields: Sequence[str] = aws_template_fields(
@@ -513,6 +626,7 @@ class BedrockBatchPrepareOperator(_StagingOperator):
         "text_column",
         "passthrough_columns",
         "max_records",
+        *STORAGE_TEMPLATE_FIELDS,
     )
     ui_color = "#c8e6c9"
 
@@ -692,9 +806,14 @@ class BedrockOnDemandOperator(_StagingOperator):
     :param invocation_type: ``InvokeModel`` or ``Converse``.
     :param requests_per_second: client-side rate limit.
     :param max_attempts: attempts per record for throttling and transient errors.
+    :param kms_key_id: KMS key of every object written (SSE-KMS). (templated)
+    :param expected_bucket_owner: account that must own every bucket touched; ``bucket_owners`` overrides it
+        per bucket. (templated)
     """
 
-    template_fields: Sequence[str] = aws_template_fields("input_uris", "output_uri", "model_id")
+    template_fields: Sequence[str] = aws_template_fields(
+        "input_uris", "output_uri", "model_id", *STORAGE_TEMPLATE_FIELDS
+    )
     ui_color = "#ffe0b2"
 
     def __init__(
@@ -852,9 +971,14 @@ class BedrockBatchCollectOperator(_CollectingOperator):
     :param on_demand: the on-demand stage's result. (templated)
     :param quotas: quotas for planning the retry shards.
     :param retry: stage a retry round at all.
+    :param kms_key_id: KMS key of every object written (SSE-KMS). (templated)
+    :param expected_bucket_owner: account that must own every bucket touched; ``bucket_owners`` overrides it
+        per bucket. (templated)
     """
 
-    template_fields: Sequence[str] = aws_template_fields("prepared", "jobs", "on_demand")
+    template_fields: Sequence[str] = aws_template_fields(
+        "prepared", "jobs", "on_demand", *STORAGE_TEMPLATE_FIELDS
+    )
     ui_color = "#b3e5fc"
 
     def __init__(self, *, retry: bool = True, **kwargs: Any) -> None:
@@ -897,7 +1021,7 @@ class BedrockBatchCollectOperator(_CollectingOperator):
                 plan = plan_shards(sizes, quotas)
                 remove_stale_files(storage, join_uri(retry_prefix, "input"), plan)
                 manifest = write_shards(spool, plan, join_uri(retry_prefix, "input"), storage=storage)
-            retry_shards = shard_descriptors(manifest, join_uri(retry_prefix, "output"))
+            retry_shards = shard_descriptors(manifest, join_uri(retry_prefix, "output"), round_number=2)
             retry_on_demand = [f.uri for f in manifest.on_demand]
             retried = int(plan.records)
             self.log.info(
@@ -938,10 +1062,26 @@ class BedrockBatchPublishOperator(_CollectingOperator):
     :param collected: the collect stage's ``round`` XCom (for the retry count). (templated)
     :param results_uri: root of the results tables and reports. (templated)
     :param table_name: name of the results table under ``results_uri``.
+    :param glue_database: an existing Glue database to register the table and the partition in, for Athena
+        (see :func:`bedrock_batch.catalog.register_partition`); ``None`` or empty: no registration. Only
+        results in S3 are registered. The XCom's ``catalog`` names what was registered. (templated)
+    :param glue_table: the table's name in that database. (templated)
+    :param kms_key_id: KMS key of every object written (SSE-KMS). (templated)
+    :param expected_bucket_owner: account that must own every bucket touched; ``bucket_owners`` overrides it
+        per bucket. (templated)
     """
 
     template_fields: Sequence[str] = aws_template_fields(
-        "prepared", "jobs", "on_demand", "retry_jobs", "retry_on_demand", "collected", "results_uri"
+        "prepared",
+        "jobs",
+        "on_demand",
+        "retry_jobs",
+        "retry_on_demand",
+        "collected",
+        "results_uri",
+        "glue_database",
+        "glue_table",
+        *STORAGE_TEMPLATE_FIELDS,
     )
     ui_color = "#d1c4e9"
 
@@ -953,6 +1093,8 @@ class BedrockBatchPublishOperator(_CollectingOperator):
         retry_on_demand: Mapping[str, Any] | str | None = None,
         collected: Mapping[str, Any] | str | None = None,
         table_name: str = "call_summaries",
+        glue_database: str | None = None,
+        glue_table: str = "call_summaries",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -961,6 +1103,8 @@ class BedrockBatchPublishOperator(_CollectingOperator):
         self.retry_on_demand = retry_on_demand
         self.collected = collected
         self.table_name = table_name
+        self.glue_database = glue_database
+        self.glue_table = glue_table
 
     def execute(self, context: Context) -> dict[str, Any]:
         from datetime import UTC, datetime
@@ -998,6 +1142,7 @@ class BedrockBatchPublishOperator(_CollectingOperator):
         write_json(storage, report.to_dict(), join_uri(report_prefix, "run_report.json"))
         write_bytes(storage, report.to_markdown().encode(), join_uri(report_prefix, "run_report.md"))
         self.log.info("Run report for %s:\n%s", ds, report.to_text())
+        catalog = self._register(join_uri(self.results_uri, self.table_name), table.schema, ds)
         # Consumers scheduled on the table (e.g. the KPI DAG) read which partition changed from the event.
         for asset in self.outlets:
             context["outlet_events"][asset].extra = {
@@ -1011,7 +1156,29 @@ class BedrockBatchPublishOperator(_CollectingOperator):
                 f"{report.input_records:,} input rows but {report.succeeded:,} succeeded + {report.failed:,} "
                 f"failed + {report.quarantined:,} quarantined; the published partition is {table_uri}"
             )
-        return {**report.to_dict(), "results_uri": table_uri, "report_uri": report_prefix}
+        return {**report.to_dict(), "results_uri": table_uri, "report_uri": report_prefix, "catalog": catalog}
+
+    def _register(self, table_root: str, schema: Any, ds: str) -> dict[str, Any] | None:
+        """Register the ``ds`` partition in the Glue Data Catalog when a database is configured and the table
+        is in S3; what was registered, or ``None``."""
+        from bedrock_batch.catalog import register_partition
+        from bedrock_batch.storage import is_s3_uri
+
+        if not self.glue_database:
+            self.log.info("No glue_database configured: the partition is not registered in Glue")
+            return None
+        if not is_s3_uri(table_root):
+            self.log.info("The results table is not in S3: skipping the Glue Data Catalog registration")
+            return None
+        registration = register_partition(
+            self.hook.glue_client,
+            database=str(self.glue_database),
+            table=str(self.glue_table),
+            location=table_root,
+            schema=schema,
+            partition_value=ds,
+        )
+        return registration.to_dict()
 
     def _report(
         self, context: Context, prepared: Mapping[str, Any], table: Any, jobs: Sequence[Mapping[str, Any]]

@@ -5,7 +5,7 @@ Pokes (poke or reschedule mode) or defers to the same trigger as the submit oper
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -155,30 +155,44 @@ class SourcePartitionSensor(AwsBaseSensor[BedrockBatchHook]):
     still applies, counted from the first check.
 
     :param source_uri: the partition to wait for. (templated)
+    :param expected_bucket_owner: 12-digit account id that must own the source bucket (sent as
+        ``ExpectedBucketOwner``); ``None``: not checked. (templated)
+    :param bucket_owners: bucket name → account id, overriding ``expected_bucket_owner`` per bucket.
+        (templated)
     :param deferrable: wait in the triggerer between checks.
         (default: the ``[operators] default_deferrable`` setting, False if unset)
     :param poke_interval: seconds between two checks.
     """
 
     aws_hook_class = BedrockBatchHook
-    template_fields: Sequence[str] = aws_template_fields("source_uri")
+    template_fields: Sequence[str] = aws_template_fields(
+        "source_uri", "expected_bucket_owner", "bucket_owners"
+    )
     ui_color = "#fff9c4"
 
     def __init__(
         self,
         *,
         source_uri: str,
+        expected_bucket_owner: str | None = None,
+        bucket_owners: Mapping[str, str] | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.source_uri = source_uri
+        self.expected_bucket_owner = expected_bucket_owner
+        self.bucket_owners = bucket_owners
         self.deferrable = deferrable
 
     def poke(self, context: Context) -> bool:
         from bedrock_batch.storage import Storage, StorageReadError, is_s3_uri
 
-        storage = Storage(self.hook.s3_client if is_s3_uri(self.source_uri) else None)
+        storage = Storage(
+            self.hook.s3_client if is_s3_uri(self.source_uri) else None,
+            expected_bucket_owner=self.expected_bucket_owner,
+            bucket_owners=self.bucket_owners,
+        )
         try:
             found = next(iter(storage.list_objects(self.source_uri)), None) is not None
         except StorageReadError:

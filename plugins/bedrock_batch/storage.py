@@ -1,23 +1,28 @@
 """Local paths and ``s3://`` URIs behind one small streaming interface.
 
 List, stream, seek, delete, upload a file or a byte range of a file: never a whole object in memory.
+Every S3 request names the account that must own its bucket (``ExpectedBucketOwner``) when one is
+configured, and every write asks for SSE-KMS with the configured key.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import io
 import mmap
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import BotoCoreError, ClientError
 
+from bedrock_batch.config import check_account_id, check_kms_key_id
 from bedrock_batch.errors import BedrockBatchError, ConfigError, SourceError
 
 S3_SCHEME = "s3://"
@@ -104,6 +109,13 @@ def _client_error_code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", "Unknown"))
 
 
+def _fill_expected_owner(owners: Mapping[str, str], default: str | None, params: Any, **_: Any) -> None:
+    """botocore handler: ``ExpectedBucketOwner`` on the calls s3transfer makes without our arguments."""
+    owner = owners.get(str(params.get("Bucket")), default)
+    if owner and "ExpectedBucketOwner" not in params:
+        params["ExpectedBucketOwner"] = owner
+
+
 class _StreamingBodyReader(io.RawIOBase):
     """A botocore ``StreamingBody`` as a raw stream, so ``io.BufferedReader`` can buffer and split lines."""
 
@@ -131,11 +143,14 @@ class _StreamingBodyReader(io.RawIOBase):
 class _S3RangeReader(io.RawIOBase):
     """A seekable view of one S3 object; each read is a ranged GET (Parquet needs to seek to its footer)."""
 
-    def __init__(self, client: Any, bucket: str, key: str, size: int) -> None:
+    def __init__(
+        self, client: Any, bucket: str, key: str, size: int, extra: Mapping[str, str] | None = None
+    ) -> None:
         self._client = client
         self._bucket = bucket
         self._key = key
         self._size = size
+        self._extra = dict(extra or {})
         self._position = 0
 
     def readable(self) -> bool:
@@ -158,7 +173,7 @@ class _S3RangeReader(io.RawIOBase):
             return 0
         try:
             response = self._client.get_object(
-                Bucket=self._bucket, Key=self._key, Range=f"bytes={self._position}-{end - 1}"
+                Bucket=self._bucket, Key=self._key, Range=f"bytes={self._position}-{end - 1}", **self._extra
             )
             data = response["Body"].read()
         except (ClientError, BotoCoreError) as exc:
@@ -212,17 +227,83 @@ class _HashingRangeReader(io.RawIOBase):
 class Storage:
     """Reads and writes local paths and ``s3://`` URIs.
 
+    With neither an owner nor a key the requests are exactly boto3's defaults (the bucket's default
+    encryption applies to writes).
+
     :param s3_client: a boto3 S3 client, required only for ``s3://`` URIs; the Airflow hook builds it from
         an Airflow connection. Nothing here creates clients.
+    :param expected_bucket_owner: 12-digit account id that must own every bucket this storage touches:
+        sent as ``ExpectedBucketOwner`` on every request (list, head, get, put, multipart, delete), so S3
+        refuses (403) instead of reading from or writing to a bucket of another account, e.g. one
+        re-created under the same name. ``None``: not checked.
+    :param bucket_owners: bucket name → account id, overriding ``expected_bucket_owner`` for that bucket
+        (e.g. a source bucket in the data producer's account).
+    :param kms_key_id: KMS key (ARN recommended) every write is encrypted with (``ServerSideEncryption=
+        aws:kms``, ``SSEKMSKeyId``); ``None``: the bucket's default encryption.
+    :raises ConfigError: when an account id is not 12 digits or the key id has no KMS key shape.
     """
 
-    def __init__(self, s3_client: Any | None = None) -> None:
+    def __init__(
+        self,
+        s3_client: Any | None = None,
+        *,
+        expected_bucket_owner: str | None = None,
+        bucket_owners: Mapping[str, str] | None = None,
+        kms_key_id: str | None = None,
+    ) -> None:
         self._s3_client = s3_client
+        self._expected_bucket_owner = check_account_id(expected_bucket_owner, "expected_bucket_owner")
+        owners = {
+            str(b): check_account_id(o, f"bucket_owners[{b!r}]") for b, o in (bucket_owners or {}).items()
+        }
+        self._bucket_owners = {bucket: owner for bucket, owner in owners.items() if owner}
+        self._kms_key_id = check_kms_key_id(kms_key_id, "kms_key_id")
+        if s3_client is not None and (self._expected_bucket_owner or self._bucket_owners):
+            self._fill_owner_of_transfer_cleanup(s3_client)
+
+    def _fill_owner_of_transfer_cleanup(self, client: Any) -> None:
+        # s3transfer aborts a failed multipart upload without the ExtraArgs it was given; a handler on this
+        # client's own event system adds the owner there. Storages with the same owners share one handler.
+        owners = tuple(sorted(self._bucket_owners.items()))
+        client.meta.events.register(
+            "before-parameter-build.s3.AbortMultipartUpload",
+            functools.partial(_fill_expected_owner, dict(owners), self._expected_bucket_owner),
+            unique_id=f"bedrock_batch.storage.expected_owner:{self._expected_bucket_owner}:{owners}",
+        )
 
     def _client(self, uri: str) -> Any:
         if self._s3_client is None:
             raise ConfigError(f"{uri} is an S3 URI but no S3 client was given to Storage(s3_client=...)")
         return self._s3_client
+
+    def expected_owner(self, bucket: str) -> str | None:
+        """The account that must own ``bucket``, or ``None`` when it is not checked.
+
+        :param bucket: an S3 bucket name.
+        """
+        return self._bucket_owners.get(bucket, self._expected_bucket_owner)
+
+    def _owner_args(self, bucket: str) -> dict[str, str]:
+        owner = self.expected_owner(bucket)
+        return {"ExpectedBucketOwner": owner} if owner else {}
+
+    def _write_args(self, bucket: str) -> dict[str, str]:
+        """Extra arguments of a write: the owner, and SSE-KMS with the key.
+
+        boto3 passes all of them to PutObject and CreateMultipartUpload, and the owner alone to UploadPart
+        and CompleteMultipartUpload (S3 encrypts the parts with the upload's key).
+        """
+        args = self._owner_args(bucket)
+        if self._kms_key_id:
+            args.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=self._kms_key_id)
+        return args
+
+    def _denied(self, bucket: str, code: str) -> str:
+        """A hint for a refused request: S3 answers 403 when the bucket's owner is not the expected one."""
+        owner = self.expected_owner(bucket)
+        if owner and code in ("AccessDenied", "403", "Forbidden"):
+            return f" (or s3://{bucket} is not owned by the expected account {owner})"
+        return ""
 
     # -- listing -----------------------------------------------------------------------------------------
 
@@ -248,7 +329,10 @@ class Storage:
         try:
             paginator = client.get_paginator("list_objects_v2")
             pages = paginator.paginate(
-                Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": LIST_PAGE_SIZE}
+                Bucket=bucket,
+                Prefix=prefix,
+                PaginationConfig={"PageSize": LIST_PAGE_SIZE},
+                **self._owner_args(bucket),
             )
             for page in pages:
                 for item in page.get("Contents", ()):
@@ -264,7 +348,7 @@ class Storage:
                 if not found:
                     raise StorageReadError(f"no objects under {uri}; check the bucket and prefix")
                 return
-            head = client.head_object(Bucket=bucket, Key=key)
+            head = client.head_object(Bucket=bucket, Key=key, **self._owner_args(bucket))
         except ClientError as exc:
             code = _client_error_code(exc)
             if code in ("404", "NoSuchKey", "NotFound"):
@@ -273,6 +357,7 @@ class Storage:
                 ) from exc
             raise StorageReadError(
                 f"cannot list {uri}: {code}; check the bucket name and s3:ListBucket access"
+                f"{self._denied(bucket, code)}"
             ) from exc
         yield StoredObject(uri=uri, name=key.rsplit("/", 1)[-1], size=int(head["ContentLength"]))
 
@@ -300,9 +385,10 @@ class Storage:
                 raise StorageReadError(f"cannot read {uri}: {exc.strerror}") from exc
         bucket, key = split_s3_uri(uri)
         try:
-            body = self._client(uri).get_object(Bucket=bucket, Key=key)["Body"]
+            body = self._client(uri).get_object(Bucket=bucket, Key=key, **self._owner_args(bucket))["Body"]
         except ClientError as exc:
-            raise StorageReadError(f"cannot read {uri}: {_client_error_code(exc)}") from exc
+            code = _client_error_code(exc)
+            raise StorageReadError(f"cannot read {uri}: {code}{self._denied(bucket, code)}") from exc
         return io.BufferedReader(_StreamingBodyReader(body, uri), buffer_size=COPY_CHUNK_BYTES)
 
     def open_seekable(self, uri: str) -> IO[bytes]:
@@ -315,10 +401,13 @@ class Storage:
             return self.open_read(uri)
         bucket, key = split_s3_uri(uri)
         try:
-            size = int(self._client(uri).head_object(Bucket=bucket, Key=key)["ContentLength"])
+            head = self._client(uri).head_object(Bucket=bucket, Key=key, **self._owner_args(bucket))
         except ClientError as exc:
-            raise StorageReadError(f"cannot read {uri}: {_client_error_code(exc)}") from exc
-        raw = _S3RangeReader(self._client(uri), bucket, key, size)
+            code = _client_error_code(exc)
+            raise StorageReadError(f"cannot read {uri}: {code}{self._denied(bucket, code)}") from exc
+        raw = _S3RangeReader(
+            self._client(uri), bucket, key, int(head["ContentLength"]), self._owner_args(bucket)
+        )
         return io.BufferedReader(raw, buffer_size=SEEKABLE_BUFFER_BYTES)
 
     # -- writing -----------------------------------------------------------------------------------------
@@ -341,9 +430,15 @@ class Storage:
             return
         bucket, key = split_s3_uri(uri)
         try:
-            self._client(uri).upload_file(os.fspath(local_path), bucket, key, Config=_transfer_config())
-        except (ClientError, BotoCoreError) as exc:
-            raise StorageWriteError(f"cannot upload to {uri}: {exc}; check s3:PutObject access") from exc
+            self._client(uri).upload_file(
+                os.fspath(local_path),
+                bucket,
+                key,
+                ExtraArgs=self._write_args(bucket),
+                Config=_transfer_config(),
+            )
+        except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
+            raise StorageWriteError(self._write_failed(uri, bucket, exc)) from exc
 
     def write_range(self, local_path: str | os.PathLike[str], offset: int, length: int, uri: str) -> str:
         """Copy ``length`` bytes of a local file, starting at ``offset``, to ``uri``; return their sha256.
@@ -385,9 +480,14 @@ class Storage:
             for start in range(0, len(keys), _DELETE_BATCH_KEYS):
                 batch = [{"Key": key} for key in keys[start : start + _DELETE_BATCH_KEYS]]
                 try:
-                    response = client.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+                    response = client.delete_objects(
+                        Bucket=bucket, Delete={"Objects": batch, "Quiet": True}, **self._owner_args(bucket)
+                    )
                 except (ClientError, BotoCoreError) as exc:
-                    raise StorageWriteError(f"cannot delete objects in s3://{bucket}: {exc}") from exc
+                    code = _client_error_code(exc) if isinstance(exc, ClientError) else ""
+                    raise StorageWriteError(
+                        f"cannot delete objects in s3://{bucket}: {exc}{self._denied(bucket, code)}"
+                    ) from exc
                 errors = response.get("Errors") or []
                 if errors:
                     first = errors[0]
@@ -399,9 +499,19 @@ class Storage:
     def _upload_stream(self, stream: io.RawIOBase, uri: str) -> None:
         bucket, key = split_s3_uri(uri)
         try:
-            self._client(uri).upload_fileobj(stream, bucket, key, Config=_transfer_config())
-        except (ClientError, BotoCoreError) as exc:
-            raise StorageWriteError(f"cannot upload to {uri}: {exc}; check s3:PutObject access") from exc
+            self._client(uri).upload_fileobj(
+                stream, bucket, key, ExtraArgs=self._write_args(bucket), Config=_transfer_config()
+            )
+        except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
+            raise StorageWriteError(self._write_failed(uri, bucket, exc)) from exc
+
+    def _write_failed(self, uri: str, bucket: str, exc: Exception) -> str:
+        # upload_file wraps a ClientError in S3UploadFailedError; its text still carries the code.
+        code = _client_error_code(exc) if isinstance(exc, ClientError) else ""
+        if not code and "AccessDenied" in str(exc):
+            code = "AccessDenied"
+        access = "s3:PutObject access" + (" and kms:GenerateDataKey on the key" if self._kms_key_id else "")
+        return f"cannot upload to {uri}: {exc}; check {access}{self._denied(bucket, code)}"
 
 
 def _write_range_local(source: str | os.PathLike[str], offset: int, length: int, path: str) -> str:

@@ -17,6 +17,7 @@ import pytest
 from botocore import xform_name
 
 from bedrock_batch.config import PipelineConfig
+from bedrock_batch.hooks import BedrockBatchHook
 
 REPO = Path(__file__).resolve().parents[2]
 IAM_DIR = REPO / "include" / "iam"
@@ -33,7 +34,10 @@ PIPELINE_CONFIG = REPO / "include" / "config" / "call_center_summarization.json"
 LIBRARY_MODULES = sorted(p for p in (REPO / "plugins" / "bedrock_batch").glob("*.py") if p.name != "demo.py")
 
 # AWS services whose clients the library builds (BedrockBatchHook) or is handed (Service Quotas).
-SERVICES = ("bedrock", "bedrock-runtime", "s3", "service-quotas")
+SERVICES = ("bedrock", "bedrock-runtime", "s3", "service-quotas", "glue")
+# Methods of the library's hook (its own and AwsBaseHook's) are not client calls, although some share a
+# name with a Glue operation (get_job, create_job, get_session); the client calls inside them are scanned.
+HOOK_METHODS = frozenset(name for name in dir(BedrockBatchHook) if not name.startswith("_"))
 # Methods boto3 adds to S3 clients on top of the service model (managed transfers).
 S3_TRANSFER_METHODS = ("upload_file", "upload_fileobj", "download_file", "download_fileobj")
 
@@ -57,6 +61,13 @@ CLIENT_METHOD_ACTIONS = {
     "upload_file": {"s3:PutObject", "s3:AbortMultipartUpload"},
     "upload_fileobj": {"s3:PutObject", "s3:AbortMultipartUpload"},
     "list_service_quotas": {"servicequotas:ListServiceQuotas"},
+    # The Glue Data Catalog registration of the results table (bedrock_batch.catalog).
+    "get_database": {"glue:GetDatabase"},
+    "get_table": {"glue:GetTable"},
+    "create_table": {"glue:CreateTable"},
+    "update_table": {"glue:UpdateTable"},
+    "create_partition": {"glue:CreatePartition"},
+    "update_partition": {"glue:UpdatePartition"},
 }
 # Needed for a call the library makes, without being called itself.
 IMPLIED_ACTIONS = {
@@ -111,7 +122,7 @@ def library_client_calls() -> dict[str, list[str]]:
                 argument = node.args[0] if node.args else None
                 assert isinstance(argument, ast.Constant), f"{module.name}:{node.lineno}: name the paginator"
                 name = argument.value
-            if name in operations:
+            if name in operations and name not in HOOK_METHODS:
                 calls.setdefault(name, []).append(f"{module.name}:{node.lineno}")
     return calls
 
@@ -200,6 +211,9 @@ def placeholder_values(config: PipelineConfig) -> dict[str, str]:
         "ResultsBucket": results[0],
         "ResultsPrefix": results[1],
         "KmsKeyArn": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        # Registration is off in the shipped configuration; an example database stands in for it.
+        "GlueDatabase": config.glue_database or "call_center_analytics",
+        "GlueTable": config.glue_table,
     }
 
 
@@ -266,9 +280,9 @@ class TestPolicyGrammar:
     def test_renders_to_valid_arns_for_the_shipped_configuration(self, path, rendered):
         for statement in statements(rendered[path.name]):
             for resource in as_list(statement.get("Resource", [])):
-                assert resource == "*" or re.fullmatch(r"arn:aws:(s3|bedrock|iam|kms):[^$\s]*", resource), (
-                    resource
-                )
+                assert resource == "*" or re.fullmatch(
+                    r"arn:aws:(s3|bedrock|iam|kms|glue):[^$\s]*", resource
+                ), resource
 
     def test_every_placeholder_is_documented(self):
         doc = DEPLOY_DOC.read_text()
@@ -290,8 +304,20 @@ class TestCallerPolicyCoversTheLibrary:
             "list_model_invocation_jobs",
             "get_object",
             "upload_file",
+            "create_partition",
         ):
             assert method in calls, f"the source scan no longer sees {method}"
+
+    def test_hook_methods_hide_only_known_names(self):
+        # A new hook method named like an operation of a scanned service would hide that operation's calls.
+        assert HOOK_METHODS & operation_names() == {
+            "create_job",
+            "get_connection",
+            "get_job",
+            "get_session",
+            "test_connection",
+        }
+        assert not HOOK_METHODS & set(CLIENT_METHOD_ACTIONS)
 
     def test_every_client_call_is_mapped(self):
         unmapped = {
@@ -363,6 +389,25 @@ class TestCallerPolicyScope:
         assert allows(policy, "s3:DeleteObject", table)
         assert not allows(policy, "s3:DeleteObject", shard)
         assert not allows(policy, "s3:PutObject", "arn:aws:s3:::some-other-bucket/file")
+
+    def test_catalog_actions_only_on_the_configured_database_and_table(self, config, rendered):
+        policy = rendered["airflow-caller-policy.json"]
+        values = placeholder_values(config)
+        database, table = values["GlueDatabase"], values["GlueTable"]
+        glue = f"arn:aws:glue:{REGION}:{ACCOUNT}"
+        needed = (f"{glue}:catalog", f"{glue}:database/{database}", f"{glue}:table/{database}/{table}")
+        for action in ("glue:GetTable", "glue:CreateTable", "glue:UpdateTable"):
+            for resource in needed:
+                assert allows(policy, action, resource), (action, resource)
+        for action in ("glue:CreatePartition", "glue:UpdatePartition", "glue:GetDatabase"):
+            for resource in needed:
+                assert allows(policy, action, resource), (action, resource)
+        for action in ("glue:GetTable", "glue:UpdateTable", "glue:UpdatePartition"):
+            assert not allows(policy, action, f"{glue}:table/{database}/other_table")
+            assert not allows(policy, action, f"{glue}:table/other_database/{table}")
+            assert not allows(policy, action, needed[2].replace(ACCOUNT, "999999999999"))
+        for action in ("glue:CreateDatabase", "glue:DeleteTable", "glue:DeletePartition"):
+            assert not allows(policy, action, needed[2])
 
 
 class TestBedrockServiceRole:

@@ -257,6 +257,53 @@ class TestKpisOnTheAsset:
         assert row["avg_cost_usd"] > 0
 
 
+class TestGlueCatalogRegistration:
+    def test_publish_registers_the_partition_for_athena(self, stack, tmp_path, monkeypatch):
+        import boto3
+
+        from tests.integration.bedrock_shards import xcoms
+
+        ds = "2026-11-11"
+        # moto serves Glue on the S3 endpoint; it keeps one catalog per process, so a database of our own.
+        database = f"analytics_{ds.replace('-', '')}"
+        glue = boto3.client("glue", endpoint_url=stack.s3_endpoint_url, region_name="us-east-1")
+        with contextlib.suppress(glue.exceptions.AlreadyExistsException):
+            glue.create_database(DatabaseInput={"Name": database})
+        use_config(tmp_path, monkeypatch, glue_database=database, passthrough_columns=["agent_id", "queue"])
+        s3 = stack.client("s3")
+        calls = list(generate_calls(40, seed=13))
+        write_calls(calls, "jsonl", f"s3://calls/{ds}/jsonl/", s3_client=s3)
+
+        run = run_dag(ds, "jsonl")
+        assert run.state == "success"
+        rows = read_partition(s3, ds)
+        assert sorted(r["agent_id"] for r in rows) == sorted(c.agent_id for c in calls)
+
+        table = glue.get_table(DatabaseName=database, Name="call_summaries")["Table"]
+        assert table["StorageDescriptor"]["Location"] == "s3://results/analytics/call_summaries/"
+        assert table["PartitionKeys"] == [{"Name": "ds", "Type": "string"}]
+        columns = {c["Name"]: c["Type"] for c in table["StorageDescriptor"]["Columns"]}
+        assert set(columns) == set(rows[0]) - {"ds"}
+        assert (columns["agent_id"], columns["queue"], columns["action_items"]) == (
+            "string",
+            "string",
+            "array<string>",
+        )
+        partitions = glue.get_partitions(DatabaseName=database, TableName="call_summaries")["Partitions"]
+        assert [(p["Values"], p["StorageDescriptor"]["Location"]) for p in partitions] == [
+            ([ds], f"s3://results/analytics/call_summaries/ds={ds}/")
+        ]
+        assert xcoms(run, "publish")[-1]["catalog"] == {
+            "database": database,
+            "table": "call_summaries",
+            "partition": f"ds={ds}",
+            "location": f"s3://results/analytics/call_summaries/ds={ds}/",
+            "table_created": True,
+            "columns_added": [],
+            "partition_created": True,
+        }
+
+
 class TestRerunOverChangedData:
     def test_new_data_for_a_date_replaces_the_old_plan_and_its_rows(self, stack, tmp_path, monkeypatch):
         use_config(tmp_path, monkeypatch, quotas={"max_records_per_job": 150, "below_minimum": "on_demand"})

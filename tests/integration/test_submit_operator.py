@@ -92,7 +92,12 @@ class TestBedrockBatchSubmitOperator:
         assert job["jobName"] == key.job_name(1)
         assert job["clientRequestToken"] == key.client_token(1)
         tags = {t["key"]: t["value"] for t in job["tags"]}
-        assert tags == {"dag_id": "bb_submit_deferrable", "run_id": dag_run.run_id, "shard": "1"}
+        assert tags == {
+            "dag_id": "bb_submit_deferrable",
+            "run_id": dag_run.run_id,
+            "shard": "1",
+            "round": "1",
+        }
 
     def test_links_point_at_the_job_and_its_output(self, airflow_home, stack):
         shard = write_shard(stack.client("s3"), index=1)

@@ -380,13 +380,20 @@ def shard_prefix(job_name: str) -> str:
 
 
 def planned_prefixes(dag_run: Any) -> set[str]:
-    """The job-name prefixes the run's shards map to (a retry shard identical to a first-round shard,
-    with the same number, maps to that shard's prefix)."""
+    """The job-name prefixes the run's shards map to: one per shard of each round (a retry shard is a
+    new job even when it holds the very records of a first-round shard)."""
     from bedrock_batch.jobs import ShardJobKey, run_key_for
 
     run_key = run_key_for(dag_run.logical_date, dag_run.run_id)
     return {
-        ShardJobKey(DAG_ID, run_key, str(s["fingerprint"]), int(s["shard"]), MODEL_ID).prefix
+        ShardJobKey(
+            DAG_ID,
+            run_key,
+            str(s["fingerprint"]),
+            int(s["shard"]),
+            MODEL_ID,
+            round_number=int(s.get("round") or 1),
+        ).prefix
         for s in planned_shards(dag_run)
     }
 

@@ -24,7 +24,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from bedrock_batch.errors import SourceError
 from bedrock_batch.operators import BedrockBatchSubmitOperator
 from bedrock_batch.sources import SourceReader, SourceSpec
 from bedrock_batch.storage import Storage
@@ -233,6 +232,7 @@ def submit_operators(config: dict[str, Any], shards: list[dict[str, Any]]) -> li
                 timeout_hours=config["timeout_hours"],
                 poll_interval=config["poll_interval_seconds"],
                 quotas=config["quotas"],
+                job_slots_uri=f"s3://{STAGING_BUCKET}/batch/_job_slots/",  # as the DAG derives it
                 deferrable=True,
             )
             for shard in shards
@@ -305,14 +305,6 @@ class TestRow3MoreShardsThanTheQuota:
         assert_clean_run(stack, s3, ds, run, rows)
         assert {r["reused"] for r in xcoms(run, "submit").values()} == {True}
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason=(
-            "BedrockBatchSubmitOperator._find_or_create counts active jobs and then creates one without "
-            "any lock: submit tasks that start together all see a free slot, so a max_concurrent_jobs "
-            "below the account's service quota is exceeded (the service's own quota still holds)."
-        ),
-    )
     def test_own_quota_below_the_account_quota_holds_when_tasks_start_together(
         self, stack, tmp_path, monkeypatch
     ):
@@ -384,14 +376,6 @@ class TestRow4Throttling:
         assert sum(throttled.values()) >= 5, throttled
         assert len(throttled) >= 2, throttled
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason=(
-            "operators.py BedrockBatchSubmitOperator._after_submit calls hook.get_job() right after "
-            "submitting, outside execute()'s retry loop for transient errors: a ThrottlingException there "
-            "that botocore's own retries do not absorb fails the task (every other call is retried)."
-        ),
-    )
     def test_a_throttled_status_read_right_after_submit_does_not_fail_the_task(
         self, stack, tmp_path, monkeypatch
     ):
@@ -661,15 +645,6 @@ class TestRow10DamagedOutput:
         assert Counter(r["job_arn"] for r in result.rows)[first[2]["jobArn"]] == 99
         assert first[1]["jobArn"] not in {r["job_arn"] for r in result.rows}
 
-    @pytest.mark.xfail(
-        strict=False,  # the defect shows only when the emulator answers in a certain order
-        reason=(
-            "operators.py BedrockBatchSubmitOperator._shard_job keys a job on (dag_id, logical date, "
-            "shard fingerprint, shard number, model) only: a retry shard with the same records and number "
-            "as a first-round shard (all its records to retry) gets the first-round job's name, and "
-            "decide_for_existing reuses that Completed job, so its records are never resubmitted."
-        ),
-    )
     def test_a_job_whose_whole_output_is_missing_is_resubmitted(self, stack, tmp_path, monkeypatch):
         ds = "2026-07-20"
         s3, rows = given_calls(stack, tmp_path, monkeypatch, ds, 200, quotas=ONE_JOB_PER_100)
@@ -821,15 +796,6 @@ class TestRow11BadInputCorpus:
         ]
         assert_corpus_run(stack, s3, ds, run, good, [*expected, (good[2]["call_id"], "duplicate_id")])
 
-    @pytest.mark.xfail(
-        strict=True,
-        raises=SourceError,
-        reason=(
-            "sources.py _require_columns raises SourceError for a file that lacks a configured column "
-            "(CSV header, Parquet schema): one such file aborts the whole partition, so the valid files' "
-            "rows never run and the bad file's rows get no quarantine reason."
-        ),
-    )
     @pytest.mark.parametrize("source_format", ["csv", "parquet"])
     def test_a_file_with_the_wrong_columns_is_quarantined_not_fatal(self, tmp_path, source_format):
         good = call_rows(3, prefix="good")

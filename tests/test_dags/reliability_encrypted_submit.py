@@ -1,6 +1,6 @@
 """Airflow test DAG of the reliability suite: the submit operator with an output KMS key and bucket owners.
 
-The call-center DAG does not expose these settings; run by tests/reliability/test_security.py. (Airflow's
+The submit operator alone, with throttled creates; run by tests/reliability/test_security.py. (Airflow's
 safe-mode parser only reads files that mention "airflow" and "dag", as this docstring does.)
 """
 

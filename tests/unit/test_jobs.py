@@ -83,18 +83,46 @@ class TestJobNameFor:
             {"fingerprint": "b4" * 32},
             {"index": 2},
             {"model_id": "amazon.nova-pro-v1:0"},
+            {"round_number": 2},
         ],
     )
     def test_any_identity_change_changes_the_name(self, change):
-        base = {"dag_id": "d", "run_key": DATE, "fingerprint": FP, "index": 1, "model_id": MODEL}
+        base = {
+            "dag_id": "d",
+            "run_key": DATE,
+            "fingerprint": FP,
+            "index": 1,
+            "model_id": MODEL,
+            "round_number": 1,
+        }
         changed = {**base, **change}
 
         def name(p):
             return job_name_for(
-                p["dag_id"], p["run_key"], p["fingerprint"], p["index"], model_id=p["model_id"]
+                p["dag_id"],
+                p["run_key"],
+                p["fingerprint"],
+                p["index"],
+                model_id=p["model_id"],
+                round_number=p["round_number"],
             )
 
         assert name(changed) != name(base)
+
+    def test_a_retry_round_shard_is_named_as_such_and_keeps_first_round_names(self):
+        first = shard_job_prefix("d", DATE, FP, 1, model_id=MODEL)
+        assert shard_job_prefix("d", DATE, FP, 1, model_id=MODEL, round_number=1) == first
+        retry = shard_job_prefix("d", DATE, FP, 1, model_id=MODEL, round_number=2)
+        assert "-r2s0001-" in retry
+        assert "-s0001-" in first
+        # Neither is an attempt of the other: reattaching can never cross rounds.
+        assert attempt_of(job_name_for("d", DATE, FP, 1, model_id=MODEL, round_number=2), first) is None
+        assert attempt_of(job_name_for("d", DATE, FP, 1, model_id=MODEL), retry) is None
+
+    @pytest.mark.parametrize("round_number", [0, -1])
+    def test_rejects_round_below_1(self, round_number):
+        with pytest.raises(ValueError, match="round_number"):
+            shard_job_prefix("d", DATE, FP, 1, model_id=MODEL, round_number=round_number)
 
     def test_long_dag_ids_sharing_a_prefix_still_differ(self):
         a = job_name_for("x" * 100 + "a", DATE, FP, 1, model_id=MODEL)
@@ -128,6 +156,7 @@ class TestClientTokenFor:
             {"model_id": "amazon.nova-pro-v1:0"},
             {"attempt": 2},
             {"run_key": "manual__x"},
+            {"round_number": 2},
         ],
     )
     def test_changes_with_data_model_attempt_or_run(self, kwargs):
@@ -141,6 +170,10 @@ class TestShardJobKey:
         assert key.prefix == shard_job_prefix("d", DATE, FP, 3, model_id=MODEL)
         assert key.job_name(2) == job_name_for("d", DATE, FP, 3, 2, model_id=MODEL)
         assert key.client_token(2) == client_token_for("d", DATE, FP, 3, 2, model_id=MODEL)
+        retry = ShardJobKey("d", DATE, FP, 3, MODEL, round_number=2)
+        assert retry.job_name(1) == job_name_for("d", DATE, FP, 3, 1, model_id=MODEL, round_number=2)
+        assert retry.client_token(1) == client_token_for("d", DATE, FP, 3, 1, model_id=MODEL, round_number=2)
+        assert retry.job_name(1) != key.job_name(1)
 
 
 class TestTagValue:
