@@ -14,7 +14,7 @@ RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" \
         -c /opt/airflow/requirements/constraints.txt
 
 # Baked in for deployments without bind mounts (Kubernetes); docker compose mounts the working copy over them.
-# .dockerignore keeps the emulator, the sample-data generator and the demo runner out.
+# The development tools (dev/: emulator, sample data, demo) are not part of the build context.
 COPY --chown=airflow:0 dags/ /opt/airflow/dags/
 COPY --chown=airflow:0 include/ /opt/airflow/include/
 COPY --chown=airflow:0 plugins/ /opt/airflow/plugins/
@@ -23,7 +23,7 @@ COPY --chown=airflow:0 plugins/ /opt/airflow/plugins/
 FROM airflow AS local
 
 # The two test-only packages the local stack needs, at the versions pinned in requirements-dev.txt. The emulator
-# and the sample-data code come from the plugins/ folder docker compose mounts.
+# and the sample-data code come from the dev/ folder docker compose mounts.
 COPY --chown=airflow:0 requirements-dev.txt /opt/airflow/requirements/
 RUN grep -E '^(moto\[server\]|faker)==' /opt/airflow/requirements/requirements-dev.txt > /tmp/local-stack.txt \
     && pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" \

@@ -11,15 +11,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -qq --upgrade pip
 
-$(STAMP): $(BIN)/python requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+$(STAMP): $(BIN)/python requirements.txt requirements-dev.txt constraints.txt pyproject.toml dev/pyproject.toml
 	$(BIN)/python -m pip install -qq -r requirements-dev.txt -c constraints.txt
-	$(BIN)/python -m pip install -qq --no-deps -e .
+	$(BIN)/python -m pip install -qq --no-deps -e . -e dev/
 	@touch $(STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m bedrock_batch.demo
+	$(BIN)/python -m bedrock_batch_dev.demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -34,7 +34,7 @@ pytest: $(STAMP)
 test: lint typecheck pytest
 
 stack: $(STAMP)
-	$(BIN)/python -m bedrock_batch.emulator --port 5001 --s3-port 5000
+	$(BIN)/python -m bedrock_batch_dev.emulator --port 5001 --s3-port 5000
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_prepare.py

@@ -12,8 +12,8 @@ from datetime import datetime
 
 import orjson
 
-from bedrock_batch.emulator import LocalStack
-from bedrock_batch.sample_data import generate_calls
+from bedrock_batch_dev.emulator import LocalStack
+from bedrock_batch_dev.sample_data import generate_calls
 
 PROMPT = (
     'Read the call transcript and answer with a JSON object with keys "summary", "sentiment", "topic", '

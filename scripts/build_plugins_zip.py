@@ -1,6 +1,7 @@
 """Build the ``plugins.zip`` an Amazon MWAA environment loads: the library and the plugin entry point.
 
-Leaves out what only development needs (the emulator, the sample-data generator, the demo runner, caches).
+Leaves out caches and build leftovers; development tools live outside plugins/ (in dev/), so nothing else
+needs excluding.
 Usage: ``python scripts/build_plugins_zip.py [--plugins-dir plugins] [--output dist/plugins.zip]``.
 """
 
@@ -18,14 +19,6 @@ REPO = Path(__file__).resolve().parents[1]
 # its extra links, and the .airflowignore that keeps Airflow from loading the package's modules as plugins.
 TOP_LEVEL = ("bedrock_batch", "bedrock_batch_plugin.py", ".airflowignore")
 
-# Paths inside plugins/ that are for development only; the library never imports them.
-EXCLUDED = frozenset(
-    {
-        "bedrock_batch/emulator",
-        "bedrock_batch/sample_data",
-        "bedrock_batch/demo.py",
-    }
-)
 EXCLUDED_NAMES = frozenset({"__pycache__", ".mypy_cache", ".pytest_cache", ".DS_Store"})
 EXCLUDED_SUFFIXES = (".pyc", ".pyo", ".egg-info")
 
@@ -57,9 +50,7 @@ def plugin_files(plugins_dir: Path) -> Iterator[tuple[Path, str]]:
 
 def _included(name: str) -> bool:
     parts = name.split("/")
-    if any(part in EXCLUDED_NAMES or part.endswith(EXCLUDED_SUFFIXES) for part in parts):
-        return False
-    return not any(name == excluded or name.startswith(excluded + "/") for excluded in EXCLUDED)
+    return not any(part in EXCLUDED_NAMES or part.endswith(EXCLUDED_SUFFIXES) for part in parts)
 
 
 def build(plugins_dir: Path, output: Path) -> list[str]:

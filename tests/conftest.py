@@ -90,7 +90,7 @@ def moto_s3() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def local_stack() -> Iterator[Any]:
     """moto's S3 server plus the Bedrock emulator, in-process on free ports, at a high time scale."""
-    from bedrock_batch.emulator.stack import LocalStack
+    from bedrock_batch_dev.emulator.stack import LocalStack
 
     with LocalStack(s3_port=0, bedrock_port=0, time_scale=3600.0) as stack:
         yield stack

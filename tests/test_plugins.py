@@ -26,8 +26,8 @@ TEST_ONLY_PACKAGES = (
     "faker",
     "hypothesis",
     "pytest",
-    "bedrock_batch.emulator",
-    "bedrock_batch.sample_data",
+    "bedrock_batch_dev.emulator",
+    "bedrock_batch_dev.sample_data",
 )
 
 

@@ -14,7 +14,7 @@ from tests.conftest import DAGS_FOLDER, PLUGINS_FOLDER
 from tests.dags.conftest import PARSE_SECONDS
 
 DAG_FILES = sorted(p for p in DAGS_FOLDER.glob("*.py") if not p.name.startswith("_"))
-HEAVY_MODULES = ("pandas", "pyarrow", "moto", "faker", "bedrock_batch.emulator")
+HEAVY_MODULES = ("pandas", "pyarrow", "moto", "faker", "bedrock_batch_dev.emulator")
 
 # Parsing runs in a fresh interpreter with sockets disabled, so a DAG file that touches the network at
 # top level fails here, and the modules it drags in at parse time can be listed.

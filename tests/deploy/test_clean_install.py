@@ -111,7 +111,6 @@ class TestDockerfile:
         needed += [str(p.relative_to(REPO)) for p in (REPO / "include").rglob("*") if p.is_file()]
         needed += [str(p.relative_to(REPO)) for p in (REPO / "plugins" / "bedrock_batch").glob("*.py")]
         needed += ["plugins/bedrock_batch_plugin.py", "plugins/bedrock_batch/py.typed"]
-        needed.remove("plugins/bedrock_batch/demo.py")
         assert [path for path in needed if docker_ignored(path, patterns)] == []
 
     def test_build_context_leaves_out_secrets_tooling_and_development_code(self):
@@ -123,9 +122,9 @@ class TestDockerfile:
             "logs/scheduler/latest",
             "tests/conftest.py",
             "dist/plugins.zip",
-            "plugins/bedrock_batch/emulator/server.py",
-            "plugins/bedrock_batch/sample_data/calls.py",
-            "plugins/bedrock_batch/demo.py",
+            "dev/bedrock_batch_dev/emulator/server.py",
+            "dev/bedrock_batch_dev/sample_data/calls.py",
+            "dev/bedrock_batch_dev/demo.py",
             "plugins/bedrock_batch/__pycache__/hooks.cpython-311.pyc",
             "plugins/bedrock_batch.egg-info/PKG-INFO",
             "dags/__pycache__/call_center_summarization.cpython-311.pyc",

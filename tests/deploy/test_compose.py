@@ -104,7 +104,7 @@ def validator() -> jsonschema.protocols.Validator:
 
 @pytest.fixture(scope="module")
 def emulator_cli() -> Any:
-    from bedrock_batch.emulator.__main__ import build_parser
+    from bedrock_batch_dev.emulator.__main__ import build_parser
 
     return build_parser()
 
@@ -261,7 +261,7 @@ class TestLocalProfile:
 
     def test_emulator_runs_the_emulator_cli_on_its_default_ports(self, services, emulator_cli):
         command = command_of(interpolated_services()[EMULATOR_SERVICE])
-        assert command[:3] == ["python", "-m", "bedrock_batch.emulator"]
+        assert command[:3] == ["python", "-m", "bedrock_batch_dev.emulator"]
         args = emulator_cli.parse_args(command[3:])
         assert args.host == "0.0.0.0"
         assert args.port == emulator_cli.get_default("port")
@@ -292,8 +292,9 @@ class TestLocalProfile:
         for name in LOCAL_SERVICES:
             service = services[name]
             assert service["build"] == {"context": ".", "target": "local"}, name
-            assert "/opt/airflow/plugins" in service["environment"]["PYTHONPATH"].split(":"), name
-            assert any(re.search(r":/opt/airflow/plugins(:ro)?$", v) for v in service["volumes"]), name
+            for folder in ("plugins", "dev"):
+                assert f"/opt/airflow/{folder}" in service["environment"]["PYTHONPATH"].split(":"), name
+                assert any(re.search(rf":/opt/airflow/{folder}(:ro)?$", v) for v in service["volumes"]), name
         dockerfile = (REPO / "Dockerfile").read_text()
         assert re.search(r"^FROM airflow AS local$", dockerfile, re.MULTILINE)
         pattern = re.search(r"grep -E '([^']+)' \S*requirements-dev\.txt", dockerfile).group(1)

@@ -16,7 +16,13 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "build_plugins_zip.py"
 PLUGINS = REPO / "plugins"
 LIBRARY = PLUGINS / "bedrock_batch"
-DEV_ONLY = ("bedrock_batch/emulator/", "bedrock_batch/sample_data/", "bedrock_batch/demo.py")
+# Development tools: a separate package (dev/bedrock_batch_dev) that must never reach a deployment.
+DEV_ONLY = (
+    "bedrock_batch_dev/",
+    "bedrock_batch/emulator/",
+    "bedrock_batch/sample_data/",
+    "bedrock_batch/demo",
+)
 
 # Airflow over the unzipped archive, as MWAA runs it: plugins folder = the archive's content.
 AIRFLOW_PROBE = """
@@ -32,6 +38,7 @@ print(json.dumps({
     "dags": sorted(bag.dags),
     "dag_errors": {k: str(v) for k, v in bag.import_errors.items()},
     "library": bedrock_batch.__file__,
+    # The archive's library has no development tools inside (they are the separate bedrock_batch_dev).
     "emulator": importlib.util.find_spec("bedrock_batch.emulator") is not None,
 }))
 """
@@ -69,7 +76,7 @@ class TestPluginsZip:
         assert "bedrock_batch/" in names
 
     def test_holds_every_library_module(self, names):
-        modules = {f"bedrock_batch/{path.name}" for path in LIBRARY.glob("*.py") if path.name != "demo.py"}
+        modules = {f"bedrock_batch/{path.name}" for path in LIBRARY.glob("*.py")}
         assert modules | {"bedrock_batch/py.typed"} <= set(names)
 
     def test_leaves_out_development_only_code(self, names):

@@ -16,8 +16,8 @@ import pendulum
 import pyarrow.parquet as pq
 import pytest
 
-from bedrock_batch.sample_data.calls import generate_calls
-from bedrock_batch.sample_data.writers import write_calls
+from bedrock_batch_dev.sample_data.calls import generate_calls
+from bedrock_batch_dev.sample_data.writers import write_calls
 from tests.conftest import DAGS_FOLDER, REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]

@@ -21,8 +21,8 @@ import orjson
 import pytest
 from botocore.exceptions import ClientError
 
-from bedrock_batch.emulator import EmulatorAdmin, EmulatorAdminError, LocalStack
-from bedrock_batch.sample_data import generate_calls
+from bedrock_batch_dev.emulator import EmulatorAdmin, EmulatorAdminError, LocalStack
+from bedrock_batch_dev.sample_data import generate_calls
 
 pytestmark = pytest.mark.integration
 
@@ -295,10 +295,10 @@ class TestCompletedJob:
 
     def test_state_changes_are_logged_with_ids_and_counts_never_text(self, bedrock, s3, caplog):
         put_records(s3, "logged/in.jsonl", 100)
-        with caplog.at_level(logging.INFO, logger="bedrock_batch.emulator"):
+        with caplog.at_level(logging.INFO, logger="bedrock_batch_dev.emulator"):
             arn = submit(bedrock, "logged-job", "logged/in.jsonl")
             wait_for(bedrock, arn)
-        lines = [r.getMessage() for r in caplog.records if r.name == "bedrock_batch.emulator"]
+        lines = [r.getMessage() for r in caplog.records if r.name == "bedrock_batch_dev.emulator"]
         assert any(job_id(arn) in line and "Completed 100/100" in line for line in lines)
         assert not any("Customer" in line or "Agent" in line for line in lines)
 
@@ -991,7 +991,7 @@ class TestCommandLine:
             [
                 sys.executable,
                 "-m",
-                "bedrock_batch.emulator",
+                "bedrock_batch_dev.emulator",
                 "--port",
                 "0",
                 "--s3-port",
@@ -1016,7 +1016,7 @@ class TestCommandLine:
                 [
                     sys.executable,
                     "-m",
-                    "bedrock_batch.emulator",
+                    "bedrock_batch_dev.emulator",
                     "--configure",
                     endpoints["bedrock"],
                     "--throttle-rate",

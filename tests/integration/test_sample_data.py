@@ -18,10 +18,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from bedrock_batch.emulator import LocalStack
-from bedrock_batch.emulator.responders import analyze_transcript
-from bedrock_batch.sample_data import SCENARIOS, generate_calls, write_calls
-from bedrock_batch.sample_data.__main__ import main as sample_data_main
+from bedrock_batch_dev.emulator import LocalStack
+from bedrock_batch_dev.emulator.responders import analyze_transcript
+from bedrock_batch_dev.sample_data import SCENARIOS, generate_calls, write_calls
+from bedrock_batch_dev.sample_data.__main__ import main as sample_data_main
 
 pytestmark = pytest.mark.integration
 

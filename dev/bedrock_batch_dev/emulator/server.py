@@ -23,9 +23,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
 
-from bedrock_batch.emulator import responders
-from bedrock_batch.emulator.faults import FaultConfig, FaultInjector
-from bedrock_batch.emulator.jobs import (
+from bedrock_batch_dev.emulator import responders
+from bedrock_batch_dev.emulator.faults import FaultConfig, FaultInjector
+from bedrock_batch_dev.emulator.jobs import (
     STATUSES,
     ApiError,
     BatchJobService,
@@ -35,7 +35,7 @@ from bedrock_batch.emulator.jobs import (
     iso,
 )
 
-log = logging.getLogger("bedrock_batch.emulator")
+log = logging.getLogger("bedrock_batch_dev.emulator")
 
 ADMIN_PREFIX = "/_emulator"
 

@@ -1,4 +1,4 @@
-"""Command line of the sample-data generator: ``python -m bedrock_batch.sample_data --output DIR``.
+"""Command line of the sample-data generator: ``python -m bedrock_batch_dev.sample_data --output DIR``.
 
 Writes synthetic calls in one or more formats to a directory or an s3:// prefix (any S3 endpoint).
 """
@@ -9,13 +9,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from bedrock_batch.sample_data.calls import MAX_BYTES, MIN_BYTES, generate_calls
-from bedrock_batch.sample_data.writers import FORMATS, write_calls
+from bedrock_batch_dev.sample_data.calls import MAX_BYTES, MIN_BYTES, generate_calls
+from bedrock_batch_dev.sample_data.writers import FORMATS, write_calls
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m bedrock_batch.sample_data",
+        prog="python -m bedrock_batch_dev.sample_data",
         description="Write synthetic call-center transcripts (billing, technical support, cancellation, "
         "complaint, order status) in the source formats the library reads.",
     )

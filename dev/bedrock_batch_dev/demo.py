@@ -64,8 +64,8 @@ def airflow_environment(home: Path, s3_url: str, bedrock_url: str) -> dict[str, 
 
 @contextmanager
 def local_stack(time_scale: float) -> Iterator[tuple[str, str]]:
-    """Run ``python -m bedrock_batch.emulator`` on free ports; yield (s3 URL, bedrock URL); always stop it."""
-    command = [sys.executable, "-m", "bedrock_batch.emulator", "--port", "0", "--s3-port", "0"]
+    """Run ``python -m bedrock_batch_dev.emulator`` on free ports; yield (s3 URL, bedrock URL); stop it."""
+    command = [sys.executable, "-m", "bedrock_batch_dev.emulator", "--port", "0", "--s3-port", "0"]
     command += ["--time-scale", str(time_scale), "--log-level", "WARNING"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:
@@ -85,8 +85,8 @@ def local_stack(time_scale: float) -> Iterator[tuple[str, str]]:
 
 def write_sample_calls(s3: Any, count: int, ds: str) -> str:
     """Write ``count`` synthetic transcripts as text files under the day's partition; return its URI."""
-    from bedrock_batch.sample_data.calls import generate_calls
-    from bedrock_batch.sample_data.writers import write_calls
+    from bedrock_batch_dev.sample_data.calls import generate_calls
+    from bedrock_batch_dev.sample_data.writers import write_calls
 
     for bucket in (CALLS_BUCKET, STAGING_BUCKET, RESULTS_BUCKET):
         s3.create_bucket(Bucket=bucket)
@@ -129,7 +129,7 @@ def show_results(s3: Any, ds: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bedrock_batch.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bedrock_batch_dev.demo", description=__doc__)
     parser.add_argument("--calls", type=int, default=1200, help="sample transcripts to generate")
     parser.add_argument("--time-scale", type=float, default=3600.0, help="emulated seconds per real second")
     parser.add_argument("--home", default=str(REPO / ".local" / "demo"), help="scratch Airflow home")

@@ -22,10 +22,10 @@ from typing import Any
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
-from bedrock_batch.emulator import responders
-from bedrock_batch.emulator.faults import RECORD_ERROR_MESSAGES, FaultInjector, JobFate
+from bedrock_batch_dev.emulator import responders
+from bedrock_batch_dev.emulator.faults import RECORD_ERROR_MESSAGES, FaultInjector, JobFate
 
-log = logging.getLogger("bedrock_batch.emulator")
+log = logging.getLogger("bedrock_batch_dev.emulator")
 
 STATUSES = (
     "Submitted",

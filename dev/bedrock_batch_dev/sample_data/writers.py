@@ -19,7 +19,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bedrock_batch.sample_data.calls import Call, Turn
+from bedrock_batch_dev.sample_data.calls import Call, Turn
 
 FORMATS = ("text", "jsonl", "csv", "parquet", "transcribe", "transcribe-call-analytics")
 TABULAR_EXTENSIONS = {"jsonl": ".jsonl", "csv": ".csv", "parquet": ".parquet"}

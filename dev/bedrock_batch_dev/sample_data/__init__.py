@@ -3,8 +3,8 @@
 ``generate_calls(n, seed)`` makes the calls, ``write_calls(calls, fmt, destination)`` writes them.
 """
 
-from bedrock_batch.sample_data.calls import SCENARIOS, Call, Turn, generate_calls, make_call
-from bedrock_batch.sample_data.writers import FORMATS, call_analytics_json, transcribe_json, write_calls
+from bedrock_batch_dev.sample_data.calls import SCENARIOS, Call, Turn, generate_calls, make_call
+from bedrock_batch_dev.sample_data.writers import FORMATS, call_analytics_json, transcribe_json, write_calls
 
 __all__ = [
     "FORMATS",

@@ -1,4 +1,4 @@
-"""Command line of the local stack: ``python -m bedrock_batch.emulator --port 5001 --s3-port 5000``.
+"""Command line of the local stack: ``python -m bedrock_batch_dev.emulator --port 5001 --s3-port 5000``.
 
 Runs moto's S3 and the emulator in the foreground until Ctrl-C; ``--configure URL`` changes a running one.
 """
@@ -16,11 +16,11 @@ from typing import Any
 
 import orjson
 
-from bedrock_batch.emulator.faults import FaultConfig
-from bedrock_batch.emulator.jobs import ServiceLimits
-from bedrock_batch.emulator.stack import EmulatorAdmin, EmulatorAdminError, LocalStack
+from bedrock_batch_dev.emulator.faults import FaultConfig
+from bedrock_batch_dev.emulator.jobs import ServiceLimits
+from bedrock_batch_dev.emulator.stack import EmulatorAdmin, EmulatorAdminError, LocalStack
 
-log = logging.getLogger("bedrock_batch.emulator")
+log = logging.getLogger("bedrock_batch_dev.emulator")
 
 # CLI flag (dest) → FaultConfig field; every fault is also settable at runtime through the admin endpoint.
 FAULT_FLAGS = (
@@ -58,7 +58,7 @@ def _csv(convert: Any) -> Any:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m bedrock_batch.emulator",
+        prog="python -m bedrock_batch_dev.emulator",
         description="Local Amazon Bedrock batch inference: moto S3 plus a wire-compatible Bedrock emulator.",
     )
     where = parser.add_argument_group("endpoints")

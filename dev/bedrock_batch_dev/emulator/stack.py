@@ -17,9 +17,9 @@ import boto3
 import orjson
 from botocore.config import Config
 
-from bedrock_batch.emulator.faults import FaultConfig
-from bedrock_batch.emulator.jobs import ServiceLimits, ServiceTimings
-from bedrock_batch.emulator.server import ADMIN_PREFIX, ADMIN_ROUTES, BedrockEmulator, EmulatorServer
+from bedrock_batch_dev.emulator.faults import FaultConfig
+from bedrock_batch_dev.emulator.jobs import ServiceLimits, ServiceTimings
+from bedrock_batch_dev.emulator.server import ADMIN_PREFIX, ADMIN_ROUTES, BedrockEmulator, EmulatorServer
 
 AdminCall = Callable[[str, Mapping[str, Any] | None], Any]
 
