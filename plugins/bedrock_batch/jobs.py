@@ -350,6 +350,22 @@ def decide_for_existing(jobs: Iterable[Mapping[str, Any]], prefix: str, force: b
     return JobDecision("create", latest_attempt + 1)
 
 
+# Task instance states in which the user has given up on the task's job. Only "failed" says so: Airflow sets
+# it when a user marks the task failed, while a clear sets no state (the next try reattaches), a retry sets
+# up_for_retry, a restart or a move between triggerers leaves it deferred, and "success" means the user
+# accepts the task as done.
+ABANDONED_TASK_STATES: Final = frozenset({"failed"})
+
+
+def abandoned_by_user(task_state: str | None) -> bool:
+    """Whether a task whose waiting was cancelled should stop its job: only when it was marked failed.
+
+    :param task_state: the task instance's state right after the cancellation; ``None`` when it could not be
+        read, which never stops a job (a job left running can still be stopped; a stopped one is paid twice).
+    """
+    return task_state in ABANDONED_TASK_STATES
+
+
 # --- Descriptions ---------------------------------------------------------------------------------------
 
 

@@ -5,11 +5,12 @@ Heavy libraries (pandas, pyarrow) are imported inside the stages that need them,
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
@@ -29,6 +30,7 @@ from bedrock_batch.jobs import (
     DEFAULT_WAIT_MARGIN,
     TERMINAL_STATUSES,
     ShardJobKey,
+    abandoned_by_user,
     check_job_s3_uri,
     decide_for_existing,
     format_progress,
@@ -40,6 +42,7 @@ from bedrock_batch.jobs import (
 )
 from bedrock_batch.links import BedrockBatchJobLink, BedrockBatchOutputLink, persist_job_links
 from bedrock_batch.models import INVOCATION_TYPES
+from bedrock_batch.task_state import read_task_state
 from bedrock_batch.triggers import (
     DEFAULT_POLL_INTERVAL,
     BedrockBatchJobTrigger,
@@ -181,6 +184,7 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
         self.quotas = quotas
         self.deferrable = deferrable
         self.job_arn: str | None = None
+        self._task_instance: Any = None
 
     # --- identity and configuration -------------------------------------------------------------------
 
@@ -223,18 +227,22 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
 
     def execute(self, context: Context) -> dict[str, Any] | None:
         """Find or create the shard's job, then wait for it unless ``wait_for_completion`` is off."""
-        while True:
-            submitted = self._retrying_transient("finding or creating its job", self._find_or_create, context)
-            if submitted is not None:
-                return self._after_submit(context, *submitted)
-            # At the concurrency quota: wait for a slot, then look again from the start (another try
-            # or run may have created the shard's job meanwhile). Deferrable: no worker slot is held.
-            if self.deferrable:
-                self.defer(
-                    trigger=_slot_wait_trigger(self.poll_interval),
-                    method_name="execute_after_slot_wait",
+        self._task_instance = context["ti"]
+        with self._job_stopped_on_timeout():
+            while True:
+                submitted = self._retrying_transient(
+                    "finding or creating its job", self._find_or_create, context
                 )
-            time.sleep(self.poll_interval)
+                if submitted is not None:
+                    return self._after_submit(context, *submitted)
+                # At the concurrency quota: wait for a slot, then look again from the start (another try
+                # or run may have created the shard's job meanwhile). Deferrable: no worker slot is held.
+                if self.deferrable:
+                    self.defer(
+                        trigger=_slot_wait_trigger(self.poll_interval),
+                        method_name="execute_after_slot_wait",
+                    )
+                time.sleep(self.poll_interval)
 
     def execute_after_slot_wait(self, context: Context, event: Any = None) -> dict[str, Any] | None:
         """Resume after waiting for a free slot: check again from the start."""
@@ -431,9 +439,7 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
 
     def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
         """Resume from :class:`~bedrock_batch.triggers.BedrockBatchJobTrigger`; an error event raises."""
-        submission = context["ti"].xcom_pull(
-            task_ids=self.task_id, key=SUBMISSION_XCOM_KEY, map_indexes=context["ti"].map_index
-        )
+        submission = self._submission(context)
         reused = bool(submission and submission.get("reused"))
         try:
             return self._result(event, reused)
@@ -458,7 +464,58 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
             **metadata,
         }
 
-    # --- kill and links -------------------------------------------------------------------------------
+    def _submission(self, context: Context) -> Mapping[str, Any] | None:
+        """The job this try deferred to wait for (pushed before deferring), or ``None``."""
+        ti = context["ti"]
+        value = ti.xcom_pull(task_ids=self.task_id, key=SUBMISSION_XCOM_KEY, map_indexes=ti.map_index)
+        return value if isinstance(value, Mapping) else None
+
+    # --- timeouts, kills and abandoned jobs -----------------------------------------------------------
+    #
+    # A job is stopped only when the user gives it up: the task is marked failed, or its execution_timeout
+    # passes. A clear, a retry, a worker or triggerer crash or restart, a worker's graceful shutdown (SIGTERM)
+    # leave the job running, and the task's next try reattaches to it (its name and token are deterministic).
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """Resume after a deferral; when Airflow resumes the task to fail it on ``execution_timeout`` (it does
+        so without calling ``on_kill``), stop the job it was waiting for first."""
+        from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
+
+        self._task_instance = context["ti"]
+        timed_out = (
+            next_method == TRIGGER_FAIL_REPR
+            and (next_kwargs or {}).get("error") == TriggerFailureReason.TRIGGER_TIMEOUT
+        )
+        if timed_out:
+            submission = self._submission(context)
+            self.job_arn = str(submission["job_arn"]) if submission and submission.get("job_arn") else None
+            if self.job_arn:
+                self._fail_after_timeout()
+        return super().resume_execution(next_method, next_kwargs, context)
+
+    @contextlib.contextmanager
+    def _job_stopped_on_timeout(self) -> Iterator[None]:
+        """Stop the submitted job when ``execution_timeout`` passes while the task runs in its worker."""
+        from airflow.providers.common.compat.sdk import AirflowTaskTimeout
+
+        try:
+            yield
+        except AirflowTaskTimeout:
+            if not self.job_arn:
+                raise  # no job yet: an ordinary timeout, the task's retries apply
+            self._fail_after_timeout()
+
+    def _fail_after_timeout(self) -> NoReturn:
+        from airflow.providers.common.compat.sdk import AirflowFailException
+
+        job_id = job_id_from_arn(str(self.job_arn))
+        self._stop_job("execution_timeout reached")
+        # Not retried: a retry would find the job stopped and submit the shard again, paying for it twice.
+        raise AirflowFailException(
+            f"execution_timeout ({self.execution_timeout}) reached while waiting for job {job_id} of shard "
+            f"{self.shard.get('shard')}: the job was stopped and the task fails without retrying. Clear the "
+            "task to submit the shard again, or raise execution_timeout."
+        )
 
     def _stop_job(self, why: str) -> None:
         if not self.job_arn:
@@ -467,8 +524,24 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
             self.log.info("Requested stop of job %s (%s)", job_id_from_arn(self.job_arn), why)
 
     def on_kill(self) -> None:
-        """Stop the job when the task is killed or times out; stopping an ended job is a no-op."""
-        self._stop_job("task killed")
+        """The task process is being terminated: stop the job only if the user marked the task failed.
+
+        Airflow sends SIGTERM when the task was marked failed or cleared while running, and when its worker
+        shuts down; only the first gives the job up. The state is read from Airflow; when it cannot be read
+        the job keeps running (a running job can still be stopped by hand, a stopped one is paid twice).
+        """
+        if not self.job_arn:
+            return
+        state = read_task_state(self._task_instance)
+        if abandoned_by_user(state):
+            self._stop_job("the task was marked failed")
+            return
+        self.log.info(
+            "Task interrupted (state %s); job %s keeps running and the next try reattaches to it. Mark the "
+            "task failed to stop the job.",
+            state or "unknown",
+            job_id_from_arn(self.job_arn),
+        )
 
 
 def _slot_wait_trigger(seconds: float) -> Any:

@@ -25,6 +25,7 @@ from bedrock_batch.hooks import (
 from bedrock_batch.jobs import (
     DEFAULT_WAIT_MARGIN,
     TERMINAL_STATUSES,
+    abandoned_by_user,
     counts_of,
     format_progress,
     job_id_from_arn,
@@ -33,6 +34,7 @@ from bedrock_batch.jobs import (
     progress_of,
     wait_deadline,
 )
+from bedrock_batch.task_state import aread_task_state
 
 DEFAULT_POLL_INTERVAL = 60.0
 COUNT_KEYS = ("total_records", "processed_records", "success_records", "error_records")
@@ -93,7 +95,10 @@ class BedrockBatchJobTrigger(BaseTrigger):
     :param deadline: absolute UTC deadline (ISO 8601); set by :meth:`serialize` from ``timeout`` so a
         triggerer restart does not restart the clock.
     :param margin_seconds: extra time beyond the job's expiration when no timeout is given.
-    :param stop_on_kill: stop the job when a user kills the deferred task (mark failed, clear).
+    :param stop_on_kill: stop the job when the user abandons the waiting task, i.e. marks it failed. Airflow
+        cancels the trigger for any user action on the task and for reassignments between triggerers;
+        :meth:`on_kill` reads the task's state and stops the job only when it is ``failed`` (see
+        :func:`~bedrock_batch.jobs.abandoned_by_user`): a clear, a retry, a crash or a restart reattaches.
     :param aws_conn_id: The Airflow connection used for AWS credentials and endpoints.
     :param region_name: AWS region name; ``None`` uses the connection's.
     :param verify: Whether or not to verify SSL certificates.
@@ -222,12 +227,26 @@ class BedrockBatchJobTrigger(BaseTrigger):
         return min(delay * 2, max(MAX_BACKOFF_SECONDS, self.poll_interval))
 
     async def on_kill(self) -> None:
-        """Stop the job when a user kills the deferred task; an already-ended job is left as is."""
+        """The waiting was cancelled by a user action: stop the job only if the user abandoned the task.
+
+        The triggerer calls this when a user clears the deferred task, marks it failed or succeeded, and when
+        the trigger moves to another triggerer. Only a task marked failed means "I no longer want this job";
+        after a clear the next try reattaches to the running job, which must not be stopped under it.
+        """
+        job_id = job_id_from_arn(self.job_arn)
         if not self.stop_on_kill:
             return
-        stopped = await self.hook().stop_job_async(self.job_arn)
-        if stopped:
-            self.log.info("Requested stop of job %s", job_id_from_arn(self.job_arn))
+        state = await aread_task_state(getattr(self, "task_instance", None))
+        if not abandoned_by_user(state):
+            self.log.info(
+                "Waiting for job %s was cancelled (task state %s); the job keeps running and the task's "
+                "next try reattaches to it. Mark the task failed to stop the job.",
+                job_id,
+                state or "unknown",
+            )
+            return
+        if await self.hook().stop_job_async(self.job_arn):
+            self.log.info("The task was marked failed: requested stop of job %s", job_id)
 
 
 def result_from_event(event: Any) -> dict[str, Any]:

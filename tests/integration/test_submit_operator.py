@@ -302,7 +302,7 @@ class TestBedrockBatchSubmitOperator:
         assert dag_run.state == "failed"
         assert jobs_by_status(stack) == {"PartiallyCompleted": 1}
 
-    def test_killed_task_stops_its_job(self, airflow_home, stack):
+    def test_execution_timeout_stops_its_job_and_fails_without_retrying(self, airflow_home, stack):
         stack.admin.set_time_scale(0.01)  # the job would take hours of wall time
         shard = write_shard(stack.client("s3"), index=1)
 
@@ -311,4 +311,8 @@ class TestBedrockBatchSubmitOperator:
         assert dag_run.state == "failed"
         (job,) = stack.admin.jobs()
         assert job["status"] in ("Stopping", "Stopped")
-        assert any(r["operation"] == "StopModelInvocationJob" for r in stack.admin.requests())
+        assert [r["operation"] for r in stack.admin.requests()].count("StopModelInvocationJob") == 1
+        # The task has 2 retries, none used: a retry would find the job stopped and pay for the shard again.
+        (ti,) = [ti for ti in dag_run.get_task_instances() if ti.task_id == "submit"]
+        assert (ti.state, ti.try_number) == ("failed", 1)
+        assert stack.admin.created_job_count() == 1

@@ -35,8 +35,7 @@ def submit_dag(dag_id: str, **submit_options: Any) -> DAG:
             model_id=MODEL_ID,
             role_arn=ROLE_ARN,
             poll_interval=0.1,
-            retries=0,
-            **submit_options,
+            **{"retries": 0, **submit_options},
         ).expand(shard=shards())
     return dag
 
@@ -47,7 +46,13 @@ no_client_retries = submit_dag(
     "bb_submit_no_client_retries", deferrable=True, botocore_config={"retries": {"total_max_attempts": 1}}
 )
 strict = submit_dag("bb_submit_strict", deferrable=True, strict=True)
+# Retries on purpose: a timeout that stopped the job must not be retried (a retry pays for the shard again).
 short_timeout = submit_dag(
-    "bb_submit_short_timeout", deferrable=False, timeout_hours=24, execution_timeout=timedelta(seconds=3)
+    "bb_submit_short_timeout",
+    deferrable=False,
+    timeout_hours=24,
+    execution_timeout=timedelta(seconds=3),
+    retries=2,
+    retry_delay=timedelta(seconds=0),
 )
 expiring = submit_dag("bb_submit_expiring", deferrable=True, timeout_hours=24)
