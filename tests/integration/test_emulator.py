@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -828,6 +829,30 @@ class TestApiFaults:
         stack.admin.set_faults(internal_error_rate=1.0)
         with pytest.raises(bedrock.exceptions.InternalServerException):
             bedrock.get_model_invocation_job(jobIdentifier="abcdefghijkl")
+
+    def test_slow_operation_is_answered_late_and_others_meanwhile(self, stack, bedrock):
+        stack.admin.set_faults(slow_operations=["GetModelInvocationJob"], slow_seconds=1.5)
+        errors: list[BaseException] = []
+
+        def slow_get() -> None:
+            try:
+                bedrock.get_model_invocation_job(jobIdentifier="abcdefghijkl")
+            except bedrock.exceptions.ResourceNotFoundException:
+                pass
+            except BaseException as exc:
+                errors.append(exc)
+
+        started = time.monotonic()
+        getter = threading.Thread(target=slow_get)
+        getter.start()
+        bedrock.list_model_invocation_jobs()  # not slowed, not queued behind the slow call
+        listed_after = time.monotonic() - started
+        getter.join()
+        assert errors == []
+        assert listed_after < 1.0
+        assert time.monotonic() - started >= 1.5
+        with pytest.raises(EmulatorAdminError, match="slow_operations"):
+            stack.admin.set_faults(slow_operations=["NoSuchOperation"])
 
     def test_access_denied(self, stack, bedrock):
         stack.admin.set_faults(access_denied_operations=["CreateModelInvocationJob"])

@@ -37,6 +37,8 @@ FAULT_FLAGS = (
     "runtime_throttle_rate",
     "internal_error_rate",
     "access_denied_operations",
+    "slow_operations",
+    "slow_seconds",
     "seed",
 )
 LIMIT_FLAGS = (
@@ -114,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     faults.add_argument(
         "--access-denied-operations", type=_csv(str), metavar="OP,OP", help="operations denied (403)"
     )
+    faults.add_argument(
+        "--slow-operations", type=_csv(str), metavar="OP,OP", help="operations answered after --slow-seconds"
+    )
+    faults.add_argument("--slow-seconds", type=float, help="how long the slow operations take (wall time)")
     faults.add_argument("--seed", type=int, help="seed of every fault decision (default 0)")
 
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))

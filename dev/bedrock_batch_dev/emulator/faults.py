@@ -62,6 +62,9 @@ class FaultConfig:
     :param internal_error_rate: share of API calls (both planes) answered with InternalServerException.
     :param access_denied_operations: operations answered with AccessDeniedException (403), e.g.
         ``("StopModelInvocationJob",)``.
+    :param slow_operations: operations the service takes ``slow_seconds`` (wall time) to answer, e.g. to hold
+        a task in its worker right after it created a job.
+    :param slow_seconds: how long those operations take.
     :param seed: makes every decision above reproducible.
     """
 
@@ -78,6 +81,8 @@ class FaultConfig:
     runtime_throttle_rate: float = 0.0
     internal_error_rate: float = 0.0
     access_denied_operations: tuple[str, ...] = ()
+    slow_operations: tuple[str, ...] = ()
+    slow_seconds: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -99,11 +104,14 @@ class FaultConfig:
                 f"record_error_codes {unknown_codes} are not codes the service writes; "
                 f"use some of {sorted(RECORD_ERROR_MESSAGES)}"
             )
-        unknown_ops = sorted(set(self.access_denied_operations) - OPERATIONS)
-        if unknown_ops:
-            raise FaultConfigError(
-                f"access_denied_operations {unknown_ops} unknown; known: {sorted(OPERATIONS)}"
-            )
+        for name in ("access_denied_operations", "slow_operations"):
+            unknown_ops = sorted(set(getattr(self, name)) - OPERATIONS)
+            if unknown_ops:
+                raise FaultConfigError(f"{name} {unknown_ops} unknown; known: {sorted(OPERATIONS)}")
+        if isinstance(self.slow_seconds, bool) or not isinstance(self.slow_seconds, int | float):
+            raise FaultConfigError(f"slow_seconds must be a number of seconds, got {self.slow_seconds!r}")
+        if not 0 <= self.slow_seconds <= 600:
+            raise FaultConfigError(f"slow_seconds must be between 0 and 600, got {self.slow_seconds!r}")
 
     def replace(self, **changes: Any) -> FaultConfig:
         """A copy with ``changes`` applied; lists become tuples so the result stays hashable and frozen."""
@@ -157,6 +165,11 @@ class FaultInjector:
         if draw < throttle + config.internal_error_rate:
             return "InternalServerException"
         return None
+
+    def delay(self, operation: str) -> float:
+        """Seconds to wait before answering ``operation`` (0 unless it is one of the slow operations)."""
+        config = self._config
+        return float(config.slow_seconds) if operation in config.slow_operations else 0.0
 
     def job_fate(self, job_name: str) -> JobFate | None:
         """A new job's fate: fail after validation, expire while scheduled, end partially, or ``None``."""

@@ -361,6 +361,8 @@ class BedrockEmulator:
         try:
             params = self._params(operation, label, query, body)
             record["params"] = params
+            if delay := self.faults.delay(operation):
+                time.sleep(delay)  # a request thread of its own: other calls are answered meanwhile
             fault = self.faults.api_fault(operation)
             if fault:
                 raise ApiError(fault, _fault_message(fault, operation))
