@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pendulum
@@ -37,12 +36,13 @@ from bedrock_batch.operators import (
     BedrockBatchSubmitOperator,
     BedrockOnDemandOperator,
 )
+from bedrock_batch.resources import include_path
 from bedrock_batch.sensors import SourcePartitionSensor
 
 # One file configures both environments; CALL_CENTER_CONFIG points a deployment (or a test) at another one.
+# include_path finds the project's include/ beside or inside the DAGs folder (bedrock_batch.resources).
 CONFIG = PipelineConfig.load(
-    os.environ.get("CALL_CENTER_CONFIG")
-    or Path(__file__).parents[1] / "include" / "config" / "call_center_summarization.json"
+    os.environ.get("CALL_CENTER_CONFIG") or include_path("config", "call_center_summarization.json")
 )
 CALL_SUMMARIES = Asset(name="call_summaries", uri=CONFIG.table_uri("call_summaries"))
 

@@ -13,18 +13,18 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pendulum
 from airflow.sdk import DAG, Asset, Param, task
 
 from bedrock_batch.config import PipelineConfig
+from bedrock_batch.resources import include_path
 
 # One file configures both environments; CALL_CENTER_CONFIG points a deployment (or a test) at another one.
+# include_path finds the project's include/ beside or inside the DAGs folder (bedrock_batch.resources).
 CONFIG = PipelineConfig.load(
-    os.environ.get("CALL_CENTER_CONFIG")
-    or Path(__file__).parents[1] / "include" / "config" / "call_center_summarization.json"
+    os.environ.get("CALL_CENTER_CONFIG") or include_path("config", "call_center_summarization.json")
 )
 CALL_SUMMARIES = Asset(name="call_summaries", uri=CONFIG.table_uri("call_summaries"))
 CALL_SUMMARY_KPIS = Asset(name="call_summary_kpis", uri=CONFIG.table_uri("call_summary_kpis"))

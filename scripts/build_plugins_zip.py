@@ -1,5 +1,7 @@
 """Build the ``plugins.zip`` an Amazon MWAA environment loads: the library and the plugin entry point.
 
+The library's price table is package data inside ``bedrock_batch/``, so it comes along; the project's
+``include/`` (prompts, configuration) does not: on MWAA it is uploaded under ``dags/`` (docs/deploy.md).
 Leaves out caches and build leftovers; development tools live outside plugins/ (in dev/), so nothing else
 needs excluding.
 Usage: ``python scripts/build_plugins_zip.py [--plugins-dir plugins] [--output dist/plugins.zip]``.

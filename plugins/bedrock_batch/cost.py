@@ -1,6 +1,8 @@
-"""Estimated cost of batch inference: token counts times the price table kept as data in include/pricing/.
+"""Estimated cost of batch inference: token counts times the price table shipped in the package.
 
-An unknown price is reported as unknown (``None``), never as zero.
+The table is ``bedrock_batch/pricing/bedrock_batch_prices.json``; ``$BEDROCK_BATCH_PRICE_FILE`` or
+``load_price_table(path)`` reads another file. An unknown price is reported as unknown (``None``), never as
+zero.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from functools import cache
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
+from bedrock_batch import resources
 from bedrock_batch.errors import ConfigError
 from bedrock_batch.models import base_model_id
 
@@ -22,8 +26,8 @@ BATCH_DISCOUNT = Decimal("0.5")
 
 TOKENS_PER_PRICE_UNIT = 1_000
 
-# The Astro project layout keeps plugins/ and include/ side by side, in the repo and in the image.
-DEFAULT_PRICE_FILE = Path(__file__).resolve().parents[2] / "include" / "pricing" / "bedrock_batch_prices.json"
+# Package data, so it loads from a checkout, a wheel, the plugins folder and plugins.zip alike.
+DEFAULT_PRICE_FILE = resources.PACKAGED_PRICE_FILE
 
 
 class PriceTableError(ConfigError):
@@ -80,7 +84,7 @@ def _decimal(value: Any, where: str) -> Decimal:
 
 
 def parse_price_table(data: Mapping[str, Any], *, origin: str = "price table") -> PriceTable:
-    """Validate a decoded price table (the layout of ``include/pricing/bedrock_batch_prices.json``).
+    """Validate a decoded price table (the layout of :data:`DEFAULT_PRICE_FILE`).
 
     :param data: the decoded JSON object.
     :param origin: where ``data`` came from, for error messages.
@@ -107,29 +111,34 @@ def parse_price_table(data: Mapping[str, Any], *, origin: str = "price table") -
 def load_price_table(path: str | os.PathLike[str] | None = None) -> PriceTable:
     """Read a price table file.
 
-    :param path: JSON price file; default ``include/pricing/bedrock_batch_prices.json`` of this repository.
+    :param path: JSON price file; default ``$BEDROCK_BATCH_PRICE_FILE`` when set, else
+        :data:`DEFAULT_PRICE_FILE`, the table shipped in the package (both read once per process).
     :raises PriceTableError: when the file is missing, not JSON, or malformed.
     """
     if path is None:
-        return _default_price_table()
-    file = Path(path)
+        return _default_price_table(resources.price_file_override())
+    return _read_price_table(Path(path))
+
+
+@cache
+def _default_price_table(override: Path | None) -> PriceTable:
+    return _read_price_table(DEFAULT_PRICE_FILE if override is None else override)
+
+
+def _read_price_table(file: Traversable) -> PriceTable:
     try:
         # Floats are read as Decimal so that 0.00025 stays exactly 0.00025.
         data = json.loads(file.read_text(encoding="utf-8"), parse_float=Decimal)
     except FileNotFoundError:
         raise PriceTableError(
-            f"price table {file} does not exist; pass path= to load_price_table()"
+            f"price table {file} does not exist; fix the path given to load_price_table() or in "
+            f"${resources.PRICE_FILE_ENV}, or leave both unset to use the table shipped with bedrock_batch"
         ) from None
     except (OSError, ValueError) as exc:
         raise PriceTableError(f"price table {file} cannot be read as JSON: {exc}") from exc
     if not isinstance(data, Mapping):
         raise PriceTableError(f"price table {file} must hold a JSON object")
     return parse_price_table(data, origin=f"price table {file}")
-
-
-@cache
-def _default_price_table() -> PriceTable:
-    return load_price_table(DEFAULT_PRICE_FILE)
 
 
 def estimate_cost(
@@ -147,7 +156,7 @@ def estimate_cost(
     :param input_tokens: input tokens; ``None`` (not reported) makes the cost unknown.
     :param output_tokens: output tokens; ``None`` (not reported) makes the cost unknown.
     :param batch: apply :data:`BATCH_DISCOUNT` (batch jobs); ``False`` for the on-demand fallback.
-    :param prices: price table; default the one in ``include/pricing/``.
+    :param prices: price table; default :func:`load_price_table`'s.
     :return: the estimate, or ``None`` when the model's price or a token count is unknown.
     :raises ValueError: when a token count is negative.
     """

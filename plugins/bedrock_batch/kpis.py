@@ -51,7 +51,7 @@ def daily_kpis(results: pa.Table, ds: str, prices: PriceTable | None = None) -> 
 
     :param results: the day's rows of the ``call_summaries`` table.
     :param ds: the day, ``YYYY-MM-DD``.
-    :param prices: price table; the one under ``include/pricing`` when None.
+    :param prices: price table; :func:`~bedrock_batch.cost.load_price_table`'s when None.
     """
     status = Counter(results.column("status").to_pylist())
     ok = results.filter(pc.equal(results.column("status"), "succeeded"))

@@ -1,5 +1,7 @@
 """Prompt templates: a system part and a user part per name and version, as files under ``include/prompts/``.
 
+``include/`` is the project's folder found by :func:`bedrock_batch.resources.include_path`.
+
 Placeholders are ``{name}``; a row the template cannot render is quarantined by prepare, never fatal.
 """
 
@@ -12,9 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bedrock_batch.errors import TemplateError
-
-# <project>/plugins/bedrock_batch/prompts.py -> <project>/include/prompts (the Astro project layout).
-PROMPTS_ROOT = Path(__file__).resolve().parents[2] / "include" / "prompts"
+from bedrock_batch.resources import include_path
 
 TEMPLATE_PARTS = ("system", "user")
 
@@ -138,15 +138,17 @@ def load_template(name: str, version: str, *, root: str | Path | None = None) ->
 
     :param name: template name (a directory under ``root``).
     :param version: template version (a directory under the name), e.g. ``v1``.
-    :param root: directory holding the templates; default :data:`PROMPTS_ROOT`.
+    :param root: directory holding the templates; default ``include/prompts`` (see
+        :func:`bedrock_batch.resources.include_search_path`).
     :raises TemplateError: when the name or version is malformed, or a part file is missing or unreadable.
+    :raises ConfigError: without ``root``, when no ``include/prompts`` folder is found.
     """
     for what, value in (("name", name), ("version", version)):
         if not _SAFE_NAME.match(value):
             raise TemplateError(
                 f"prompt template {what} {value!r} must be letters, digits, '_', '-' or '.', not a path"
             )
-    directory = Path(root) if root is not None else PROMPTS_ROOT
+    directory = Path(root) if root is not None else include_path("prompts")
     folder = directory / name / version
     texts: dict[str, str] = {}
     for part in TEMPLATE_PARTS:

@@ -40,6 +40,13 @@ print(json.dumps({
 """
 
 
+def clean_environment() -> dict[str, str]:
+    """This process's environment without the test session's Airflow settings, import paths, virtualenv and
+    the toolkit's own settings: what a fresh shell on a deployment machine would have."""
+    prefixes = ("AIRFLOW", "PYTHON", "VIRTUAL_ENV", "BEDROCK_BATCH_", "CALL_CENTER_CONFIG")
+    return {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+
+
 def pinned_airflow() -> str:
     match = re.search(r"^apache-airflow==(\S+)$", CONSTRAINTS.read_text(), re.MULTILINE)
     assert match, "constraints.txt pins no apache-airflow version"
@@ -144,7 +151,7 @@ def test_requirements_install_on_airflow_and_every_dag_imports(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     python = str(venv / "bin" / "python")
     # A clean environment: none of the test session's Airflow settings or import paths; pip keeps its cache.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PYTHON", "VIRTUAL_ENV"))}
+    env = clean_environment()
     env.pop("PIP_NO_CACHE_DIR", None)
     install = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     install += [f"apache-airflow=={pinned_airflow()}", "-r", str(REQUIREMENTS), "-c", str(CONSTRAINTS)]

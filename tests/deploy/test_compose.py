@@ -187,13 +187,14 @@ class TestAirflowStack:
         for folder in ("dags", "plugins", "include"):
             assert (REPO / folder).is_dir()
 
-    def test_containers_keep_the_repository_layout_the_code_resolves_include_from(self, services):
-        # The DAGs and the library find include/ next to dags/ and plugins/ (relative to their own files), so
-        # the three folders must sit side by side in the containers as they do in the repository.
-        from bedrock_batch import cost, prompts
+    def test_containers_keep_the_layout_the_code_resolves_include_from(self, services, monkeypatch):
+        # The DAGs and the library look for include/ first beside Airflow's DAGs folder (/opt/airflow/dags in
+        # the image), so dags/ and include/ must sit side by side in the containers.
+        from bedrock_batch import resources
 
-        assert prompts.PROMPTS_ROOT.relative_to(REPO) == Path("include", "prompts")
-        assert cost.DEFAULT_PRICE_FILE.relative_to(REPO).parts[0] == "include"
+        monkeypatch.delenv(resources.INCLUDE_DIR_ENV, raising=False)
+        monkeypatch.setenv("AIRFLOW__CORE__DAGS_FOLDER", "/opt/airflow/dags")
+        assert resources.include_search_path()[0].path == Path("/opt/airflow/include")
         for name in AIRFLOW_SERVICES:
             targets = {
                 volume.rsplit(":", 1)[1] for volume in services[name]["volumes"] if not volume.endswith(":ro")

@@ -16,6 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "build_plugins_zip.py"
 PLUGINS = REPO / "plugins"
 LIBRARY = PLUGINS / "bedrock_batch"
+# The library's own data, read with importlib.resources (bedrock_batch.resources), so it loads from the zip.
+PRICE_TABLE = "bedrock_batch/pricing/bedrock_batch_prices.json"
 # Development tools: a separate package (dev/bedrock_batch_dev) that must never reach a deployment.
 DEV_ONLY = (
     "bedrock_batch_dev/",
@@ -75,9 +77,10 @@ class TestPluginsZip:
         assert top_level == {"bedrock_batch/", "bedrock_batch_plugin.py", ".airflowignore"}
         assert "bedrock_batch/" in names
 
-    def test_holds_every_library_module(self, names):
+    def test_holds_every_library_module_and_the_price_table(self, names):
         modules = {f"bedrock_batch/{path.name}" for path in LIBRARY.glob("*.py")}
-        assert modules | {"bedrock_batch/py.typed"} <= set(names)
+        data = {"bedrock_batch/py.typed", PRICE_TABLE}
+        assert modules | data <= set(names)
 
     def test_leaves_out_development_only_code(self, names):
         assert [name for name in names if name.startswith(DEV_ONLY)] == []

@@ -1,4 +1,4 @@
-"""Cost estimates from the price table in include/pricing/."""
+"""Cost estimates from the price table shipped in the package (or a file that overrides it)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ from bedrock_batch.cost import (
     load_price_table,
     parse_price_table,
 )
+from bedrock_batch.resources import PRICE_FILE_ENV
+
+REPO = Path(__file__).resolve().parents[2]
 
 HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
 TABLE = PriceTable(
@@ -83,9 +86,11 @@ class TestEstimateCost:
 
 
 class TestLoadPriceTable:
-    def test_default_file_lives_in_include(self) -> None:
-        assert DEFAULT_PRICE_FILE.parts[-3:] == ("include", "pricing", "bedrock_batch_prices.json")
-        assert DEFAULT_PRICE_FILE.is_file()
+    def test_default_file_is_the_one_copy_shipped_in_the_package(self) -> None:
+        package = REPO / "plugins" / "bedrock_batch"
+        assert Path(str(DEFAULT_PRICE_FILE)) == package / "pricing" / "bedrock_batch_prices.json"
+        copies = [path for top in ("dags", "include", "plugins") for path in (REPO / top).rglob("*prices*")]
+        assert copies == [Path(str(DEFAULT_PRICE_FILE))]
 
     def test_default_file_has_source_date_and_every_family(self) -> None:
         table = load_price_table()
@@ -112,6 +117,25 @@ class TestLoadPriceTable:
     def test_missing_file(self, tmp_path: Path) -> None:
         with pytest.raises(PriceTableError, match="does not exist"):
             load_price_table(tmp_path / "absent.json")
+
+    def test_environment_variable_overrides_the_shipped_table(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        path = tmp_path / "prices.json"
+        models = {"anthropic.claude-3-haiku": {"input": 1, "output": 2}}
+        path.write_text(json.dumps({"source": "ours", "models": models}))
+        monkeypatch.setenv(PRICE_FILE_ENV, str(path))
+        assert load_price_table().source == "ours"
+        assert estimate_cost(HAIKU, 1_000, 1_000, batch=False) == Decimal(3)
+        monkeypatch.delenv(PRICE_FILE_ENV)
+        assert load_price_table().source.startswith("https://aws.amazon.com/bedrock/pricing")
+
+    def test_environment_variable_naming_a_missing_file(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv(PRICE_FILE_ENV, str(tmp_path / "absent.json"))
+        with pytest.raises(PriceTableError, match=f"absent.json does not exist.*{PRICE_FILE_ENV}"):
+            load_price_table()
 
     def test_not_json(self, tmp_path: Path) -> None:
         path = tmp_path / "prices.json"

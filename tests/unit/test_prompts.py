@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bedrock_batch.errors import TemplateError
 from bedrock_batch.prompts import (
-    PROMPTS_ROOT,
     Placeholder,
     TemplateRenderError,
     load_template,
     parse_template_text,
 )
+from bedrock_batch.resources import INCLUDE_DIR_ENV, include_path
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def write_template(
@@ -32,8 +36,13 @@ class TestCallCenterSummaryV1:
         return load_template("call_center_summary", "v1")
 
     def test_files_live_under_include_prompts(self):
-        assert (PROMPTS_ROOT / "call_center_summary" / "v1" / "system.txt").is_file()
-        assert PROMPTS_ROOT.parts[-2:] == ("include", "prompts")
+        assert include_path("prompts") == REPO / "include" / "prompts"
+        assert (REPO / "include" / "prompts" / "call_center_summary" / "v1" / "system.txt").is_file()
+
+    def test_default_root_is_the_include_folder_found_for_the_deployment(self, tmp_path, monkeypatch):
+        write_template(tmp_path / "include" / "prompts", name="deployed", system="Deployed copy.")
+        monkeypatch.setenv(INCLUDE_DIR_ENV, str(tmp_path / "include"))
+        assert load_template("deployed", "v1").render({"transcript": "x"})[0] == "Deployed copy."
 
     def test_asks_for_one_json_object_with_the_five_keys_and_their_values(self, template):
         system, _ = template.render({"transcript": "Agent: hi"})
