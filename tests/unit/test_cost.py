@@ -18,6 +18,12 @@ from bedrock_batch.cost import (
     load_price_table,
     parse_price_table,
 )
+from bedrock_batch.models import (
+    TOOL_USE_SYSTEM_PROMPT_TOKENS,
+    OutputFormat,
+    output_format_for,
+    output_format_tokens,
+)
 from bedrock_batch.resources import PRICE_FILE_ENV
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,6 +107,8 @@ class TestLoadPriceTable:
             "amazon.nova-lite-v1:0",
             "meta.llama3-1-8b-instruct-v1:0",
             "amazon.titan-text-express-v1",
+            "mistral.mistral-7b-instruct-v0:2",
+            "mistral.mistral-large-2402-v1:0",
         ):
             assert table.price_for(model_id) is not None, model_id
 
@@ -158,3 +166,63 @@ class TestParsePriceTable:
     def test_malformed(self, data: dict[str, object], match: str) -> None:
         with pytest.raises(PriceTableError, match=match):
             parse_price_table(data)
+
+
+MISTRAL_PRICES = [
+    ("mistral.mistral-7b-instruct-v0:2", "0.00015", "0.0002"),
+    ("mistral.mixtral-8x7b-instruct-v0:1", "0.00045", "0.0007"),
+    ("mistral.mistral-small-2402-v1:0", "0.001", "0.003"),
+    ("mistral.mistral-large-2402-v1:0", "0.004", "0.012"),
+]
+
+
+class TestMistralPrices:
+    @pytest.mark.parametrize(("model_id", "input_per_1k", "output_per_1k"), MISTRAL_PRICES)
+    def test_default_table_has_the_on_demand_price(
+        self, model_id: str, input_per_1k: str, output_per_1k: str
+    ) -> None:
+        price = ModelPrice(Decimal(input_per_1k), Decimal(output_per_1k))
+        assert load_price_table().price_for(model_id) == price
+        assert load_price_table().price_for(f"eu.{model_id}") == price
+
+    def test_batch_discount_applies_to_mistral_too(self) -> None:
+        model = "mistral.mistral-7b-instruct-v0:2"
+        assert estimate_cost(model, 1_000_000, 1_000_000, batch=False) == Decimal("0.35")
+        assert estimate_cost(model, 1_000_000, 1_000_000) == Decimal("0.175")
+
+    def test_the_table_says_where_the_mistral_rows_come_from(self) -> None:
+        data = json.loads(Path(str(DEFAULT_PRICE_FILE)).read_text(encoding="utf-8"))
+        assert "Mistral" in data["mistral_note"]
+        assert "mistral.mistral-large-2407" in data["mistral_note"]  # why Large 2 has no row
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"summary": {"type": "string"}},
+    "required": ["summary"],
+    "additionalProperties": False,
+}
+
+
+class TestReplySchemaCost:
+    """The tokens a reply schema adds to every record, priced like the rest of the prompt."""
+
+    def test_tool_mode_costs_its_schema_and_tool_prompt_on_every_record(self) -> None:
+        output = OutputFormat(SCHEMA, "summary", mode="tool")
+        extra = output_format_tokens(output)
+        # 112-character schema (28 tokens) + "summary" (2 tokens) + the tool-use system prompt.
+        assert extra == 28 + 2 + TOOL_USE_SYSTEM_PROMPT_TOKENS
+        records = 1_000
+        plain = estimate_cost(HAIKU, 500 * records, 100 * records, prices=TABLE)
+        with_schema = estimate_cost(HAIKU, (500 + extra) * records, 100 * records, prices=TABLE)
+        assert plain is not None
+        assert with_schema is not None
+        # 370,000 more input tokens at $0.00025 per 1K, halved for batch.
+        assert with_schema - plain == Decimal("0.04625")
+
+    def test_prompt_mode_for_claude_3_haiku_costs_far_less_than_a_forced_tool(self) -> None:
+        prompt = output_format_for(HAIKU, SCHEMA, "summary")
+        tool = output_format_for(HAIKU, SCHEMA, "summary", mode="tool")
+        assert prompt.mode == "prompt"
+        assert output_format_tokens(prompt) == 28 + 1  # the schema and the "{" prefill
+        assert output_format_tokens(tool) - output_format_tokens(prompt) > TOOL_USE_SYSTEM_PROMPT_TOKENS
