@@ -1,6 +1,8 @@
-"""Writes synthetic calls in every source format the library reads, to a local directory or an s3:// prefix.
+"""Writes synthetic data in every source format the library reads, to a local directory or an s3:// prefix.
 
-Formats: a text file per call, JSONL, CSV, Parquet, Amazon Transcribe JSON (standard and Call Analytics).
+Calls: a text file per call, JSONL, CSV, Parquet, Amazon Transcribe JSON (standard and Call Analytics).
+Reviews and tickets: JSONL, CSV, Parquet. Tabular files are written as rows stream in: Parquet one row group
+at a time, so a large count never sits in memory whole.
 """
 
 from __future__ import annotations
@@ -9,9 +11,11 @@ import csv
 import io
 import tempfile
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from itertools import islice
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import chain, islice
 from pathlib import Path
 from typing import IO, Any
 
@@ -20,9 +24,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bedrock_batch_dev.sample_data.calls import Call, Turn
+from bedrock_batch_dev.sample_data.reviews import Review
+from bedrock_batch_dev.sample_data.tickets import Ticket
 
 FORMATS = ("text", "jsonl", "csv", "parquet", "transcribe", "transcribe-call-analytics")
 TABULAR_EXTENSIONS = {"jsonl": ".jsonl", "csv": ".csv", "parquet": ".parquet"}
+TABULAR_FORMATS = tuple(TABULAR_EXTENSIONS)
 COLUMNS = (
     "call_id",
     "transcript",
@@ -49,11 +56,53 @@ PARQUET_SCHEMA = pa.schema(
         ("language_code", pa.string()),
     ]
 )
+REVIEW_SCHEMA = pa.schema(
+    [
+        ("review_id", pa.string()),
+        ("product_id", pa.string()),
+        ("product_category", pa.string()),
+        ("rating", pa.int64()),
+        ("title", pa.string()),
+        ("review_text", pa.string()),
+        ("language", pa.string()),
+        ("created_at", pa.timestamp("ms", tz="UTC")),
+    ]
+)
+TICKET_SCHEMA = pa.schema(
+    [
+        ("ticket_id", pa.string()),
+        ("created_at", pa.timestamp("ms", tz="UTC")),
+        ("channel", pa.string()),
+        ("customer_email", pa.string()),
+        ("subject", pa.string()),
+        ("body", pa.string()),
+        ("priority", pa.string()),  # null (an empty CSV field) when the ticket has none
+    ]
+)
 # Transcribe labels the first speaker spk_0; in these calls the agent always speaks first.
 SPEAKER_LABELS = {"Agent": "spk_0", "Customer": "spk_1"}
 PARTICIPANT_ROLES = {"Agent": "AGENT", "Customer": "CUSTOMER"}
 _PUNCTUATION = ".,?!;:"
 _ACCOUNT_ID = "111122223333"
+
+
+@dataclass(frozen=True)
+class TableLayout:
+    """How one kind of record is written as rows.
+
+    :param stem: file name without extension (``reviews.parquet``, ``reviews-00001.parquet``).
+    :param schema: the columns, in order, and their Parquet types.
+    :param row_group_rows: rows per Parquet row group, a few MB of text.
+    """
+
+    stem: str
+    schema: pa.Schema
+    row_group_rows: int
+
+
+CALLS_TABLE = TableLayout("calls", PARQUET_SCHEMA, 1_000)  # transcripts run to 20 KiB
+REVIEWS_TABLE = TableLayout("reviews", REVIEW_SCHEMA, 10_000)
+TICKETS_TABLE = TableLayout("tickets", TICKET_SCHEMA, 10_000)
 
 
 @contextmanager
@@ -79,13 +128,52 @@ def _join(destination: str, name: str) -> str:
     return f"{destination.rstrip('/')}/{name}"
 
 
-def _chunks(calls: Iterable[Call], size: int | None) -> Iterator[list[Call]]:
-    if size is None:
-        yield list(calls)
+_END = object()
+
+
+def _files(rows: Iterator[Any], rows_per_file: int | None) -> Iterator[Iterator[Any]]:
+    """The rows of each file in turn, without reading ahead; each must be consumed before the next."""
+    if rows_per_file is None:
+        yield rows  # one file, even an empty one
         return
-    iterator = iter(calls)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
+    while (first := next(rows, _END)) is not _END:
+        yield chain([first], islice(rows, rows_per_file - 1))
+
+
+def _batches(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    iterator = iter(rows)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def _check(fmt: str, formats: tuple[str, ...], rows_per_file: int | None) -> None:
+    if fmt not in formats:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(formats)}")
+    if rows_per_file is not None and rows_per_file < 1:
+        raise ValueError(f"rows_per_file must be positive, got {rows_per_file}")
+
+
+def _write_table(
+    rows: Iterable[Mapping[str, Any]],
+    layout: TableLayout,
+    fmt: str,
+    destination: str,
+    *,
+    s3_client: Any,
+    rows_per_file: int | None,
+    row_group_rows: int | None = None,
+) -> list[str]:
+    _check(fmt, TABULAR_FORMATS, rows_per_file)
+    if row_group_rows is not None and row_group_rows < 1:
+        raise ValueError(f"row_group_rows must be positive, got {row_group_rows}")
+    extension = TABULAR_EXTENSIONS[fmt]
+    written: list[str] = []
+    for number, file_rows in enumerate(_files(iter(rows), rows_per_file), start=1):
+        name = f"{layout.stem}-{number:05d}{extension}" if rows_per_file else f"{layout.stem}{extension}"
+        with _target(destination, name, s3_client) as handle:
+            TABULAR_WRITERS[fmt](file_rows, handle, layout, row_group_rows or layout.row_group_rows)
+        written.append(_join(destination, name))
+    return written
 
 
 def write_calls(
@@ -103,19 +191,13 @@ def write_calls(
 
     :returns: the paths or URIs written, in order.
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if rows_per_file is not None and rows_per_file < 1:
-        raise ValueError(f"rows_per_file must be positive, got {rows_per_file}")
-    written: list[str] = []
+    _check(fmt, FORMATS, rows_per_file)
     if fmt in TABULAR_EXTENSIONS:
-        extension = TABULAR_EXTENSIONS[fmt]
-        for number, chunk in enumerate(_chunks(calls, rows_per_file), start=1):
-            name = f"calls-{number:05d}{extension}" if rows_per_file else f"calls{extension}"
-            with _target(destination, name, s3_client) as handle:
-                TABULAR_WRITERS[fmt](chunk, handle)
-            written.append(_join(destination, name))
-        return written
+        rows = (call.row() for call in calls)
+        return _write_table(
+            rows, CALLS_TABLE, fmt, destination, s3_client=s3_client, rows_per_file=rows_per_file
+        )
+    written: list[str] = []
     for call in calls:
         if fmt == "text":
             name, data = f"{call.call_id}.txt", (call.transcript + "\n").encode()
@@ -129,29 +211,92 @@ def write_calls(
     return written
 
 
-def _write_jsonl(calls: list[Call], handle: IO[bytes]) -> None:
-    for call in calls:
-        handle.write(orjson.dumps(call.row()) + b"\n")
+def write_reviews(
+    reviews: Iterable[Review],
+    fmt: str,
+    destination: str,
+    *,
+    s3_client: Any = None,
+    rows_per_file: int | None = None,
+    row_group_rows: int | None = None,
+) -> list[str]:
+    """Write ``reviews`` as ``fmt`` (``parquet``, ``csv`` or ``jsonl``) under ``destination``.
+
+    Writes ``reviews.<ext>``, or ``reviews-00001.<ext>``, … with ``rows_per_file`` rows each; the truth of
+    each review is not written. ``row_group_rows`` sets the Parquet row group size (default 10,000).
+
+    :returns: the paths or URIs written, in order.
+    """
+    return _write_table(
+        (review.row() for review in reviews),
+        REVIEWS_TABLE,
+        fmt,
+        destination,
+        s3_client=s3_client,
+        rows_per_file=rows_per_file,
+        row_group_rows=row_group_rows,
+    )
 
 
-def _write_csv(calls: list[Call], handle: IO[bytes]) -> None:
+def write_tickets(
+    tickets: Iterable[Ticket],
+    fmt: str,
+    destination: str,
+    *,
+    s3_client: Any = None,
+    rows_per_file: int | None = None,
+    row_group_rows: int | None = None,
+) -> list[str]:
+    """Write ``tickets`` as ``fmt`` (``csv``, ``parquet`` or ``jsonl``) under ``destination``.
+
+    Writes ``tickets.<ext>``, or ``tickets-00001.<ext>``, … with ``rows_per_file`` rows each; the truth of
+    each ticket is not written. In CSV, a ticket without priority has an empty ``priority`` field.
+
+    :returns: the paths or URIs written, in order.
+    """
+    return _write_table(
+        (ticket.row() for ticket in tickets),
+        TICKETS_TABLE,
+        fmt,
+        destination,
+        s3_client=s3_client,
+        rows_per_file=rows_per_file,
+        row_group_rows=row_group_rows,
+    )
+
+
+def _write_jsonl(
+    rows: Iterable[Mapping[str, Any]], handle: IO[bytes], layout: TableLayout, group: int
+) -> None:
+    for row in rows:
+        handle.write(orjson.dumps(row) + b"\n")
+
+
+def _write_csv(rows: Iterable[Mapping[str, Any]], handle: IO[bytes], layout: TableLayout, group: int) -> None:
+    # QUOTE_MINIMAL quotes every field holding a comma, a quote or a line break; readers need newline="".
     text = io.TextIOWrapper(handle, encoding="utf-8", newline="")
-    writer = csv.DictWriter(text, fieldnames=COLUMNS)
+    writer = csv.DictWriter(text, fieldnames=layout.schema.names)
     writer.writeheader()
-    for call in calls:
-        row = call.row()
-        writer.writerow({**row, "started_at": row["started_at"].isoformat()})
+    for row in rows:
+        writer.writerow({k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()})
     text.flush()
     text.detach()  # leave the underlying file open for the caller to close (and upload)
 
 
-def _write_parquet(calls: list[Call], handle: IO[bytes]) -> None:
-    rows = [call.row() for call in calls]
-    table = pa.Table.from_pylist(rows, schema=PARQUET_SCHEMA)
-    pq.write_table(table, handle, compression="zstd")
+def _write_parquet(
+    rows: Iterable[Mapping[str, Any]], handle: IO[bytes], layout: TableLayout, group: int
+) -> None:
+    with pq.ParquetWriter(handle, layout.schema, compression="zstd") as writer:
+        for batch in _batches(rows, group):
+            writer.write_table(pa.Table.from_pylist(batch, schema=layout.schema), row_group_size=group)
 
 
-TABULAR_WRITERS = {"jsonl": _write_jsonl, "csv": _write_csv, "parquet": _write_parquet}
+TabularWriter = Callable[[Iterable[Mapping[str, Any]], IO[bytes], TableLayout, int], None]
+TABULAR_WRITERS: Mapping[str, TabularWriter] = {
+    "jsonl": _write_jsonl,
+    "csv": _write_csv,
+    "parquet": _write_parquet,
+}
 
 
 # --- Amazon Transcribe output ---------------------------------------------------------------------------
