@@ -18,6 +18,7 @@ from datetime import timedelta
 from typing import Any
 
 import boto3
+import jsonschema
 import orjson
 import pytest
 from botocore.exceptions import ClientError
@@ -979,6 +980,795 @@ class TestRuntime:
         }
 
 
+# --- reply schemas: structured outputs, strict tools, JSON asked for in the prompt --------------------------
+
+CLAUDE_45 = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+HAIKU_45 = "anthropic.claude-haiku-4-5-20251001-v1:0"
+MISTRAL_7B = "mistral.mistral-7b-instruct-v0:2"
+MISTRAL_LARGE_2402 = "mistral.mistral-large-2402-v1:0"
+MISTRAL_LARGE_2407 = "mistral.mistral-large-2407-v1:0"
+MISTRAL_LARGE_3 = "mistral.mistral-large-3-675b-instruct"
+
+# Inside the structured-output subset: every object closed, no numeric or length bounds.
+TICKET_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "title": {"type": "string", "description": "a few words"},
+        "summary": {"type": "string"},
+        "category": {"type": "string", "enum": ["hardware", "software", "network", "account"]},
+        "priority": {"type": "integer", "enum": [1, 2, 3]},
+        "needs_followup": {"type": "boolean"},
+        "reported_on": {"type": "string", "format": "date"},
+        "contact": {"anyOf": [{"type": "string", "format": "email"}, {"type": "null"}]},
+        "steps": {"type": "array", "items": {"$ref": "#/$defs/step"}, "minItems": 1},
+        "labels": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": [
+        "title",
+        "summary",
+        "category",
+        "priority",
+        "needs_followup",
+        "reported_on",
+        "contact",
+        "steps",
+    ],
+    "additionalProperties": False,
+    "$defs": {
+        "step": {
+            "type": "object",
+            "properties": {"action": {"type": "string"}, "done": {"type": "boolean"}},
+            "required": ["action", "done"],
+            "additionalProperties": False,
+        }
+    },
+}
+# Written in a prompt, a schema may use everything JSON Schema has: bounds, lengths, patterns, formats.
+PROMPT_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "properties": {
+        "ticket_id": {"type": "string", "pattern": "^TCK-[0-9]{5}$"},
+        "summary": {"type": "string", "maxLength": 160},
+        "headline": {"type": "string", "minLength": 10, "maxLength": 40},
+        "category": {"type": "string", "enum": ["hardware", "software", "network", "account"]},
+        "severity": {"type": "integer", "minimum": 1, "maximum": 5},
+        "confidence": {"type": "number", "minimum": 0, "maximum": 1, "multipleOf": 0.05},
+        "opened_at": {"type": "string", "format": "date-time"},
+        "affected_users": {"type": ["integer", "null"], "exclusiveMinimum": 0},
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 30}, "minItems": 2, "maxItems": 4},
+        "owner": {
+            "type": "object",
+            "properties": {"team": {"type": "string"}, "email": {"type": "string", "format": "email"}},
+            "required": ["team"],
+        },
+    },
+    "required": [
+        "ticket_id",
+        "summary",
+        "headline",
+        "category",
+        "severity",
+        "confidence",
+        "opened_at",
+        "tags",
+    ],
+}
+JSON_INSTRUCTIONS = (
+    "You triage IT support tickets. Reply with one JSON object that conforms to this JSON Schema:\n"
+    + orjson.dumps(PROMPT_SCHEMA, option=orjson.OPT_INDENT_2).decode()
+    + "\nReply with the JSON object only, no prose."
+)
+
+
+def ticket(i: int) -> str:
+    """A short, distinct support ticket."""
+    device = ["laptop", "printer", "VPN client", "mailbox", "badge reader", "monitor"][i % 6]
+    return (
+        f"Ticket {i} was opened on 2025-0{1 + i % 9}-1{i % 10} by user{i}@example.org. "
+        f"The {device} on floor {i % 7 + 1} stopped working after the update. "
+        f"The user already restarted it {i % 4 + 1} times without success. "
+        "Please check the logs and call back before noon."
+    )
+
+
+def user_text(i: int) -> str:
+    return f"<ticket>\n{ticket(i)}\n</ticket>"
+
+
+def validate(instance: Any, schema: dict[str, Any]) -> None:
+    jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    ).validate(instance)
+
+
+def invoke(runtime: Any, model: str, body: dict[str, Any]) -> dict[str, Any]:
+    return orjson.loads(runtime.invoke_model(modelId=model, body=orjson.dumps(body))["body"].read())
+
+
+def anthropic_request(text: str, **extra: Any) -> dict[str, Any]:
+    return {**claude_body(text, max_tokens=2000), **extra}
+
+
+def output_config_request(text: str, schema: dict[str, Any] = TICKET_SCHEMA) -> dict[str, Any]:
+    """An Anthropic body asking for structured output with ``schema``."""
+    return anthropic_request(text, output_config={"format": {"type": "json_schema", "schema": schema}})
+
+
+def converse_output_config(schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "textFormat": {
+            "type": "json_schema",
+            "structure": {"jsonSchema": {"schema": orjson.dumps(schema).decode(), "name": "ticket"}},
+        }
+    }
+
+
+def converse_request(text: str, **extra: Any) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": [{"text": text}]}], **extra}
+
+
+def tool_config(schema: dict[str, Any], *, strict: bool = False, **choice: Any) -> dict[str, Any]:
+    """A Converse ``toolConfig`` with one tool, ``record_ticket``; ``choice`` is its ``toolChoice``."""
+    spec: dict[str, Any] = {"name": "record_ticket", "inputSchema": {"json": schema}}
+    if strict:
+        spec["strict"] = True
+    return {"tools": [{"toolSpec": spec}], **({"toolChoice": choice} if choice else {})}
+
+
+STRICT_TOOL = {"name": "record_ticket", "description": "Record a triaged ticket.", "strict": True}
+
+
+# Each mechanism with a model that has it: (model, how to call, request, where the answer is in the reply).
+STRUCTURED_CASES: dict[str, tuple[str, str, dict[str, Any], Any]] = {
+    "anthropic output_config": (
+        CLAUDE_45,
+        "invoke",
+        output_config_request(user_text(1)),
+        lambda r: orjson.loads(r["content"][0]["text"]),
+    ),
+    "converse outputConfig": (
+        HAIKU_45,
+        "converse",
+        converse_request(user_text(1), outputConfig=converse_output_config(TICKET_SCHEMA)),
+        lambda r: orjson.loads(r["output"]["message"]["content"][0]["text"]),
+    ),
+    "open-weight response_format": (
+        MISTRAL_LARGE_3,
+        "invoke",
+        {
+            "messages": [{"role": "user", "content": user_text(1)}],
+            "max_tokens": 2000,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "ticket", "schema": TICKET_SCHEMA, "strict": True},
+            },
+        },
+        lambda r: orjson.loads(r["choices"][0]["message"]["content"]),
+    ),
+    "anthropic strict tool": (
+        CLAUDE_45,
+        "invoke",
+        anthropic_request(
+            user_text(1),
+            tools=[{**STRICT_TOOL, "input_schema": TICKET_SCHEMA}],
+            tool_choice={"type": "tool", "name": "record_ticket"},
+        ),
+        lambda r: r["content"][0]["input"],
+    ),
+    "converse strict tool": (
+        CLAUDE_45,
+        "converse",
+        converse_request(
+            user_text(1), toolConfig=tool_config(TICKET_SCHEMA, strict=True, tool={"name": "record_ticket"})
+        ),
+        lambda r: r["output"]["message"]["content"][0]["toolUse"]["input"],
+    ),
+    "mistral strict tool": (
+        MISTRAL_LARGE_3,
+        "invoke",
+        {
+            "messages": [{"role": "user", "content": user_text(1)}],
+            "tools": [
+                {
+                    "type": "function",
+                    "function": {"name": "record_ticket", "parameters": TICKET_SCHEMA, "strict": True},
+                }
+            ],
+            "tool_choice": "any",
+        },
+        lambda r: orjson.loads(r["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]),
+    ),
+    "nova tool (not strict)": (
+        NOVA,
+        "invoke",
+        converse_request(
+            user_text(1), schemaVersion="messages-v1", toolConfig=tool_config(TICKET_SCHEMA, any={})
+        ),
+        lambda r: r["output"]["message"]["content"][0]["toolUse"]["input"],
+    ),
+    "claude 3 tool (not strict)": (
+        CLAUDE,
+        "invoke",
+        anthropic_request(user_text(1), tools=[{"name": "record_ticket", "input_schema": TICKET_SCHEMA}]),
+        lambda r: r["content"][0]["input"],
+    ),
+}
+
+
+def call(runtime: Any, model: str, how: str, request: dict[str, Any]) -> dict[str, Any]:
+    if how == "invoke":
+        return invoke(runtime, model, request)
+    response = runtime.converse(modelId=model, **request)
+    response.pop("ResponseMetadata")
+    return response
+
+
+class TestStructuredOutputs:
+    @pytest.mark.parametrize("case", list(STRUCTURED_CASES))
+    def test_each_mechanism_answers_valid_against_its_schema(self, runtime, case):
+        model, how, request, extract = STRUCTURED_CASES[case]
+
+        reply = call(runtime, model, how, request)
+
+        answer = extract(reply)
+        validate(answer, TICKET_SCHEMA)
+        assert answer["summary"].split(". ")[0] in ticket(1), "strings are drawn from the input"
+        assert answer["reported_on"] == "2025-02-11", "a date in the input answers a date field"
+        assert call(runtime, model, how, request) == reply, "the same request gets the same reply"
+
+    def test_tool_calls_have_each_familys_shape(self, runtime):
+        anthropic = call(runtime, *STRUCTURED_CASES["anthropic strict tool"][:3])
+        assert anthropic["stop_reason"] == "tool_use"
+        assert anthropic["content"][0]["type"] == "tool_use"
+        assert anthropic["content"][0]["name"] == "record_ticket"
+        assert anthropic["content"][0]["id"].startswith("toolu_")
+        converse = call(runtime, *STRUCTURED_CASES["converse strict tool"][:3])
+        assert converse["stopReason"] == "tool_use"
+        assert converse["output"]["message"]["content"][0]["toolUse"]["name"] == "record_ticket"
+        mistral = call(runtime, *STRUCTURED_CASES["mistral strict tool"][:3])
+        assert mistral["choices"][0]["stop_reason"] == "tool_calls"
+        assert mistral["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "record_ticket"
+        none = anthropic_request(
+            user_text(1),
+            tools=[{"name": "record_ticket", "input_schema": TICKET_SCHEMA}],
+            tool_choice={"type": "none"},
+        )
+        assert invoke(runtime, CLAUDE, none)["content"][0]["type"] == "text"
+
+    def test_different_inputs_get_different_answers(self, runtime):
+        answers = []
+        for i in range(12):
+            body = output_config_request(user_text(i))
+            answer = orjson.loads(invoke(runtime, CLAUDE_45, body)["content"][0]["text"])
+            validate(answer, TICKET_SCHEMA)
+            answers.append(answer)
+        assert len({a["category"] for a in answers}) > 1
+        assert len({a["priority"] for a in answers}) > 1
+        assert len({a["summary"] for a in answers}) == 12
+
+    @pytest.mark.parametrize(
+        ("schema", "message"),
+        [
+            ({"type": "array", "items": {"type": "string"}}, 'the root schema must have "type": "object"'),
+            (
+                {"type": "object", "properties": {"a": {"type": "string"}}},
+                "For 'object' type, 'additionalProperties' must be explicitly set to false",
+            ),
+            (
+                {
+                    "type": "object",
+                    "properties": {"a": {"type": "object", "properties": {}, "additionalProperties": True}},
+                    "additionalProperties": False,
+                },
+                "'additionalProperties: true' is not supported",
+            ),
+            (
+                {
+                    "type": "object",
+                    "properties": {"n": {"type": "integer", "minimum": 1}},
+                    "additionalProperties": False,
+                },
+                "For 'integer' type, property 'minimum' is not supported (at #/properties/n)",
+            ),
+            (
+                {
+                    "type": "object",
+                    "properties": {"s": {"type": "string", "maxLength": 9}},
+                    "additionalProperties": False,
+                },
+                "For 'string' type, property 'maxLength' is not supported",
+            ),
+            (
+                {
+                    "type": "object",
+                    "properties": {"l": {"type": "array", "items": {"type": "string"}, "minItems": 2}},
+                    "additionalProperties": False,
+                },
+                "'minItems' values other than 0 or 1 are not supported",
+            ),
+            (
+                {
+                    "type": "object",
+                    "properties": {"o": {"oneOf": [{"type": "string"}]}},
+                    "additionalProperties": False,
+                },
+                "property 'oneOf' is not supported",
+            ),
+            (
+                {"type": "object", "properties": {"e": {"enum": [{"x": 1}]}}, "additionalProperties": False},
+                "'enum' values must be strings, numbers, booleans or null",
+            ),
+            (
+                {
+                    "type": "object",
+                    "properties": {"f": {"type": "string", "format": "iban"}},
+                    "additionalProperties": False,
+                },
+                "format 'iban' is not supported",
+            ),
+            (
+                {
+                    "type": "object",
+                    "properties": {"p": {"type": "string", "pattern": "^(?!x)"}},
+                    "additionalProperties": False,
+                },
+                "pattern",
+            ),
+            (
+                {
+                    "type": "object",
+                    "properties": {"r": {"$ref": "https://example.com/s.json"}},
+                    "additionalProperties": False,
+                },
+                "only internal references",
+            ),
+            (
+                {
+                    "type": "object",
+                    "properties": {"node": {"$ref": "#/$defs/node"}},
+                    "additionalProperties": False,
+                    "$defs": {
+                        "node": {
+                            "type": "object",
+                            "properties": {"children": {"type": "array", "items": {"$ref": "#/$defs/node"}}},
+                            "additionalProperties": False,
+                        }
+                    },
+                },
+                "Recursive schemas are not supported",
+            ),
+        ],
+    )
+    def test_schema_outside_the_subset_is_a_400(self, runtime, schema, message):
+        body = output_config_request("hi", schema)
+        with pytest.raises(runtime.exceptions.ValidationException) as excinfo:
+            runtime.invoke_model(modelId=CLAUDE_45, body=orjson.dumps(body))
+        text = error_of(excinfo)[1]
+        assert text.startswith("output_config.format.schema: ")
+        assert message in text
+        assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+    OPEN_OBJECT = {"type": "object", "properties": {"a": {"type": "string"}}}
+
+    @pytest.mark.parametrize(
+        ("model", "how", "request_body", "where"),
+        [
+            (
+                HAIKU_45,
+                "converse",
+                converse_request("hi", outputConfig=converse_output_config(OPEN_OBJECT)),
+                "outputConfig.textFormat.structure.jsonSchema.schema",
+            ),
+            (
+                MISTRAL_LARGE_3,
+                "invoke",
+                {
+                    "messages": [{"role": "user", "content": "hi"}],
+                    "response_format": {
+                        "type": "json_schema",
+                        "json_schema": {"name": "x", "schema": OPEN_OBJECT},
+                    },
+                },
+                "response_format.json_schema.schema",
+            ),
+            (
+                CLAUDE_45,
+                "invoke",
+                anthropic_request("hi", tools=[{**STRICT_TOOL, "input_schema": OPEN_OBJECT}]),
+                "tools.0.input_schema",
+            ),
+            (
+                CLAUDE_45,
+                "converse",
+                converse_request("hi", toolConfig=tool_config(OPEN_OBJECT, strict=True)),
+                "toolConfig.tools.0.toolSpec.inputSchema.json",
+            ),
+        ],
+    )
+    def test_every_mechanism_checks_the_subset(self, runtime, model, how, request_body, where):
+        with pytest.raises(runtime.exceptions.ValidationException) as excinfo:
+            call(runtime, model, how, request_body)
+        assert error_of(excinfo)[1] == (
+            f"{where}: For 'object' type, 'additionalProperties' must be explicitly set to false (at #)"
+        )
+
+    @pytest.mark.parametrize(
+        ("model", "how", "request_body", "message"),
+        [
+            (
+                CLAUDE,
+                "invoke",
+                output_config_request("hi"),
+                "Malformed input request: #: extraneous key [output_config] is not permitted",
+            ),
+            (
+                "us.anthropic.claude-sonnet-4-20250514-v1:0",
+                "invoke",
+                anthropic_request("hi", tools=[{**STRICT_TOOL, "input_schema": TICKET_SCHEMA}]),
+                "Malformed input request: #/tools/0: extraneous key [strict] is not permitted",
+            ),
+            (
+                CLAUDE,
+                "converse",
+                converse_request("hi", outputConfig=converse_output_config(TICKET_SCHEMA)),
+                "This model doesn't support the outputConfig.textFormat field. "
+                "Remove outputConfig.textFormat and try again.",
+            ),
+            (
+                NOVA,
+                "converse",
+                converse_request("hi", toolConfig=tool_config(TICKET_SCHEMA, strict=True)),
+                "This model doesn't support the toolConfig.tools.0.toolSpec.strict field.",
+            ),
+            (
+                LLAMA,
+                "invoke",
+                {
+                    "prompt": "hi",
+                    "response_format": {"type": "json_schema", "json_schema": {"schema": TICKET_SCHEMA}},
+                },
+                "Malformed input request: #: extraneous key [response_format] is not permitted",
+            ),
+            (
+                MISTRAL_LARGE_2407,
+                "invoke",
+                {
+                    "messages": [{"role": "user", "content": "hi"}],
+                    "response_format": {"type": "json_schema", "json_schema": {"schema": TICKET_SCHEMA}},
+                },
+                "extraneous key [response_format] is not permitted",
+            ),
+            (
+                TITAN,
+                "converse",
+                converse_request("hi", toolConfig=tool_config(TICKET_SCHEMA)),
+                "This model doesn't support tool use.",
+            ),
+        ],
+    )
+    def test_a_model_without_the_feature_refuses_it(self, runtime, model, how, request_body, message):
+        with pytest.raises(runtime.exceptions.ValidationException) as excinfo:
+            call(runtime, model, how, request_body)
+        assert message in error_of(excinfo)[1]
+
+    def test_runtime_converse_takes_tools_a_converse_batch_job_refuses(self, runtime, bedrock, s3):
+        tools = tool_config(TICKET_SCHEMA, any={})
+        reply = runtime.converse(modelId=HAIKU_45, **converse_request(user_text(3), toolConfig=tools))
+        validate(reply["output"]["message"]["content"][0]["toolUse"]["input"], TICKET_SCHEMA)
+
+        def body(i: int) -> dict[str, Any]:
+            if i % 2:
+                return converse_request(user_text(i), toolConfig=tools)
+            return converse_request(user_text(i), outputConfig=converse_output_config(TICKET_SCHEMA))
+
+        put_records(s3, "converse-tools/in.jsonl", 100, body=body)
+        arn = submit(
+            bedrock,
+            "converse-tools",
+            "converse-tools/in.jsonl",
+            model=HAIKU_45,
+            modelInvocationType="Converse",
+        )
+
+        job = wait_for(bedrock, arn)
+
+        assert job["status"] == "Completed"
+        assert (job["successRecordCount"], job["errorRecordCount"]) == (50, 50)
+        for line in read_lines(s3, f"converse-tools/{job_id(arn)}/in.jsonl.out"):
+            if "toolConfig" in line["modelInput"]:
+                assert line["error"]["errorCode"] == 400
+                assert "toolConfig" in line["error"]["errorMessage"]
+                assert "Converse invocation type" in line["error"]["errorMessage"]
+            else:
+                validate(
+                    orjson.loads(line["modelOutput"]["output"]["message"]["content"][0]["text"]),
+                    TICKET_SCHEMA,
+                )
+
+    def test_batch_job_answers_structured_records_and_refuses_bad_schemas_per_record(self, bedrock, s3):
+        def body(i: int) -> dict[str, Any]:
+            schema = TICKET_SCHEMA if i % 10 else {**TICKET_SCHEMA, "additionalProperties": True}
+            return output_config_request(user_text(i), schema)
+
+        put_records(s3, "structured/in.jsonl", 100, body=body)
+        arn = submit(bedrock, "structured-job", "structured/in.jsonl", model=CLAUDE_45)
+
+        job = wait_for(bedrock, arn)
+
+        assert job["status"] == "Completed", "bad schemas fail their records, not the job"
+        assert (job["successRecordCount"], job["errorRecordCount"]) == (90, 10)
+        lines = read_lines(s3, f"structured-job/{job_id(arn)}/in.jsonl.out")
+        for line in lines:
+            if "error" in line:
+                assert line["error"]["errorCode"] == 400
+                assert "'additionalProperties: true' is not supported" in line["error"]["errorMessage"]
+            else:
+                validate(orjson.loads(line["modelOutput"]["content"][0]["text"]), TICKET_SCHEMA)
+
+    def test_batch_job_of_a_model_without_the_feature_fails_those_records(self, bedrock, s3):
+        def body(i: int) -> dict[str, Any]:
+            return output_config_request(user_text(i))
+
+        put_records(s3, "old-model/in.jsonl", 100, body=body)
+        arn = submit(bedrock, "old-model", "old-model/in.jsonl", model=CLAUDE)
+
+        job = wait_for(bedrock, arn)
+
+        assert job["status"] == "Completed"
+        assert job["errorRecordCount"] == 100
+        line = read_lines(s3, f"old-model/{job_id(arn)}/in.jsonl.out")[0]
+        assert line["error"] == {
+            "errorCode": 400,
+            "errorMessage": "Malformed input request: #: extraneous key [output_config] is not permitted, "
+            "please reformat your input and try again.",
+        }
+
+
+# A JSON-instruction request per family: the schema in the instructions, the ticket as data.
+def _llama_prompt(i: int) -> str:
+    return (
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+        f"{JSON_INSTRUCTIONS}<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n{user_text(i)}<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n{"
+    )
+
+
+PROMPTED_CASES: dict[str, tuple[str, str, Any, Any]] = {
+    "anthropic + prefill": (
+        CLAUDE,
+        "invoke",
+        lambda i: {
+            **claude_body(user_text(i), max_tokens=2000),
+            "system": JSON_INSTRUCTIONS,
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": user_text(i)}]},
+                {"role": "assistant", "content": [{"type": "text", "text": "{"}]},
+            ],
+        },
+        lambda r: "{" + r["content"][0]["text"],
+    ),
+    "nova + prefill": (
+        NOVA,
+        "invoke",
+        lambda i: {
+            "schemaVersion": "messages-v1",
+            "system": [{"text": JSON_INSTRUCTIONS}],
+            "messages": [
+                {"role": "user", "content": [{"text": user_text(i)}]},
+                {"role": "assistant", "content": [{"text": "{"}]},
+            ],
+            "inferenceConfig": {"maxTokens": 2000},
+        },
+        lambda r: "{" + r["output"]["message"]["content"][0]["text"],
+    ),
+    "llama (prompt ends with {)": (
+        LLAMA,
+        "invoke",
+        lambda i: {"prompt": _llama_prompt(i), "max_gen_len": 2000},
+        lambda r: "{" + r["generation"],
+    ),
+    "titan": (
+        TITAN,
+        "invoke",
+        lambda i: {
+            "inputText": f"{JSON_INSTRUCTIONS}\n\n{user_text(i)}\n\nBot:",
+            "textGenerationConfig": {"maxTokenCount": 2000},
+        },
+        lambda r: r["results"][0]["outputText"],
+    ),
+    "mistral text completion": (
+        MISTRAL_7B,
+        "invoke",
+        lambda i: {"prompt": f"<s>[INST] {JSON_INSTRUCTIONS}\n\n{user_text(i)} [/INST]", "max_tokens": 2000},
+        lambda r: r["outputs"][0]["text"],
+    ),
+    "mistral chat completion": (
+        MISTRAL_LARGE_2407,
+        "invoke",
+        lambda i: {
+            "messages": [
+                {"role": "system", "content": JSON_INSTRUCTIONS},
+                {"role": "user", "content": user_text(i)},
+            ],
+            "max_tokens": 2000,
+        },
+        lambda r: r["choices"][0]["message"]["content"],
+    ),
+    "converse": (
+        CLAUDE,
+        "converse",
+        lambda i: {
+            "system": [{"text": JSON_INSTRUCTIONS}],
+            "messages": [{"role": "user", "content": [{"text": user_text(i)}]}],
+            "inferenceConfig": {"maxTokens": 2000},
+        },
+        lambda r: r["output"]["message"]["content"][0]["text"],
+    ),
+}
+
+
+class TestJsonInstructions:
+    @pytest.mark.parametrize("case", list(PROMPTED_CASES))
+    def test_schema_in_the_prompt_is_answered_in_each_family(self, runtime, case):
+        model, how, build, extract = PROMPTED_CASES[case]
+        replies = [extract(call(runtime, model, how, build(i))) for i in range(6)]
+
+        answers = [orjson.loads(text) for text in replies]
+        for i, answer in enumerate(answers):
+            validate(answer, PROMPT_SCHEMA)
+            assert answer["summary"].split(". ")[0] in ticket(i)
+        assert len({a["severity"] for a in answers}) > 1, "records get different answers"
+        assert extract(call(runtime, model, how, build(2))) == replies[2], "and the same record the same one"
+
+    def test_prefill_is_continued_not_repeated(self, runtime):
+        model, how, build, _ = PROMPTED_CASES["anthropic + prefill"]
+        text = call(runtime, model, how, build(0))["content"][0]["text"]
+        assert not text.startswith("{")
+        assert text.startswith('"')
+
+    def test_call_center_schema_gets_the_summarizers_answers(self, runtime):
+        schema = {
+            "type": "object",
+            "properties": {
+                "summary": {"type": "string", "maxLength": 600},
+                "sentiment": {"type": "string", "enum": ["positive", "neutral", "negative"]},
+                "primary_topic": {"type": "string"},
+                "resolution": {"type": "string", "enum": ["resolved", "unresolved", "escalated"]},
+                "action_items": {"type": "array", "items": {"type": "string"}},
+            },
+            "required": ["summary", "sentiment", "primary_topic", "resolution", "action_items"],
+            "additionalProperties": False,
+        }
+        system = (
+            "You summarize customer-service phone calls. Reply with exactly one JSON object that conforms "
+            f"to this JSON Schema:\n{orjson.dumps(schema).decode()}"
+        )
+        for model_call in generate_calls(8, seed=5):
+            body = {
+                **claude_body(
+                    f"Summarize this call.\n\n<transcript>\n{model_call.transcript}\n</transcript>"
+                ),
+                "system": system,
+            }
+            answer = orjson.loads(invoke(runtime, CLAUDE, body)["content"][0]["text"])
+            validate(answer, schema)
+            assert answer["resolution"] == model_call.outcome
+            assert answer["primary_topic"].replace(" ", "_") == model_call.scenario
+            assert answer["summary"].split(". ")[0] in model_call.transcript
+            assert all(item in model_call.transcript for item in answer["action_items"])
+
+
+class TestMistral:
+    def test_text_completion_body(self, runtime):
+        prompt = f"<s>[INST] {RUNTIME_PROMPT} [/INST]"
+        reply = invoke(runtime, MISTRAL_7B, {"prompt": prompt, "max_tokens": 600})
+        assert set(reply) == {"outputs"}
+        assert reply["outputs"][0]["stop_reason"] == "stop"
+        answer = orjson.loads(reply["outputs"][0]["text"])
+        assert answer["topic"].replace(" ", "_") == CALL.scenario
+        cut = invoke(runtime, MISTRAL_7B, {"prompt": prompt, "max_tokens": 5})
+        assert cut["outputs"][0]["stop_reason"] == "length"
+        assert len(cut["outputs"][0]["text"]) <= 20
+
+    def test_chat_completion_body(self, runtime):
+        body = {"messages": [{"role": "user", "content": RUNTIME_PROMPT}], "max_tokens": 600}
+        reply = invoke(runtime, MISTRAL_LARGE_2407, body)
+        assert set(reply) == {"choices"}
+        choice = reply["choices"][0]
+        assert (choice["index"], choice["message"]["role"], choice["stop_reason"]) == (0, "assistant", "stop")
+        assert orjson.loads(choice["message"]["content"])["resolution"] == CALL.outcome
+
+    def test_each_model_takes_its_own_body_kind(self, runtime):
+        chat = {"messages": [{"role": "user", "content": "hello"}]}
+        text = {"prompt": "<s>[INST] hello [/INST]"}
+        with pytest.raises(runtime.exceptions.ValidationException) as excinfo:
+            invoke(runtime, MISTRAL_7B, chat)
+        assert "required key [prompt] not found" in error_of(excinfo)[1]
+        with pytest.raises(runtime.exceptions.ValidationException) as excinfo:
+            invoke(runtime, MISTRAL_LARGE_2407, text)
+        assert "required key [messages] not found" in error_of(excinfo)[1]
+        assert "choices" in invoke(runtime, MISTRAL_LARGE_2402, chat)
+        assert "outputs" in invoke(runtime, MISTRAL_LARGE_2402, text)
+
+    def test_batch_job_with_a_mistral_model(self, bedrock, s3):
+        put_records(
+            s3, "mistral/in.jsonl", 100, body=lambda i: {"prompt": f"<s>[INST] {RUNTIME_PROMPT} [/INST]"}
+        )
+        arn = submit(bedrock, "mistral-job", "mistral/in.jsonl", model=MISTRAL_7B)
+        assert wait_for(bedrock, arn)["status"] == "Completed"
+        line = read_lines(s3, f"mistral-job/{job_id(arn)}/in.jsonl.out")[0]
+        assert line["modelOutput"]["outputs"][0]["stop_reason"] == "stop"
+
+
+class TestInvalidReplies:
+    @staticmethod
+    def breaks(answer_text: str, schema: dict[str, Any]) -> str | None:
+        """How a reply breaks the schema (the failing keyword, or "not json"), ``None`` if it is valid."""
+        try:
+            answer = orjson.loads(answer_text)
+        except orjson.JSONDecodeError:
+            return "not json"
+        error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(answer))
+        return None if error is None else str(error.validator)
+
+    def test_runtime_share_kinds_and_determinism(self, stack, runtime):
+        EmulatorAdmin.over_http(stack.bedrock_endpoint_url).set_faults(invalid_reply_rate=0.3, seed=4)
+        model, how, build, extract = PROMPTED_CASES["mistral chat completion"]
+
+        def run(count: int) -> list[str]:
+            return [extract(call(runtime, model, how, build(i))) for i in range(count)]
+
+        first = run(120)
+        kinds = [self.breaks(text, PROMPT_SCHEMA) for text in first]
+        broken = [k for k in kinds if k is not None]
+        assert 20 <= len(broken) <= 52, len(broken)
+        assert {"not json", "enum", "maximum", "required"} <= set(broken), set(broken)
+        assert run(40) == first[:40], "the same request is broken the same way"
+
+    def test_batch_structured_replies_stay_json_and_break_the_schema(self, stack, bedrock, s3):
+        stack.admin.set_faults(invalid_reply_rate=0.25, seed=9)
+
+        def body(i: int) -> dict[str, Any]:
+            return output_config_request(user_text(i))
+
+        put_records(s3, "invalid/in.jsonl", 200, body=body)
+        arn = submit(bedrock, "invalid-replies", "invalid/in.jsonl", model=CLAUDE_45)
+
+        job = wait_for(bedrock, arn)
+
+        assert (job["status"], job["successRecordCount"]) == ("Completed", 200), (
+            "an invalid reply is a success"
+        )
+        lines = read_lines(s3, f"invalid-replies/{job_id(arn)}/in.jsonl.out")
+        kinds = [self.breaks(line["modelOutput"]["content"][0]["text"], TICKET_SCHEMA) for line in lines]
+        broken = [k for k in kinds if k is not None]
+        assert 25 <= len(broken) <= 75, len(broken)
+        assert "not json" not in broken, "constrained decoding always yields JSON"
+        assert {"enum", "type", "required"} <= set(broken), set(broken)
+
+    def test_call_center_json_without_a_schema_is_broken_too(self, stack, runtime):
+        stack.admin.set_faults(invalid_reply_rate=1.0)
+        kinds = set()
+        for number, model_call in enumerate(generate_calls(12, seed=5)):
+            body = claude_body(PROMPT + model_call.transcript + f"\n(call {number})")
+            text = invoke(runtime, CLAUDE, body)["content"][0]["text"]
+            try:
+                answer = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                kinds.add("not json")
+                continue
+            keys = {"summary", "sentiment", "topic", "resolution", "action_items"}
+            kinds.add(
+                "label" if "unclear" in answer.values() else "missing" if set(answer) < keys else "valid"
+            )
+        assert kinds == {"not json", "label", "missing"}
+
+    def test_rate_is_validated(self, stack):
+        with pytest.raises(EmulatorAdminError, match="between 0 and 1"):
+            stack.admin.set_faults(invalid_reply_rate=1.5)
+
+
 # --- admin and command line -------------------------------------------------------------------------------
 
 
@@ -1023,6 +1813,8 @@ class TestCommandLine:
                 "0",
                 "--record-error-rate",
                 "0.5",
+                "--invalid-reply-rate",
+                "0.25",
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -1036,6 +1828,7 @@ class TestCommandLine:
             endpoints = dict(part.split("=", 1) for part in ready.split(":", 1)[1].split())
             admin = EmulatorAdmin.over_http(endpoints["bedrock"])
             assert admin.faults()["record_error_rate"] == 0.5
+            assert admin.faults()["invalid_reply_rate"] == 0.25
 
             configure = subprocess.run(
                 [

@@ -26,6 +26,7 @@ log = logging.getLogger("bedrock_batch_dev.emulator")
 FAULT_FLAGS = (
     "record_error_rate",
     "record_error_codes",
+    "invalid_reply_rate",
     "job_failure_rate",
     "fail_jobs_matching",
     "partial_rate",
@@ -101,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     faults = parser.add_argument_group("faults")
     faults.add_argument("--record-error-rate", type=float, help="share of records written as error lines")
     faults.add_argument("--record-error-codes", type=_csv(int), help="codes of those lines, e.g. 400,429,500")
+    faults.add_argument(
+        "--invalid-reply-rate",
+        type=float,
+        help="share of replies to a declared schema that break it (wrong enum, out of range, missing field)",
+    )
     faults.add_argument("--job-failure-rate", type=float, help="share of jobs that end Failed")
     faults.add_argument("--fail-jobs-matching", metavar="REGEX", help="jobs whose name matches end Failed")
     faults.add_argument("--partial-rate", type=float, help="share of jobs that end PartiallyCompleted")

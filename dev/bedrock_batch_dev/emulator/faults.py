@@ -50,6 +50,9 @@ class FaultConfig:
 
     :param record_error_rate: share of records (0-1) written as error lines instead of model output.
     :param record_error_codes: error codes drawn for those lines (each must be in ``RECORD_ERROR_MESSAGES``).
+    :param invalid_reply_rate: share of answered records (and runtime calls) whose reply to a declared reply
+        schema is valid JSON that breaks the schema (a wrong enum value, a number out of range, a missing
+        required field) or, when the schema is only written in the prompt, sometimes not JSON at all.
     :param job_failure_rate: share of jobs that end Failed after validation.
     :param fail_jobs_matching: regular expression; jobs whose name matches it end Failed.
     :param partial_rate: share of jobs that run out of time and end PartiallyCompleted.
@@ -70,6 +73,7 @@ class FaultConfig:
 
     record_error_rate: float = 0.0
     record_error_codes: tuple[int, ...] = (400, 429, 500)
+    invalid_reply_rate: float = 0.0
     job_failure_rate: float = 0.0
     fail_jobs_matching: str | None = None
     partial_rate: float = 0.0
@@ -198,3 +202,12 @@ class FaultInjector:
         # Reuse the draw, rescaled to [0, 1), to pick the code: one hash per record keeps 50k records fast.
         codes = config.record_error_codes
         return codes[min(int(draw / config.record_error_rate * len(codes)), len(codes) - 1)]
+
+    def invalid_reply(self, *key: str) -> float | None:
+        """For the request identified by ``key`` (job and record id, or a runtime body's digest): ``None`` to
+        answer correctly, else a draw in [0, 1) that picks how the reply breaks its schema."""
+        config = self._config
+        if not config.invalid_reply_rate:
+            return None
+        draw = _unit(str(config.seed), "invalid-reply", *key)
+        return draw / config.invalid_reply_rate if draw < config.invalid_reply_rate else None

@@ -879,8 +879,13 @@ class BatchJobService:
         model_input = record["modelInput"]
         code = self.faults.record_error(job.job_id, record_id)
         if code is None:
+            invocation = responders.Invocation(
+                model_id=str(job.request["modelId"]),
+                batch=True,
+                invalid_draw=self.faults.invalid_reply(job.job_id, record_id),
+            )
             try:
-                reply = responders.respond(job.family, model_input)
+                reply = responders.respond(job.family, model_input, invocation)
             except responders.ModelInputError as exc:
                 code, message = 400, str(exc)
             else:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import logging
 import re
 import sys
@@ -461,7 +462,7 @@ class BedrockEmulator:
         if family is None and not responders.is_opaque_model_arn(label):
             raise ApiError("ValidationException", "The provided model identifier is invalid.")
         try:
-            reply = responders.respond(family, _load_body(body))
+            reply = responders.respond(family, _load_body(body), self._invocation("InvokeModel", label, body))
         except responders.ModelInputError as exc:
             raise ApiError("ValidationException", str(exc)) from exc
         latency = max(1, round((time.perf_counter() - started) * 1000))
@@ -483,11 +484,21 @@ class BedrockEmulator:
             raise ApiError("ValidationException", "The request body must be a JSON object.")
         try:
             reply = responders.respond_converse(
-                request, latency_ms=max(1, round((time.perf_counter() - started) * 1000))
+                request,
+                latency_ms=max(1, round((time.perf_counter() - started) * 1000)),
+                invocation=self._invocation("Converse", label, body),
             )
         except responders.ModelInputError as exc:
             raise ApiError("ValidationException", str(exc)) from exc
         return _json(200, reply.body)
+
+    def _invocation(self, operation: str, model_id: str, body: bytes) -> responders.Invocation:
+        # A runtime call has no record id: the invalid-reply fault keys on the request itself.
+        if not self.faults.config.invalid_reply_rate:
+            return responders.Invocation(model_id=model_id)
+        digest = hashlib.blake2b(body, digest_size=12).hexdigest()
+        draw = self.faults.invalid_reply(operation, model_id, digest)
+        return responders.Invocation(model_id=model_id, invalid_draw=draw)
 
     # --- admin -----------------------------------------------------------------------------------------
 
@@ -604,6 +615,9 @@ def _decode_token(token: str, fingerprint: str) -> int:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: botocore pools connections
+    # Headers and body go out in two writes; with Nagle's algorithm the second waits for the client's delayed
+    # ACK (~40 ms per call on Linux).
+    disable_nagle_algorithm = True
     emulator: BedrockEmulator
 
     def _dispatch(self) -> None:
