@@ -43,3 +43,21 @@ class OutputFormatError(BedrockBatchError):
 
 class JobFailedError(BedrockBatchError):
     """A model invocation job ended Failed (or, in strict mode, not Completed)."""
+
+
+class SchemaError(ConfigError):
+    """A reply schema is malformed, or uses JSON Schema that Bedrock structured outputs or the results table
+    cannot take.
+
+    :param rule: what is wrong and how to fix it.
+    :param pointer: the JSON pointer of the offending part (``""`` is the root), or None when the problem is
+        not at one place in the schema (an unreadable file, an invalid name).
+    :param source: the file the schema was read from, if any.
+    """
+
+    def __init__(self, rule: str, pointer: str | None = None, source: str | None = None) -> None:
+        where = "" if pointer is None else f"schema {pointer or '(root)'}: "
+        super().__init__(f"{source + ': ' if source else ''}{where}{rule}")
+        self.rule = rule
+        self.pointer = pointer
+        self.source = source
