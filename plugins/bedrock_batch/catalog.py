@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from bedrock_batch.errors import ConfigError
+from bedrock_batch.aws_errors import error_code
+from bedrock_batch.errors import CatalogError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -36,10 +37,6 @@ TABLE_PARAMETERS = {"classification": "parquet", "EXTERNAL": "TRUE"}
 _NAME = re.compile(r"[a-z0-9_]{1,255}")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _S3 = "s3://"
-
-
-class CatalogError(ConfigError):
-    """The Glue Data Catalog cannot take the table as configured (no such database, a conflicting table)."""
 
 
 @dataclass(frozen=True)
@@ -149,10 +146,6 @@ def glue_columns(schema: pa.Schema) -> list[dict[str, str]]:
     ]
 
 
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
 def _table_location(location: str) -> str:
     if not location.startswith(_S3):
         raise CatalogError(
@@ -176,7 +169,7 @@ def _check_database(glue: Any, database: str) -> None:
     try:
         glue.get_database(Name=database)
     except ClientError as error:
-        if _code(error) != "EntityNotFoundException":
+        if error_code(error) != "EntityNotFoundException":
             raise
         region = getattr(getattr(glue, "meta", None), "region_name", None) or "this Region"
         raise CatalogError(
@@ -189,7 +182,7 @@ def _get_table(glue: Any, database: str, table: str) -> dict[str, Any] | None:
     try:
         return dict(glue.get_table(DatabaseName=database, Name=table)["Table"])
     except ClientError as error:
-        if _code(error) != "EntityNotFoundException":
+        if error_code(error) != "EntityNotFoundException":
             raise
         return None
 
@@ -252,7 +245,7 @@ def _ensure_table(
         try:
             glue.create_table(DatabaseName=database, TableInput=table_input)
         except ClientError as error:
-            if _code(error) != "AlreadyExistsException":
+            if error_code(error) != "AlreadyExistsException":
                 raise
             # Another publisher created it between our read and our create: reconcile with theirs.
             existing = _get_table(glue, database, table)
@@ -320,7 +313,7 @@ def register_partition(
         glue.create_partition(DatabaseName=database, TableName=table, PartitionInput=partition_input)
         partition_created = True
     except ClientError as error:
-        if _code(error) != "AlreadyExistsException":
+        if error_code(error) != "AlreadyExistsException":
             raise
         glue.update_partition(
             DatabaseName=database,

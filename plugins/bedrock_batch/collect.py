@@ -15,8 +15,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bedrock_batch.errors import BedrockBatchError, OutputFormatError
-from bedrock_batch.models import ModelFamily, ResponseFormatError
+from bedrock_batch.errors import OutputFormatError, RecordIndexError, ResponseFormatError
+from bedrock_batch.models import ModelFamily
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +81,6 @@ OUTPUT_COLUMNS = tuple(OUTPUT_SCHEMA.names)
 INDEX_COLUMNS = ("record_id", "source_key", "source_position", "ordinal")
 
 _RECORD_ID_IN_BYTES = re.compile(rb'"recordId"\s*:\s*"([^"\\]{1,128})"')
-
-
-class RecordIndexError(BedrockBatchError):
-    """The record index given to :func:`join_results` lacks a required column or clashes with results."""
 
 
 class OutputRecord(NamedTuple):

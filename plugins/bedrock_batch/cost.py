@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bedrock_batch import resources
-from bedrock_batch.errors import ConfigError
+from bedrock_batch.errors import PriceTableError
 from bedrock_batch.models import base_model_id
 
 # Batch inference is billed at half the on-demand token price (Bedrock pricing page).
@@ -28,10 +28,6 @@ TOKENS_PER_PRICE_UNIT = 1_000
 
 # Package data, so it loads from a checkout, a wheel, the plugins folder and plugins.zip alike.
 DEFAULT_PRICE_FILE = resources.PACKAGED_PRICE_FILE
-
-
-class PriceTableError(ConfigError):
-    """The price table file is missing or malformed."""
 
 
 @dataclass(frozen=True)

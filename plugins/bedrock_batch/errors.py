@@ -1,6 +1,7 @@
-"""Exception types raised by the library.
+"""Exception types raised by the library: the one home of every one of them.
 
-Every message says what was wrong and what the data engineer can change to fix it.
+Every message says what was wrong and what the data engineer can change to fix it. Imports nothing (the AWS
+SDK's errors are read through :mod:`bedrock_batch.aws_errors`), so every module can raise these.
 """
 
 from __future__ import annotations
@@ -18,6 +19,19 @@ class UnknownModelError(ConfigError):
     """The model id does not map to a supported model family."""
 
 
+class RecordIdSpaceError(ConfigError):
+    """No free record id was found for a key within :data:`~bedrock_batch.record_ids.MAX_ATTEMPTS`
+    derivations."""
+
+
+class PriceTableError(ConfigError):
+    """The price table file is missing or malformed."""
+
+
+class CatalogError(ConfigError):
+    """The Glue Data Catalog cannot take the table as configured (no such database, a conflicting table)."""
+
+
 class SourceError(BedrockBatchError):
     """A source cannot be read at all (missing path, unreadable object, unsupported format).
 
@@ -25,8 +39,32 @@ class SourceError(BedrockBatchError):
     """
 
 
+class StorageReadError(SourceError):
+    """An object or prefix cannot be listed or read (missing, access denied, no such bucket)."""
+
+
+class StorageWriteError(BedrockBatchError):
+    """An object cannot be written (access denied, no such bucket, local disk full)."""
+
+
+class TranscriptLayoutError(ValueError):
+    """The JSON document is not Transcribe output; the message names what is missing."""
+
+
 class TemplateError(BedrockBatchError):
     """A prompt template is missing or malformed."""
+
+
+class TemplateRenderError(TemplateError):
+    """One row lacks a value the template needs; prepare quarantines that row.
+
+    :param template: the template's name.
+    :param missing: the placeholder names without a value.
+    """
+
+    def __init__(self, template: str, missing: list[str]) -> None:
+        super().__init__(f"template {template} needs {', '.join(missing)}, which this row does not have")
+        self.missing = missing
 
 
 class PlanError(BedrockBatchError):
@@ -41,8 +79,41 @@ class OutputFormatError(BedrockBatchError):
     """A job's output or manifest does not have the documented layout."""
 
 
+class ResponseFormatError(OutputFormatError):
+    """A model reply does not have the body shape of the model family it was parsed as."""
+
+
+class RecordIndexError(BedrockBatchError):
+    """The record index given to :func:`~bedrock_batch.collect.join_results` lacks a required column or
+    clashes with results."""
+
+
 class JobFailedError(BedrockBatchError):
     """A model invocation job ended Failed (or, in strict mode, not Completed)."""
+
+
+class OutputAccountingError(JobFailedError):
+    """The published rows do not add up to the input rows: a record was lost or counted twice."""
+
+
+class JobWaitTimeoutError(BedrockBatchError):
+    """A job did not end before the wait deadline (its own expiration plus a margin, or the timeout given)."""
+
+
+class JobStatusError(BedrockBatchError):
+    """A job's status cannot be read at all (access denied, job not found): waiting longer will not help."""
+
+
+class InvocationError(Exception):
+    """An on-demand runtime call failed; ``name`` is the service's error name (e.g. ``ThrottlingException``).
+
+    Not a :class:`BedrockBatchError`: the fallback turns it into an error line of the output, never raises it.
+    """
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"{name}: {message}")
+        self.name = name
+        self.message = message
 
 
 class SchemaError(ConfigError):

@@ -11,43 +11,16 @@ from functools import cached_property
 from typing import Any
 
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
-from botocore.exceptions import ClientError, HTTPClientError
-from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import ClientError
 
+# The error helpers live in aws_errors; imported from here too by earlier callers.
+from bedrock_batch.aws_errors import EXPIRED_CREDENTIAL_ERRORS as EXPIRED_CREDENTIAL_ERRORS
+from bedrock_batch.aws_errors import TRANSIENT_ERRORS as TRANSIENT_ERRORS
+from bedrock_batch.aws_errors import describe_error as describe_error
+from bedrock_batch.aws_errors import error_code
+from bedrock_batch.aws_errors import is_transient as is_transient
 from bedrock_batch.jobs import ACTIVE_STATUSES, TERMINAL_STATUSES, model_matches
 from bedrock_batch.log_redaction import install_sdk_log_redaction
-
-# Errors that say "try again later", not "this will never work". Repeating a create after them is safe
-# too: it carries a deterministic clientRequestToken.
-TRANSIENT_ERRORS = frozenset(
-    {
-        "ThrottlingException",
-        "TooManyRequestsException",
-        "InternalServerException",
-        "ServiceUnavailableException",
-        "RequestTimeout",
-        "RequestTimeoutException",
-    }
-)
-# Temporary credentials ran out during a long wait: a new client picks up fresh ones.
-EXPIRED_CREDENTIAL_ERRORS = frozenset({"ExpiredToken", "ExpiredTokenException", "RequestExpired"})
-
-
-def error_code(error: ClientError) -> str:
-    """The AWS error code of a botocore ``ClientError`` (``""`` when the response carries none)."""
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
-def is_transient(error: BaseException) -> bool:
-    """Whether ``error`` means "try again later": throttling, a server error, a dropped connection."""
-    if isinstance(error, ClientError):
-        return error_code(error) in TRANSIENT_ERRORS
-    return isinstance(error, BotoConnectionError | HTTPClientError)
-
-
-def describe_error(error: BaseException) -> str:
-    """A short name for a transient error, for one log line (the error code, or the exception class)."""
-    return error_code(error) if isinstance(error, ClientError) else type(error).__name__
 
 
 def _without_metadata(response: Mapping[str, Any]) -> dict[str, Any]:

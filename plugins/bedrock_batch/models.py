@@ -17,7 +17,7 @@ from typing import Any, ClassVar, NoReturn
 
 import orjson
 
-from bedrock_batch.errors import ConfigError, OutputFormatError, UnknownModelError
+from bedrock_batch.errors import ConfigError, ResponseFormatError, UnknownModelError
 
 INVOCATION_TYPES = ("InvokeModel", "Converse")
 
@@ -51,10 +51,6 @@ _CONVERSE_REFUSES_TOOLS = (
     "use mode 'native' where the model supports outputConfig.textFormat, mode 'prompt', or "
     "invocation_type='InvokeModel' with a model whose native body takes tools"
 )
-
-
-class ResponseFormatError(OutputFormatError):
-    """A model reply does not have the body shape of the model family it was parsed as."""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ from typing import Any
 import orjson
 from botocore.exceptions import ClientError
 
+from bedrock_batch.aws_errors import error_code
+from bedrock_batch.errors import InvocationError
 from bedrock_batch.log_redaction import install_sdk_log_redaction
 
 log = logging.getLogger(__name__)
@@ -41,15 +43,6 @@ RETRIED_ERRORS = frozenset(
 )
 
 Invoke = Callable[[Mapping[str, Any]], Mapping[str, Any]]
-
-
-class InvocationError(Exception):
-    """A runtime call failed; ``name`` is the service's error name (e.g. ``ThrottlingException``)."""
-
-    def __init__(self, name: str, message: str) -> None:
-        super().__init__(f"{name}: {message}")
-        self.name = name
-        self.message = message
 
 
 @dataclass
@@ -153,8 +146,7 @@ def runtime_invoker(client: Any, model_id: str, invocation_type: str = "InvokeMo
             parsed: Mapping[str, Any] = orjson.loads(response["body"].read())
             return parsed
         except ClientError as err:
-            error = err.response.get("Error", {})
-            code = str(error.get("Code", "InternalServerException"))
-            raise InvocationError(code, str(error.get("Message", ""))) from err
+            message = str(err.response.get("Error", {}).get("Message", ""))
+            raise InvocationError(error_code(err, "InternalServerException"), message) from err
 
     return call

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bedrock_batch.errors import TemplateError
+from bedrock_batch.errors import TemplateError, TemplateRenderError
 from bedrock_batch.resources import include_path
 
 TEMPLATE_PARTS = ("system", "user")
@@ -24,17 +24,6 @@ _PLACEHOLDER = re.compile(r"\{\{([A-Za-z_]\w*)\}\}|\{([A-Za-z_]\w*)\}")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # A placeholder that is the only content between <tag> and </tag> (whitespace aside) is delimited data.
 _DELIMITED = re.compile(r"<([A-Za-z][\w-]*)>\s*\{([A-Za-z_]\w*)\}\s*</\1>")
-
-
-class TemplateRenderError(TemplateError):
-    """One row lacks a value the template needs; prepare quarantines that row.
-
-    :param missing: the placeholder names without a value.
-    """
-
-    def __init__(self, template: str, missing: list[str]) -> None:
-        super().__init__(f"template {template} needs {', '.join(missing)}, which this row does not have")
-        self.missing = missing
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from bedrock_batch.errors import ConfigError
+from bedrock_batch.errors import ConfigError, RecordIdSpaceError
 
 RECORD_ID_LENGTH = 11
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -31,10 +31,6 @@ _ALPHABET_BYTES = np.frombuffer(ALPHABET.encode("ascii"), dtype=np.uint8)
 _BASE = np.uint64(len(ALPHABET))
 
 U64Array = npt.NDArray[np.uint64]
-
-
-class RecordIdSpaceError(ConfigError):
-    """No free record id was found for a key within :data:`MAX_ATTEMPTS` derivations."""
 
 
 class IdAssignment(NamedTuple):

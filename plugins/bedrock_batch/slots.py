@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 from botocore.exceptions import ClientError
 
+from bedrock_batch.aws_errors import error_code
 from bedrock_batch.errors import ConfigError
 from bedrock_batch.models import base_model_id
 from bedrock_batch.storage import is_s3_uri, join_uri, split_s3_uri
@@ -139,7 +140,7 @@ class JobSlots:
             )
         except ClientError as error:
             # Taken over after claim_ttl: the job is active, so the new holder's check sees it by name.
-            if _code(error) not in _LOST_RACE_CODES | _NOT_FOUND_CODES:
+            if error_code(error) not in _LOST_RACE_CODES | _NOT_FOUND_CODES:
                 raise
             log.warning("Slot %s changed hands before job %s was recorded in it", lease.key, lease.job_name)
             return lease
@@ -153,7 +154,7 @@ class JobSlots:
                 Bucket=lease.bucket, Key=lease.key, Body=body, IfMatch=lease.etag, **self._owner, **self._sse
             )
         except ClientError as error:
-            if _code(error) not in _LOST_RACE_CODES | _NOT_FOUND_CODES:
+            if error_code(error) not in _LOST_RACE_CODES | _NOT_FOUND_CODES:
                 raise
 
     # --- internals ------------------------------------------------------------------------------------
@@ -175,7 +176,7 @@ class JobSlots:
         try:
             response = self.s3.get_object(Bucket=self.bucket, Key=self.key(number), **self._owner)
         except ClientError as error:
-            if _code(error) in _NOT_FOUND_CODES:
+            if error_code(error) in _NOT_FOUND_CODES:
                 return None
             raise
         with response["Body"] as body:
@@ -194,12 +195,8 @@ class JobSlots:
                 Bucket=self.bucket, Key=self.key(number), Body=body, **condition, **self._owner, **self._sse
             )
         except ClientError as error:
-            if _code(error) in _LOST_RACE_CODES | _NOT_FOUND_CODES:
+            if error_code(error) in _LOST_RACE_CODES | _NOT_FOUND_CODES:
                 log.debug("Slot %d of %s was taken first", number, self.prefix)
                 return None
             raise
         return SlotLease(self.bucket, self.key(number), str(response["ETag"]), job_name)
-
-
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))

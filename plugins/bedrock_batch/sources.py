@@ -20,7 +20,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bedrock_batch.errors import ConfigError, SourceError
+from bedrock_batch.errors import ConfigError, SourceError, TranscriptLayoutError
 from bedrock_batch.storage import Storage, StoredObject
 
 log = logging.getLogger(__name__)
@@ -509,10 +509,6 @@ class SourceReader:
             yield SourceRow(key, None, stored.name, passthrough, "invalid_transcript", str(exc))
             return
         yield SourceRow(key, text, stored.name, passthrough)
-
-
-class TranscriptLayoutError(ValueError):
-    """The JSON document is not Transcribe output; the message names what is missing."""
 
 
 def render_transcribe(

@@ -22,8 +22,9 @@ from typing import IO, Any
 from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import BotoCoreError, ClientError
 
+from bedrock_batch.aws_errors import error_code
 from bedrock_batch.config import check_account_id, check_kms_key_id
-from bedrock_batch.errors import BedrockBatchError, ConfigError, SourceError
+from bedrock_batch.errors import ConfigError, StorageReadError, StorageWriteError
 
 S3_SCHEME = "s3://"
 
@@ -47,14 +48,6 @@ SEEKABLE_BUFFER_BYTES = 8 << 20
 MULTIPART_THRESHOLD_BYTES = 64 << 20
 MULTIPART_CHUNK_BYTES = 16 << 20
 MULTIPART_CONCURRENCY = 4
-
-
-class StorageReadError(SourceError):
-    """An object or prefix cannot be listed or read (missing, access denied, no such bucket)."""
-
-
-class StorageWriteError(BedrockBatchError):
-    """An object cannot be written (access denied, no such bucket, local disk full)."""
 
 
 @dataclass(frozen=True)
@@ -103,10 +96,6 @@ def join_uri(base: str, *names: str) -> str:
     if is_s3_uri(base):
         return "/".join([base.rstrip("/"), *names])
     return str(Path(base, *names))
-
-
-def _client_error_code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", "Unknown"))
 
 
 def _fill_expected_owner(owners: Mapping[str, str], default: str | None, params: Any, **_: Any) -> None:
@@ -350,7 +339,7 @@ class Storage:
                 return
             head = client.head_object(Bucket=bucket, Key=key, **self._owner_args(bucket))
         except ClientError as exc:
-            code = _client_error_code(exc)
+            code = error_code(exc, "Unknown")
             if code in ("404", "NoSuchKey", "NotFound"):
                 raise StorageReadError(
                     f"nothing at {uri}: no object with that key and none under {prefix!r}"
@@ -387,7 +376,7 @@ class Storage:
         try:
             body = self._client(uri).get_object(Bucket=bucket, Key=key, **self._owner_args(bucket))["Body"]
         except ClientError as exc:
-            code = _client_error_code(exc)
+            code = error_code(exc, "Unknown")
             raise StorageReadError(f"cannot read {uri}: {code}{self._denied(bucket, code)}") from exc
         return io.BufferedReader(_StreamingBodyReader(body, uri), buffer_size=COPY_CHUNK_BYTES)
 
@@ -403,7 +392,7 @@ class Storage:
         try:
             head = self._client(uri).head_object(Bucket=bucket, Key=key, **self._owner_args(bucket))
         except ClientError as exc:
-            code = _client_error_code(exc)
+            code = error_code(exc, "Unknown")
             raise StorageReadError(f"cannot read {uri}: {code}{self._denied(bucket, code)}") from exc
         raw = _S3RangeReader(
             self._client(uri), bucket, key, int(head["ContentLength"]), self._owner_args(bucket)
@@ -484,7 +473,7 @@ class Storage:
                         Bucket=bucket, Delete={"Objects": batch, "Quiet": True}, **self._owner_args(bucket)
                     )
                 except (ClientError, BotoCoreError) as exc:
-                    code = _client_error_code(exc) if isinstance(exc, ClientError) else ""
+                    code = error_code(exc, "Unknown") if isinstance(exc, ClientError) else ""
                     raise StorageWriteError(
                         f"cannot delete objects in s3://{bucket}: {exc}{self._denied(bucket, code)}"
                     ) from exc
@@ -507,7 +496,7 @@ class Storage:
 
     def _write_failed(self, uri: str, bucket: str, exc: Exception) -> str:
         # upload_file wraps a ClientError in S3UploadFailedError; its text still carries the code.
-        code = _client_error_code(exc) if isinstance(exc, ClientError) else ""
+        code = error_code(exc, "Unknown") if isinstance(exc, ClientError) else ""
         if not code and "AccessDenied" in str(exc):
             code = "AccessDenied"
         access = "s3:PutObject access" + (" and kms:GenerateDataKey on the key" if self._kms_key_id else "")
