@@ -1,0 +1,236 @@
+"""What each stage of a run returns or pushes to XCom: the contracts between its tasks, typed.
+
+At run time these are plain, JSON-compatible dicts (XCom stores JSON, and runs of earlier versions are read
+back with the same keys); the ``TypedDict`` classes only name and type their keys for readers and for mypy.
+A stage's *return value* is what ``.output`` hands the next task (Airflow maps only over return values); the
+other results are pushed under the XCom keys below. None of them carries a transcript, a prompt or a reply.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NotRequired, TypedDict
+
+# XCom keys of the results that are not a stage's return value.
+RUN_XCOM_KEY = "run"  # prepare: PreparedRun
+ON_DEMAND_XCOM_KEY = "on_demand_uris"  # prepare: the on-demand fallback's input files (list[str])
+ROUND_XCOM_KEY = "round"  # collect: CollectRound
+RETRY_ON_DEMAND_XCOM_KEY = "retry_on_demand"  # collect: the retry round's on-demand input files (list[str])
+# submit: the job a deferred try waits for (SubmissionState); survives the deferral, resume kwargs do not.
+SUBMISSION_XCOM_KEY = "bedrock_batch_submission"
+
+Outcome = Literal["success", "salvage", "failed"]
+
+
+class ShardDescriptor(TypedDict):
+    """One shard of a run, the input of one submit task (prepare's and collect's return value).
+
+    - ``shard``: the shard's number within its round, from 1.
+    - ``input_uri``: the prefix of its input files (``<run>/input/shard-NNNN/part-NNNN.jsonl``).
+    - ``output_uri``: where its job writes (``<run>/output/shard-NNNN/``; the job adds ``<jobId>/``).
+    - ``fingerprint``: sha256 of the shard's files; with the run and the model, the job's identity.
+    - ``records``: how many records its files hold.
+    - ``bytes``: their total size.
+    - ``round``: 1 for the run's first jobs, 2 for its retry round (absent: 1).
+    """
+
+    shard: int
+    input_uri: str
+    output_uri: str
+    fingerprint: str
+    records: NotRequired[int]
+    bytes: NotRequired[int]
+    round: NotRequired[int]
+
+
+class PreparedRun(TypedDict):
+    """What prepare staged for a run (XCom key ``run``): the collect and publish stages read it.
+
+    - ``run_prefix``: ``<staging>/<dag_id>/<ds>``, under which every file of the run lives.
+    - ``index_uri``: the record index (Parquet) that joins outputs back to source rows.
+    - ``quarantine_uri``: the quarantine list (JSONL: position, key, record id, reason; never the text).
+    - ``source_uri``: what was read.
+    - ``model_id``, ``invocation_type``, ``model_family``: how the records were built (the family is
+      ``None`` when inferred from the model id).
+    - ``passthrough_columns``: source columns carried to the results table.
+    - ``rows``: source rows read; ``records``: batch records made of them; ``quarantined``: rows that could
+      not become a record, and ``quarantine_counts`` by reason code; ``bytes``: the records' total size.
+    - ``shards``: the shard list (also prepare's return value).
+    - ``on_demand_uris``, ``on_demand_records``: the input files and records too few for a job.
+    """
+
+    run_prefix: str
+    index_uri: str
+    quarantine_uri: str
+    source_uri: str
+    model_id: str
+    invocation_type: str
+    model_family: str | None
+    passthrough_columns: list[str]
+    rows: int
+    records: int
+    quarantined: int
+    quarantine_counts: dict[str, int]
+    bytes: int
+    shards: list[ShardDescriptor]
+    on_demand_uris: list[str]
+    on_demand_records: int
+
+
+class JobEvent(TypedDict):
+    """The event of a job's wait (:class:`~bedrock_batch.triggers.BedrockBatchJobTrigger`, and the blocking
+    wait's result).
+
+    - ``status``: ``success`` or ``error``; ``reason``: ``ended``, ``running`` (not waited for), ``timeout``
+      (the wait deadline passed) or ``api_error`` (the status could not be read).
+    - ``job_arn``, ``job_id``, ``job_name``, ``model_id``: the job.
+    - ``job_status``: its service status (``None`` when it was never read); ``outcome``: ``success``,
+      ``salvage`` or ``failed`` for an ended job, else ``None``; ``message``: the service's or the error's.
+    - ``input_s3_uri``, ``output_s3_uri``: its input and output locations as given to the service.
+    - ``total_records``, ``processed_records``, ``success_records``, ``error_records``: its counts.
+    """
+
+    status: Literal["success", "error"]
+    reason: str
+    job_arn: str | None
+    job_id: str
+    job_name: NotRequired[str | None]
+    job_status: str | None
+    outcome: Outcome | None
+    message: str
+    model_id: NotRequired[str | None]
+    input_s3_uri: NotRequired[str | None]
+    output_s3_uri: NotRequired[str | None]
+    total_records: NotRequired[int]
+    processed_records: NotRequired[int]
+    success_records: NotRequired[int]
+    error_records: NotRequired[int]
+
+
+class JobResult(TypedDict):
+    """A job that ended usably, or was not waited for (the job sensor's return value).
+
+    - ``job_arn``, ``job_id``, ``job_name``, ``model_id``: the job.
+    - ``status``: its service status; ``outcome``: ``success`` (Completed), ``salvage`` (PartiallyCompleted,
+      Stopped, Expired: collect what exists, retry the rest) or ``None`` when it was not waited for.
+    - ``input_uri``: its input; ``output_uri``: where its output is, ``<output>/<jobId>/``.
+    - ``total_records``, ``processed_records``, ``success_records``, ``error_records``: its counts.
+    """
+
+    job_arn: str
+    job_id: str
+    job_name: str | None
+    status: str | None
+    outcome: Outcome | None
+    model_id: str | None
+    input_uri: str | None
+    output_uri: str | None
+    total_records: int
+    processed_records: int
+    success_records: int
+    error_records: int
+
+
+class SubmitResult(JobResult):
+    """One shard's job (the submit task's return value): a :class:`JobResult` and
+
+    - ``shard``: the shard's number; ``records``: its record count (``None`` when the descriptor had none).
+    - ``reused``: the job existed already (a retry, a clear or a rerun reattached to it or reused its output).
+    """
+
+    shard: int | None
+    records: int | None
+    reused: bool
+
+
+class SubmissionState(TypedDict):
+    """What a deferred submit try waits for (XCom key ``bedrock_batch_submission``)."""
+
+    job_arn: str
+    reused: bool
+
+
+class OnDemandResult(TypedDict):
+    """The on-demand fallback's work (its return value).
+
+    - ``output_uri``: the prefix of its ``.out`` files (``None`` when it had no input files).
+    - ``records``: the records it covers; ``succeeded``, ``failed``: those invoked now, by outcome;
+      ``reused``: those whose output an earlier try had already written completely.
+    """
+
+    output_uri: str | None
+    records: int
+    succeeded: int
+    failed: int
+    reused: int
+
+
+class CollectRound(TypedDict):
+    """The first round's outcome and the retry round it staged (collect, XCom key ``round``).
+
+    - ``records``, ``succeeded``, ``failed``: the round's records, by outcome; ``retryable``: the failed ones
+      worth trying again (throttling, 5xx, timeouts, missing), of which ``missing`` were in no output at all.
+    - ``retried``: the records staged for the retry round, in ``retry_shards`` new shards (collect's return
+      value) and ``retry_on_demand_files`` on-demand input files (XCom key ``retry_on_demand``).
+    """
+
+    records: int
+    succeeded: int
+    failed: int
+    retryable: int
+    missing: int
+    retried: int
+    retry_shards: int
+    retry_on_demand_files: int
+
+
+class ReportJob(TypedDict):
+    """One job of the run report: ``name``, ``arn``, ``status``, ``records`` and ``duration_seconds``."""
+
+    name: str
+    arn: str | None
+    status: str
+    records: int
+    duration_seconds: float | None
+
+
+class CatalogRegistration(TypedDict):
+    """What was registered in the Glue Data Catalog (see :class:`bedrock_batch.catalog.Registration`)."""
+
+    database: str
+    table: str
+    partition: str
+    location: str
+    table_created: bool
+    columns_added: list[str]
+    partition_created: bool
+
+
+class PublishResult(TypedDict):
+    """The run report and where the run was published (publish's return value).
+
+    - ``ds``, ``dag_run_id``, ``model_id``: the run.
+    - ``input_records``: source rows; each is ``quarantined``, ``succeeded`` or ``failed``, and
+      ``accounted`` says the three add up; ``retried``: records that went through the retry round.
+    - ``input_tokens``, ``output_tokens``: the tokens billed; ``estimated_cost_usd``: their estimated price as
+      a decimal string (``None`` for a model without a price).
+    - ``jobs``: every job of both rounds.
+    - ``results_uri``: the partition written; ``report_uri``: the prefix of ``run_report.json`` and
+      ``run_report.md``; ``catalog``: the Glue registration, or ``None``.
+    """
+
+    ds: str
+    dag_run_id: str
+    model_id: str
+    input_records: int
+    quarantined: int
+    succeeded: int
+    failed: int
+    retried: int
+    input_tokens: int
+    output_tokens: int
+    estimated_cost_usd: str | None
+    jobs: list[ReportJob]
+    accounted: bool
+    results_uri: str
+    report_uri: str
+    catalog: CatalogRegistration | None
