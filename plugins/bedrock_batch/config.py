@@ -101,6 +101,25 @@ class QuotaSettings:
         return settings
 
 
+QuotasArgument = QuotaConfig | QuotaSettings | Mapping[str, Any] | None
+
+
+def quota_config_for(quotas: QuotasArgument, model_id: str) -> QuotaConfig:
+    """The limits of ``model_id`` from what an operator's ``quotas`` argument holds.
+
+    :param quotas: a :class:`QuotaConfig` (used as it is), a :class:`QuotaSettings`, a mapping for
+        :meth:`QuotaSettings.from_mapping`, or ``None`` for the service defaults.
+    :param model_id: the model whose limits apply (its per-model overrides).
+    """
+    if quotas is None:
+        return QuotaConfig()
+    if isinstance(quotas, QuotaConfig):
+        return quotas
+    if isinstance(quotas, QuotaSettings):
+        return quotas.for_model(model_id)
+    return QuotaSettings.from_mapping(quotas).for_model(model_id)
+
+
 # Service Quotas names of the batch-inference quotas, without their " for <model name>" suffix, and
 # the QuotaConfig field each sets (values in GB are converted to bytes).
 SERVICE_QUOTA_NAMES: Mapping[str, str] = {

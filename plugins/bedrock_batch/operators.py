@@ -7,61 +7,84 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.providers.common.compat.sdk import conf
-from botocore.exceptions import ClientError
 
-from bedrock_batch.config import QuotaConfig, QuotaSettings
-from bedrock_batch.errors import ConfigError, JobFailedError
-from bedrock_batch.hooks import (
-    BedrockBatchHook,
-    describe_error,
-    error_code,
-    is_transient,
-)
-from bedrock_batch.jobs import (
-    ACTIVE_STATUSES,
-    DEFAULT_WAIT_MARGIN,
-    TERMINAL_STATUSES,
-    ShardJobKey,
-    abandoned_by_user,
-    check_job_s3_uri,
-    decide_for_existing,
-    format_progress,
-    job_id_from_arn,
-    progress_of,
-    run_key_for,
-    tag_value,
-    wait_deadline,
-)
+from bedrock_batch.config import QuotaConfig, QuotaSettings, quota_config_for
+from bedrock_batch.errors import ConfigError, JobWaitTimeoutError, OutputAccountingError
+from bedrock_batch.hooks import BedrockBatchHook
+from bedrock_batch.jobs import ShardJobKey, abandoned_by_user, job_id_from_arn, run_key_for
 from bedrock_batch.links import BedrockBatchJobLink, BedrockBatchOutputLink, persist_job_links
 from bedrock_batch.models import INVOCATION_TYPES
-from bedrock_batch.task_state import read_task_state
-from bedrock_batch.triggers import (
+from bedrock_batch.polling import (
     DEFAULT_POLL_INTERVAL,
-    BedrockBatchJobTrigger,
-    JobWaitTimeoutError,
+    JobWatch,
     job_event,
+    log_step,
     result_from_event,
+    wait_until_ended,
 )
+from bedrock_batch.stage_results import (
+    ON_DEMAND_XCOM_KEY,
+    RETRY_ON_DEMAND_XCOM_KEY,
+    ROUND_XCOM_KEY,
+    RUN_XCOM_KEY,
+    SUBMISSION_XCOM_KEY,
+    CollectRound,
+    JobEvent,
+    OnDemandResult,
+    PreparedRun,
+    PublishResult,
+    ShardDescriptor,
+    SubmissionState,
+    SubmitResult,
+)
+from bedrock_batch.staging import (
+    MARKER_PREFIXES,
+    ON_DEMAND_LABEL,
+    ON_DEMAND_RETRY_LABEL,
+    count_lines,
+    is_empty_partition,
+    job_outputs,
+    job_results,
+    on_demand_output_uri,
+    output_complete,
+    remove_stale_files,
+    run_prefix_for,
+    shard_descriptors,
+)
+from bedrock_batch.submission import TRANSIENT_RETRY_SECONDS, JobRequest, JobSubmitter, Submitted, job_tags
+from bedrock_batch.task_state import read_task_state
+from bedrock_batch.triggers import BedrockBatchJobTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 REQUIRED_SHARD_KEYS = ("shard", "input_uri", "output_uri", "fingerprint")
-# Survives the deferral: resume-method kwargs are replaced by the event in dag.test(), an XCom is not.
-SUBMISSION_XCOM_KEY = "bedrock_batch_submission"
 
-# How long the submit task keeps retrying throttling and server errors before failing its try.
-TRANSIENT_RETRY_SECONDS = 900.0
-
-_T = TypeVar("_T")
+__all__ = [
+    "MARKER_PREFIXES",
+    "ON_DEMAND_XCOM_KEY",
+    "RETRY_ON_DEMAND_XCOM_KEY",
+    "ROUND_XCOM_KEY",
+    "RUN_XCOM_KEY",
+    "SUBMISSION_XCOM_KEY",
+    "TRANSIENT_RETRY_SECONDS",
+    "BedrockBatchCollectOperator",
+    "BedrockBatchPrepareOperator",
+    "BedrockBatchPublishOperator",
+    "BedrockBatchSubmitOperator",
+    "BedrockOnDemandOperator",
+    "OutputAccountingError",
+    "remove_stale_files",
+    "run_prefix_for",
+    "shard_descriptors",
+]
 
 
 # ========================================================================================================
@@ -211,196 +234,69 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
             round_number=int(shard.get("round") or 1),
         )
 
-    def _max_concurrent_jobs(self) -> int:
-        return _quota_config(self.quotas, self.model_id).max_concurrent_jobs
-
-    def _tags(self, context: Context, shard_job: ShardJobKey) -> dict[str, str]:
-        automatic = {
-            "dag_id": self.dag_id,
-            "run_id": str(context["run_id"]),
-            "shard": str(shard_job.index),
-            "round": str(shard_job.round_number),
-        }
-        return {tag_value(k): tag_value(v) for k, v in {**(self.tags or {}), **automatic}.items()}
+    def _submitter(self, context: Context) -> JobSubmitter:
+        key = self._shard_job(context)
+        request = JobRequest(
+            role_arn=self.role_arn,
+            model_id=self.model_id,
+            input_s3_uri=str(self.shard["input_uri"]),
+            output_s3_uri=str(self.shard["output_uri"]),
+            invocation_type=self.invocation_type,
+            timeout_hours=self.timeout_hours,
+            tags=job_tags(self.tags, key=key, run_id=str(context["run_id"])),
+            vpc_config=self.vpc_config,
+            output_kms_key_id=self.output_kms_key_id,
+            input_bucket_owner=self.input_bucket_owner,
+            output_bucket_owner=self.output_bucket_owner,
+        )
+        return JobSubmitter(
+            self.hook,
+            key,
+            request,
+            max_concurrent_jobs=quota_config_for(self.quotas, self.model_id).max_concurrent_jobs,
+            force=self.force,
+            job_slots_uri=self.job_slots_uri,
+            records=self.shard.get("records"),
+            poll_interval=self.poll_interval,
+            log=self.log,
+        )
 
     # --- submit ---------------------------------------------------------------------------------------
 
-    def execute(self, context: Context) -> dict[str, Any] | None:
+    def execute(self, context: Context) -> SubmitResult:
         """Find or create the shard's job, then wait for it unless ``wait_for_completion`` is off."""
         self._task_instance = context["ti"]
+        submitter = self._submitter(context)
         with self._job_stopped_on_timeout():
-            while True:
-                submitted = self._retrying_transient(
-                    "finding or creating its job", self._find_or_create, context
+            submitted = submitter.submit(wait=not self.deferrable)
+            if submitted is None:
+                # At the quota: wait for a slot without holding a worker slot, then look again from the start.
+                self.defer(
+                    trigger=_slot_wait_trigger(self.poll_interval), method_name="execute_after_slot_wait"
                 )
-                if submitted is not None:
-                    return self._after_submit(context, *submitted)
-                # At the concurrency quota: wait for a slot, then look again from the start (another try
-                # or run may have created the shard's job meanwhile). Deferrable: no worker slot is held.
-                if self.deferrable:
-                    self.defer(
-                        trigger=_slot_wait_trigger(self.poll_interval),
-                        method_name="execute_after_slot_wait",
-                    )
-                time.sleep(self.poll_interval)
+            return self._after_submit(context, submitter, submitted)
 
-    def execute_after_slot_wait(self, context: Context, event: Any = None) -> dict[str, Any] | None:
+    def execute_after_slot_wait(self, context: Context, event: Any = None) -> SubmitResult:
         """Resume after waiting for a free slot: check again from the start."""
         return self.execute(context)
 
-    def _retrying_transient(self, what: str, call: Callable[..., _T], *args: Any) -> _T:
-        """``call(*args)``, repeated with backoff while Bedrock or S3 answers with a transient error.
-
-        Throttling and server errors clear within seconds: retrying in the worker is cheaper than a
-        deferral round trip, and every call repeated here is idempotent (a create carries its token).
-        After :data:`TRANSIENT_RETRY_SECONDS` of nothing but such errors the last one is raised, and the
-        task's own retries take over.
-        """
-        backoff = min(self.poll_interval, 1.0)
-        give_up_at = time.monotonic() + TRANSIENT_RETRY_SECONDS
-        while True:
-            try:
-                return call(*args)
-            except Exception as error:
-                if not is_transient(error) or time.monotonic() + backoff > give_up_at:
-                    raise
-                self.log.warning(
-                    "Shard %s: %s got %s; trying again in %.1f s",
-                    self.shard.get("shard"),
-                    what,
-                    describe_error(error),
-                    backoff,
-                )
-                time.sleep(backoff)
-                backoff = min(backoff * 2, self.poll_interval)
-
-    def _find_or_create(self, context: Context) -> tuple[str, bool] | None:
-        """(job ARN, reused) of the shard's job, or ``None`` when no job can be created right now."""
-        shard_job = self._shard_job(context)
-        existing = self.hook.find_jobs_by_name(shard_job.prefix)
-        decision = decide_for_existing(existing, shard_job.prefix, force=self.force)
-        if decision.job is not None:
-            arn = str(decision.job["jobArn"])
-            self.log.info(
-                "Shard %s: %s job %s (%s, attempt %s) instead of submitting a new one",
-                shard_job.index,
-                "reattaching to" if decision.action == "reattach" else "reusing the output of",
-                job_id_from_arn(arn),
-                decision.job.get("status"),
-                decision.attempt,
-            )
-            return arn, True
-
-        quota = self._max_concurrent_jobs()
-        active = self.hook.active_jobs(self.model_id)
-        if len(active) >= quota:
-            self.log.info(
-                "Shard %s: %s active jobs of %s, at the quota of %s; checking again in %s s",
-                shard_job.index,
-                len(active),
-                self.model_id,
-                quota,
-                self.poll_interval,
-            )
-            return None
-
-        name = shard_job.job_name(decision.attempt)
-        slots = lease = None
-        if self.job_slots_uri:
-            from bedrock_batch.slots import JobSlots
-
-            slots = JobSlots(
-                self.hook.s3_client,
-                self.job_slots_uri,
-                self.model_id,
-                quota,
-                job_is_active=self._job_is_active,
-                # The slots live with the staged input: the input bucket's owner, the output's key.
-                expected_bucket_owner=self.input_bucket_owner,
-                kms_key_id=self.output_kms_key_id,
-            )
-            lease = slots.acquire(name, {str(job.get("jobName")) for job in active})
-            if lease is None:
-                self.log.info(
-                    "Shard %s: all %s job slots of %s are taken; checking again in %s s",
-                    shard_job.index,
-                    quota,
-                    self.model_id,
-                    self.poll_interval,
-                )
-                return None
-        try:
-            arn = self.hook.create_job(
-                job_name=name,
-                role_arn=self.role_arn,
-                model_id=self.model_id,
-                input_s3_uri=str(self.shard["input_uri"]),
-                output_s3_uri=str(self.shard["output_uri"]),
-                client_request_token=shard_job.client_token(decision.attempt),
-                invocation_type=self.invocation_type,
-                timeout_hours=self.timeout_hours,
-                tags=self._tags(context, shard_job),
-                vpc_config=self.vpc_config,
-                output_kms_key_id=self.output_kms_key_id,
-                input_bucket_owner=self.input_bucket_owner,
-                output_bucket_owner=self.output_bucket_owner,
-            )
-        except ClientError as error:
-            code = error_code(error)
-            if (
-                slots is not None
-                and lease is not None
-                and not is_transient(error)
-                and code != "ConflictException"
-            ):
-                # Transient errors are retried under the same name and slot; a conflict means this job
-                # exists (another try created it), so its slot stays taken.
-                slots.release(lease)
-            # The service's own count says the quota is full (jobs our count could not see yet), or a
-            # concurrent try created this name first: both are answered by waiting and looking again.
-            if code not in ("ServiceQuotaExceededException", "ConflictException"):
-                raise
-            self.log.info(
-                "Shard %s: creating job %s got %s; checking again in %s s",
-                shard_job.index,
-                name,
-                code,
-                self.poll_interval,
-            )
-            return None
-        if slots is not None and lease is not None:
-            slots.confirm(lease, arn)
-        self.log.info(
-            "Shard %s: submitted job %s (%s, attempt %s, %s records)",
-            shard_job.index,
-            job_id_from_arn(arn),
-            name,
-            decision.attempt,
-            self.shard.get("records", "?"),
-        )
-        return arn, False
-
-    def _job_is_active(self, job_arn: str) -> bool:
-        try:
-            return self.hook.get_job(job_arn).get("status") in ACTIVE_STATUSES
-        except ClientError as error:
-            if error_code(error) == "ResourceNotFoundException":
-                return False
-            raise
-
-    def _after_submit(self, context: Context, job_arn: str, reused: bool) -> dict[str, Any] | None:
-        self.job_arn = job_arn
-        job = self._retrying_transient("reading its job's status", self.hook.get_job, job_arn)
+    def _after_submit(self, context: Context, submitter: JobSubmitter, submitted: Submitted) -> SubmitResult:
+        self.job_arn = submitted.job_arn
+        job = submitter.retrying("reading its job's status", self.hook.get_job, submitted.job_arn)
         persist_job_links(context, self, job, self.hook.conn_region_name, self.hook.conn_partition)
-        status, processed, total = progress_of(job)
-        self.log.info(format_progress(job_id_from_arn(job_arn), status, processed, total))
-        if status in TERMINAL_STATUSES or not self.wait_for_completion:
-            return self._result(job_event(job, strict=self.strict), reused)
+        watch = JobWatch(submitted.job_arn, poll_interval=self.poll_interval, strict=self.strict)
+        step = watch.checked(job, datetime.now(UTC))
+        log_step(self.log, step)
+        if not self.wait_for_completion:
+            return self._result(job_event(job, strict=self.strict), submitted.reused)
+        if step.event is not None:
+            return self._finished(step.event, submitted.reused)
         if self.deferrable:
-            context["ti"].xcom_push(key=SUBMISSION_XCOM_KEY, value={"job_arn": job_arn, "reused": reused})
+            state: SubmissionState = {"job_arn": submitted.job_arn, "reused": submitted.reused}
+            context["ti"].xcom_push(key=SUBMISSION_XCOM_KEY, value=state)
             self.defer(
                 trigger=BedrockBatchJobTrigger(
-                    job_arn=job_arn,
+                    job_arn=submitted.job_arn,
                     poll_interval=self.poll_interval,
                     strict=self.strict,
                     aws_conn_id=self.aws_conn_id,
@@ -410,37 +306,23 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
                 ),
                 method_name="execute_complete",
             )
-        return self._result(self._poll_until_done(job), reused)
+        # Not deferrable: the trigger's wait (the same JobWatch), run in the worker.
+        event = wait_until_ended(watch, step, self.hook.get_job, reconnect=self._new_client, log=self.log)
+        return self._finished(event, submitted.reused)
+
+    def _new_client(self) -> Any:
+        """GetModelInvocationJob through a new hook (credentials read again), after credentials expired."""
+        return self.aws_hook_class(**self._hook_parameters).get_job
 
     # --- wait -----------------------------------------------------------------------------------------
 
-    def _poll_until_done(self, job: Mapping[str, Any]) -> dict[str, Any]:
-        """Non-deferrable wait: the trigger's loop, run in the worker."""
-        job_arn = str(job["jobArn"])
-        job_id = job_id_from_arn(job_arn)
-        deadline = wait_deadline(job, DEFAULT_WAIT_MARGIN)
-        last = progress_of(job)
-        while job.get("status") not in TERMINAL_STATUSES:
-            if time.time() >= deadline.timestamp():
-                self._stop_job("wait deadline passed")
-                raise JobWaitTimeoutError(f"job {job_id} still {job.get('status')} at {deadline.isoformat()}")
-            time.sleep(self.poll_interval)
-            try:
-                job = self.hook.get_job(job_arn)
-            except Exception as error:
-                if not is_transient(error):
-                    raise
-                self.log.warning("Polling job %s got %s; retrying", job_id, describe_error(error))
-                continue
-            if (progress := progress_of(job)) != last:
-                self.log.info(format_progress(job_id, *progress))
-                last = progress
-        return job_event(job, strict=self.strict)
-
-    def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
+    def execute_complete(self, context: Context, event: Any = None) -> SubmitResult:
         """Resume from :class:`~bedrock_batch.triggers.BedrockBatchJobTrigger`; an error event raises."""
         submission = self._submission(context)
-        reused = bool(submission and submission.get("reused"))
+        return self._finished(event, bool(submission and submission.get("reused")))
+
+    def _finished(self, event: JobEvent | Any, reused: bool) -> SubmitResult:
+        """The task's result for the event the wait ended with; the wait deadline passing stops the job."""
         try:
             return self._result(event, reused)
         except JobWaitTimeoutError:
@@ -448,7 +330,7 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
             self._stop_job("wait deadline passed")
             raise
 
-    def _result(self, event: Any, reused: bool) -> dict[str, Any]:
+    def _result(self, event: JobEvent | Any, reused: bool) -> SubmitResult:
         metadata = result_from_event(event)
         self.log.info(
             "Shard %s: job %s %s, outcome %s",
@@ -464,11 +346,11 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
             **metadata,
         }
 
-    def _submission(self, context: Context) -> Mapping[str, Any] | None:
+    def _submission(self, context: Context) -> SubmissionState | None:
         """The job this try deferred to wait for (pushed before deferring), or ``None``."""
         ti = context["ti"]
         value = ti.xcom_pull(task_ids=self.task_id, key=SUBMISSION_XCOM_KEY, map_indexes=ti.map_index)
-        return value if isinstance(value, Mapping) else None
+        return cast(SubmissionState, value) if isinstance(value, Mapping) else None
 
     # --- timeouts, kills and abandoned jobs -----------------------------------------------------------
     #
@@ -554,63 +436,6 @@ def _slot_wait_trigger(seconds: float) -> Any:
 # ========================================================================================================
 # Stages 1-3: prepare, split and upload in one streaming pass (or split and upload existing records)
 # ========================================================================================================
-
-# The shard lists are the return values (Airflow maps only over those); run metadata goes under these keys.
-RUN_XCOM_KEY = "run"
-ON_DEMAND_XCOM_KEY = "on_demand_uris"
-ROUND_XCOM_KEY = "round"
-RETRY_ON_DEMAND_XCOM_KEY = "retry_on_demand"
-# Objects that mark a partition as present without being data (Spark/Hive/Glue conventions).
-MARKER_PREFIXES = ("_", ".")
-
-
-def _quota_config(
-    quotas: QuotaConfig | QuotaSettings | Mapping[str, Any] | None, model_id: str
-) -> QuotaConfig:
-    if quotas is None:
-        return QuotaConfig()
-    if isinstance(quotas, QuotaConfig):
-        return quotas
-    if isinstance(quotas, QuotaSettings):
-        return quotas.for_model(model_id)
-    return QuotaSettings.from_mapping(quotas).for_model(model_id)
-
-
-def run_prefix_for(staging_uri: str, dag_id: str, ds: str) -> str:
-    """Where one run's staged files live: ``<staging>/<dag_id>/<ds>`` (a rerun of a date reuses it).
-
-    Not ``ds=<ds>``: Bedrock refuses job S3 URIs with ``=`` in them.
-    """
-    from bedrock_batch.storage import is_s3_uri, join_uri
-
-    prefix = join_uri(staging_uri, dag_id, ds)
-    if is_s3_uri(prefix):
-        check_job_s3_uri(prefix + "/", "staging prefix")
-    return prefix
-
-
-def shard_descriptors(manifest: Any, output_prefix: str, round_number: int = 1) -> list[dict[str, Any]]:
-    """The submit stage's input: one small dict per written shard.
-
-    :param manifest: a :class:`~bedrock_batch.split.ShardManifest`.
-    :param output_prefix: where the jobs write; each shard gets ``<output_prefix>/shard-NNNN/``.
-    :param round_number: the run's round (2 for a retry round): part of each shard's job identity.
-    """
-    from bedrock_batch.storage import join_uri
-
-    return [
-        {
-            "shard": shard.number,
-            "input_uri": shard.input_uri,
-            "output_uri": join_uri(output_prefix, f"shard-{shard.number:04d}") + "/",
-            "records": shard.span.records,
-            "bytes": shard.span.length,
-            "fingerprint": shard.fingerprint,
-            "round": round_number,
-        }
-        for shard in manifest.shards
-    ]
-
 
 # Templated by every operator below that reads or writes S3 through Storage.
 STORAGE_TEMPLATE_FIELDS = ("kms_key_id", "expected_bucket_owner", "bucket_owners")
@@ -742,7 +567,7 @@ class BedrockBatchPrepareOperator(_StagingOperator):
         self.quotas = quotas
         self.prompts_root = prompts_root
 
-    def execute(self, context: Context) -> list[dict[str, Any]]:
+    def execute(self, context: Context) -> list[ShardDescriptor]:
         import itertools
         import tempfile
 
@@ -753,7 +578,7 @@ class BedrockBatchPrepareOperator(_StagingOperator):
         from bedrock_batch.split import plan_shards, write_shards
         from bedrock_batch.storage import join_uri
 
-        quotas = _quota_config(self.quotas, self.model_id)
+        quotas = quota_config_for(self.quotas, self.model_id)
         template = load_template(self.prompt_name, self.prompt_version, root=self.prompts_root)
         storage = self.storage()
         spec = SourceSpec(
@@ -765,7 +590,7 @@ class BedrockBatchPrepareOperator(_StagingOperator):
         )
         reader = SourceReader(spec, storage, max_object_bytes=quotas.max_record_bytes)
         run_prefix = run_prefix_for(self.staging_uri, self.dag_id, context["ds"])
-        empty = _is_empty_partition(storage, self.source_uri)
+        empty = is_empty_partition(storage, self.source_uri)
         max_records = int(self.max_records or 0)
 
         with tempfile.TemporaryDirectory(prefix="bedrock-batch-prepare-") as work:
@@ -793,7 +618,7 @@ class BedrockBatchPrepareOperator(_StagingOperator):
 
         shards = shard_descriptors(manifest, join_uri(run_prefix, "output"))
         context["ti"].xcom_push(key=ON_DEMAND_XCOM_KEY, value=[f.uri for f in manifest.on_demand])
-        result = {
+        result: PreparedRun = {
             "run_prefix": run_prefix,
             "index_uri": index_uri,
             "quarantine_uri": quarantine_uri,
@@ -822,43 +647,6 @@ class BedrockBatchPrepareOperator(_StagingOperator):
         )
         context["ti"].xcom_push(key=RUN_XCOM_KEY, value=result)
         return shards
-
-
-def remove_stale_files(storage: Any, destination: str, plan: Any) -> int:
-    """Delete files an earlier run of the same date staged under ``destination`` that ``plan`` does not
-    write again; return how many.
-
-    A rerun over changed data plans other shards, and files of the old plan left in a shard prefix would
-    be read by the new job too. Files the plan writes again are overwritten in place instead (one atomic
-    PUT each), so a job of an identical earlier run that is still reading them never sees them missing.
-
-    :param storage: local and S3 access.
-    :param destination: the ``write_shards`` destination.
-    :param plan: the :class:`~bedrock_batch.split.ShardPlan` about to be written there.
-    """
-    from bedrock_batch.split import ON_DEMAND_DIR
-    from bedrock_batch.storage import StorageReadError, join_uri
-
-    keep = {
-        join_uri(destination, f"shard-{shard.number:04d}", f"part-{n:04d}.jsonl")
-        for shard in plan.shards
-        for n in range(1, len(shard.files) + 1)
-    }
-    keep |= {
-        join_uri(destination, ON_DEMAND_DIR, f"part-{n:04d}.jsonl") for n in range(1, len(plan.on_demand) + 1)
-    }
-    try:
-        stale = [obj.uri for obj in storage.list_objects(destination + "/") if obj.uri not in keep]
-    except StorageReadError:
-        return 0
-    storage.delete_objects(stale)
-    return len(stale)
-
-
-def _is_empty_partition(storage: Any, uri: str) -> bool:
-    """True when ``uri`` holds only marker objects such as ``_SUCCESS`` (an empty day)."""
-    names = [obj.name for obj in storage.list_objects(uri)]
-    return all(name.rsplit("/", 1)[-1].startswith(MARKER_PREFIXES) for name in names)
 
 
 # ========================================================================================================
@@ -908,11 +696,10 @@ class BedrockOnDemandOperator(_StagingOperator):
         self.requests_per_second = requests_per_second
         self.max_attempts = max_attempts
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> OnDemandResult:
         import tempfile
 
         from bedrock_batch.on_demand import OnDemandStats, invoke_records, runtime_invoker
-        from bedrock_batch.storage import join_uri
 
         storage = self.storage()
         uris = [self.input_uris] if isinstance(self.input_uris, str) else list(self.input_uris or ())
@@ -920,9 +707,9 @@ class BedrockOnDemandOperator(_StagingOperator):
         reused = 0
         invoke = runtime_invoker(self.hook.runtime_client, self.model_id, self.invocation_type)
         for uri in uris:
-            target = join_uri(self.output_uri, uri.rsplit("/", 1)[-1] + ".out")
-            expected = _count_lines(storage, uri)
-            if _output_complete(storage, target, expected):
+            target = on_demand_output_uri(self.output_uri, uri)
+            expected = count_lines(storage, uri)
+            if output_complete(storage, target, expected):
                 reused += expected
                 continue
             with (
@@ -959,38 +746,9 @@ class BedrockOnDemandOperator(_StagingOperator):
         }
 
 
-def _count_lines(storage: Any, uri: str) -> int:
-    with storage.open_read(uri) as stream:
-        return sum(1 for line in stream if line.strip())
-
-
-def _output_complete(storage: Any, uri: str, expected: int) -> bool:
-    from bedrock_batch.storage import StorageReadError
-
-    try:
-        return _count_lines(storage, uri) == expected
-    except StorageReadError:
-        return False
-
-
 # ========================================================================================================
 # Stage 6: collect outputs, run the retry round, publish the results table and the run report
 # ========================================================================================================
-
-
-def _job_outputs(
-    jobs: Sequence[Mapping[str, Any]] | None, on_demand: Mapping[str, Any] | None, on_demand_label: str
-) -> list[Any]:
-    from bedrock_batch.results import JobOutput
-
-    outputs = [
-        JobOutput(label=str(job["job_arn"]), uri=str(job["output_uri"]))
-        for job in (jobs or ())
-        if job and job.get("output_uri")
-    ]
-    if on_demand and on_demand.get("output_uri"):
-        outputs.append(JobOutput(label=on_demand_label, uri=str(on_demand["output_uri"])))
-    return outputs
 
 
 class _CollectingOperator(_StagingOperator):
@@ -1058,7 +816,7 @@ class BedrockBatchCollectOperator(_CollectingOperator):
         super().__init__(**kwargs)
         self.retry = retry
 
-    def execute(self, context: Context) -> list[dict[str, Any]]:
+    def execute(self, context: Context) -> list[ShardDescriptor]:
         import tempfile
 
         from bedrock_batch.collect import retryable_record_ids, summarize_results
@@ -1067,8 +825,8 @@ class BedrockBatchCollectOperator(_CollectingOperator):
         from bedrock_batch.storage import join_uri
 
         prepared = dict(self.prepared)  # type: ignore[arg-type]
-        jobs = [dict(j) for j in (self.jobs or ()) if isinstance(j, Mapping)]
-        joined = self._join(_job_outputs(jobs, self.on_demand, "on-demand"))  # type: ignore[arg-type]
+        jobs = job_results(self.jobs)
+        joined = self._join(job_outputs(jobs, _mapping(self.on_demand), ON_DEMAND_LABEL))
         summary = summarize_results(joined)
         retry_ids = retryable_record_ids(joined) if self.retry else []
         self.log.info(
@@ -1079,12 +837,12 @@ class BedrockBatchCollectOperator(_CollectingOperator):
             f"{summary.retryable:,}",
             f"{summary.missing:,}",
         )
-        retry_shards: list[dict[str, Any]] = []
+        retry_shards: list[ShardDescriptor] = []
         retry_on_demand: list[str] = []
         retried = 0
         if retry_ids:
             storage = self.storage()
-            quotas = _quota_config(self.quotas, prepared["model_id"]).replace(below_minimum="on_demand")
+            quotas = quota_config_for(self.quotas, prepared["model_id"]).replace(below_minimum="on_demand")
             retry_prefix = join_uri(prepared["run_prefix"], "retry-1")
             inputs = [job["input_uri"] for job in jobs if job.get("input_uri")]
             inputs += list(prepared.get("on_demand_uris") or ())
@@ -1104,7 +862,7 @@ class BedrockBatchCollectOperator(_CollectingOperator):
                 f"{plan.on_demand_records:,}",
             )
         context["ti"].xcom_push(key=RETRY_ON_DEMAND_XCOM_KEY, value=retry_on_demand)
-        round_summary = {
+        round_summary: CollectRound = {
             "records": summary.records,
             "succeeded": summary.succeeded,
             "failed": summary.failed,
@@ -1179,9 +937,8 @@ class BedrockBatchPublishOperator(_CollectingOperator):
         self.glue_database = glue_database
         self.glue_table = glue_table
 
-    def execute(self, context: Context) -> dict[str, Any]:
-        from datetime import UTC, datetime
-
+    def execute(self, context: Context) -> PublishResult:
+        from bedrock_batch.report import run_report
         from bedrock_batch.results import (
             assemble_call_summaries,
             load_quarantine,
@@ -1192,10 +949,10 @@ class BedrockBatchPublishOperator(_CollectingOperator):
         from bedrock_batch.storage import join_uri
 
         prepared = dict(self.prepared)  # type: ignore[arg-type]
-        first = [dict(j) for j in (self.jobs or ()) if isinstance(j, Mapping)]
-        retry = [dict(j) for j in (self.retry_jobs or ()) if isinstance(j, Mapping)]
-        outputs = _job_outputs(first, _mapping(self.on_demand), "on-demand")
-        outputs += _job_outputs(retry, _mapping(self.retry_on_demand), "on-demand-retry")
+        first = job_results(self.jobs)
+        retry = job_results(self.retry_jobs)
+        outputs = job_outputs(first, _mapping(self.on_demand), ON_DEMAND_LABEL)
+        outputs += job_outputs(retry, _mapping(self.retry_on_demand), ON_DEMAND_RETRY_LABEL)
         joined = self._join(outputs)
         storage = self.storage()
         ds = str(context["ds"])
@@ -1210,7 +967,15 @@ class BedrockBatchPublishOperator(_CollectingOperator):
         )
         table_uri = write_partition(storage, table, join_uri(self.results_uri, self.table_name), ds)
 
-        report = self._report(context, prepared, table, [*first, *retry])
+        report = run_report(
+            table,
+            ds=ds,
+            dag_run_id=str(context["run_id"]),
+            model_id=str(prepared["model_id"]),
+            input_records=int(prepared.get("rows") or 0),
+            retried=int((_mapping(self.collected) or {}).get("retried") or 0),
+            jobs=[{**job, "duration_seconds": self._duration(job)} for job in [*first, *retry]],
+        )
         report_prefix = join_uri(self.results_uri, "reports", f"ds={ds}")
         write_json(storage, report.to_dict(), join_uri(report_prefix, "run_report.json"))
         write_bytes(storage, report.to_markdown().encode(), join_uri(report_prefix, "run_report.md"))
@@ -1229,7 +994,8 @@ class BedrockBatchPublishOperator(_CollectingOperator):
                 f"{report.input_records:,} input rows but {report.succeeded:,} succeeded + {report.failed:,} "
                 f"failed + {report.quarantined:,} quarantined; the published partition is {table_uri}"
             )
-        return {**report.to_dict(), "results_uri": table_uri, "report_uri": report_prefix, "catalog": catalog}
+        where = {"results_uri": table_uri, "report_uri": report_prefix, "catalog": catalog}
+        return cast(PublishResult, {**report.to_dict(), **where})
 
     def _register(self, table_root: str, schema: Any, ds: str) -> dict[str, Any] | None:
         """Register the ``ds`` partition in the Glue Data Catalog when a database is configured and the table
@@ -1253,48 +1019,6 @@ class BedrockBatchPublishOperator(_CollectingOperator):
         )
         return registration.to_dict()
 
-    def _report(
-        self, context: Context, prepared: Mapping[str, Any], table: Any, jobs: Sequence[Mapping[str, Any]]
-    ) -> Any:
-        import pyarrow.compute as pc
-
-        from bedrock_batch.cost import estimate_cost
-        from bedrock_batch.report import RunReport, job_summaries
-
-        status = table["status"]
-
-        def count(value: str) -> int:
-            return int(pc.sum(pc.equal(status, value)).as_py() or 0)
-
-        def tokens(column: str, batch: bool) -> int:
-            on_demand = pc.fill_null(pc.starts_with(table["job_arn"], "on-demand"), False)
-            mask = pc.invert(on_demand) if batch else on_demand
-            return int(pc.sum(table[column].filter(mask)).as_py() or 0)
-
-        model_id = str(prepared["model_id"])
-        # Batch tokens cost half the on-demand price; the fallback's tokens are billed in full.
-        batch_cost = estimate_cost(model_id, tokens("input_tokens", True), tokens("output_tokens", True))
-        fallback_cost = estimate_cost(
-            model_id, tokens("input_tokens", False), tokens("output_tokens", False), batch=False
-        )
-        cost = None if batch_cost is None or fallback_cost is None else batch_cost + fallback_cost
-        collected = _mapping(self.collected) or {}
-        summaries = job_summaries({**job, "duration_seconds": self._duration(job)} for job in jobs)
-        return RunReport(
-            ds=str(context["ds"]),
-            dag_run_id=str(context["run_id"]),
-            model_id=model_id,
-            input_records=int(prepared.get("rows") or 0),
-            quarantined=count("quarantined"),
-            succeeded=count("succeeded"),
-            failed=count("failed"),
-            retried=int(collected.get("retried") or 0),
-            input_tokens=int(pc.sum(table["input_tokens"]).as_py() or 0),
-            output_tokens=int(pc.sum(table["output_tokens"]).as_py() or 0),
-            estimated_cost_usd=cost,
-            jobs=summaries,
-        )
-
     def _duration(self, job: Mapping[str, Any]) -> float | None:
         try:
             described = self.hook.get_job(str(job["job_arn"]))
@@ -1303,10 +1027,6 @@ class BedrockBatchPublishOperator(_CollectingOperator):
             return None
         start, end = described.get("submitTime"), described.get("endTime")
         return (end - start).total_seconds() if start and end else None
-
-
-class OutputAccountingError(JobFailedError):
-    """The published rows do not add up to the input rows: a record was lost or counted twice."""
 
 
 def _mapping(value: Any) -> Mapping[str, Any] | None:

@@ -1,6 +1,7 @@
 """Run report for platform teams: what went in, what came out, which jobs ran, what it cost.
 
-Built from counts and job metadata only; rendered as JSON, Markdown and a plain-text log table.
+Built from the results table's counts and the jobs' metadata only (:func:`run_report`); rendered as JSON,
+Markdown and a plain-text log table.
 """
 
 from __future__ import annotations
@@ -8,7 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from bedrock_batch.cost import estimate_cost
+from bedrock_batch.staging import ON_DEMAND_LABEL
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 @dataclass(frozen=True)
@@ -114,3 +121,62 @@ def job_summaries(results: Iterable[Mapping[str, Any]]) -> list[JobSummary]:
         )
         for r in results
     ]
+
+
+def run_report(
+    table: pa.Table,
+    *,
+    ds: str,
+    dag_run_id: str,
+    model_id: str,
+    input_records: int,
+    retried: int,
+    jobs: Iterable[Mapping[str, Any]],
+) -> RunReport:
+    """The report of a published run, from its results table.
+
+    Counts rows by ``status``; splits the tokens between batch jobs (billed at the batch discount) and the
+    on-demand fallback (rows whose ``job_arn`` is an :data:`~bedrock_batch.staging.ON_DEMAND_LABEL`
+    label, billed in full) for the estimated cost.
+
+    :param table: the results table (``status``, ``job_arn``, ``input_tokens``, ``output_tokens`` columns).
+    :param ds: the run's date.
+    :param dag_run_id: the run's id.
+    :param model_id: the model the records were sent to (its price).
+    :param input_records: the source rows the run read.
+    :param retried: the records that went through the retry round.
+    :param jobs: the submit results of both rounds, each with its ``duration_seconds`` if known.
+    """
+    import pyarrow.compute as pc
+
+    status = table["status"]
+    on_demand = pc.fill_null(pc.starts_with(table["job_arn"], ON_DEMAND_LABEL), False)
+
+    def count(value: str) -> int:
+        return int(pc.sum(pc.equal(status, value)).as_py() or 0)
+
+    def tokens(column: str, rows: Any = None) -> int:
+        values = table[column] if rows is None else table[column].filter(rows)
+        return int(pc.sum(values).as_py() or 0)
+
+    batch = pc.invert(on_demand)
+    batch_cost = estimate_cost(model_id, tokens("input_tokens", batch), tokens("output_tokens", batch))
+    fallback_cost = estimate_cost(
+        model_id, tokens("input_tokens", on_demand), tokens("output_tokens", on_demand), batch=False
+    )
+    return RunReport(
+        ds=ds,
+        dag_run_id=dag_run_id,
+        model_id=model_id,
+        input_records=input_records,
+        quarantined=count("quarantined"),
+        succeeded=count("succeeded"),
+        failed=count("failed"),
+        retried=retried,
+        input_tokens=tokens("input_tokens"),
+        output_tokens=tokens("output_tokens"),
+        estimated_cost_usd=None
+        if batch_cost is None or fallback_cost is None
+        else batch_cost + fallback_cost,
+        jobs=job_summaries(jobs),
+    )

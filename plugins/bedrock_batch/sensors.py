@@ -14,25 +14,20 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.providers.common.compat.sdk import AirflowSensorTimeout, conf
 from airflow.sdk import PokeReturnValue
 
-from bedrock_batch.hooks import BedrockBatchHook, describe_error, is_transient
+from bedrock_batch.aws_errors import describe_error, is_transient
+from bedrock_batch.errors import JobWaitTimeoutError
+from bedrock_batch.hooks import BedrockBatchHook
 from bedrock_batch.jobs import (
-    COMPLETED,
     DEFAULT_WAIT_MARGIN,
     MAX_JOB_TIMEOUT,
-    SALVAGE_STATUSES,
-    TERMINAL_STATUSES,
     format_progress,
     job_id_from_arn,
     progress_of,
 )
 from bedrock_batch.links import BedrockBatchJobLink, BedrockBatchOutputLink, persist_job_links
-from bedrock_batch.triggers import (
-    DEFAULT_POLL_INTERVAL,
-    BedrockBatchJobTrigger,
-    JobWaitTimeoutError,
-    job_event,
-    result_from_event,
-)
+from bedrock_batch.polling import DEFAULT_POLL_INTERVAL, accepted_statuses, job_event, result_from_event
+from bedrock_batch.stage_results import JobResult
+from bedrock_batch.triggers import BedrockBatchJobTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -81,9 +76,7 @@ class BedrockBatchJobSensor(AwsBaseSensor[BedrockBatchHook]):
         self.strict = strict
         self.deferrable = deferrable
         # Per instance, never on the class: sensors with different strictness must not share them.
-        salvage = frozenset() if strict else SALVAGE_STATUSES
-        self.success_statuses: frozenset[str] = frozenset({COMPLETED}) | salvage
-        self.failure_statuses: frozenset[str] = TERMINAL_STATUSES - self.success_statuses
+        self.success_statuses, self.failure_statuses = accepted_statuses(strict)
         self._last_progress: tuple[str, int, int] | None = None
         self._links_persisted = False
 
@@ -128,7 +121,7 @@ class BedrockBatchJobSensor(AwsBaseSensor[BedrockBatchHook]):
         # Raises JobFailedError with the job's message for a failure status.
         return PokeReturnValue(is_done=True, xcom_value=result_from_event(job_event(job, strict=self.strict)))
 
-    def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
+    def execute_complete(self, context: Context, event: Any = None) -> JobResult:
         """Resume from the trigger. An error event raises; it never pokes again (provider defect 3)."""
         try:
             return result_from_event(event)

@@ -7,73 +7,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
-from botocore.exceptions import ClientError
 
-from bedrock_batch.errors import BedrockBatchError, JobFailedError
-from bedrock_batch.hooks import (
-    EXPIRED_CREDENTIAL_ERRORS,
-    BedrockBatchHook,
-    describe_error,
-    error_code,
-    is_transient,
-)
-from bedrock_batch.jobs import (
-    DEFAULT_WAIT_MARGIN,
-    TERMINAL_STATUSES,
-    abandoned_by_user,
-    counts_of,
-    format_progress,
-    job_id_from_arn,
-    outcome_for,
-    output_uri_for,
-    progress_of,
-    wait_deadline,
-)
+# The wait's decisions and its event live in polling (pure, shared with the submit operator's blocking wait),
+# its exception types in errors; the names imported "as" themselves are imported from here by earlier callers.
+from bedrock_batch.errors import JobStatusError as JobStatusError
+from bedrock_batch.errors import JobWaitTimeoutError as JobWaitTimeoutError
+from bedrock_batch.hooks import BedrockBatchHook
+from bedrock_batch.jobs import DEFAULT_WAIT_MARGIN, abandoned_by_user, job_id_from_arn
+from bedrock_batch.polling import COUNT_KEYS as COUNT_KEYS
+from bedrock_batch.polling import DEFAULT_POLL_INTERVAL, JobWatch, log_step
+from bedrock_batch.polling import MAX_BACKOFF_SECONDS as MAX_BACKOFF_SECONDS
+from bedrock_batch.polling import job_event as job_event
+from bedrock_batch.polling import result_from_event as result_from_event
 from bedrock_batch.task_state import aread_task_state
-
-DEFAULT_POLL_INTERVAL = 60.0
-COUNT_KEYS = ("total_records", "processed_records", "success_records", "error_records")
-# Throttled or failing polls back off up to this long; the job's own deadline still bounds the wait.
-MAX_BACKOFF_SECONDS = 600.0
-
-
-class JobWaitTimeoutError(BedrockBatchError):
-    """A job did not end before the wait deadline (its own expiration plus a margin, or the timeout given)."""
-
-
-class JobStatusError(BedrockBatchError):
-    """A job's status cannot be read at all (access denied, job not found): waiting longer will not help."""
-
-
-def job_event(job: Mapping[str, Any], *, strict: bool) -> dict[str, Any]:
-    """The event payload for a job description: its ids, status, outcome, record counts and S3 locations.
-
-    Shared by the trigger and the operators' non-deferrable paths so both return the same shape.
-
-    :param job: a GetModelInvocationJob description.
-    :param strict: treat PartiallyCompleted, Stopped and Expired as failures.
-    """
-    status = str(job.get("status", ""))
-    outcome = outcome_for(status, strict=strict) if status in TERMINAL_STATUSES else None
-    return {
-        "status": "error" if outcome == "failed" else "success",
-        "job_arn": job.get("jobArn"),
-        "job_id": job_id_from_arn(str(job.get("jobArn", ""))),
-        "job_name": job.get("jobName"),
-        "job_status": status,
-        "outcome": outcome,
-        "reason": "ended" if outcome else "running",
-        "message": job.get("message") or "",
-        "model_id": job.get("modelId"),
-        "input_s3_uri": job.get("inputDataConfig", {}).get("s3InputDataConfig", {}).get("s3Uri"),
-        "output_s3_uri": job.get("outputDataConfig", {}).get("s3OutputDataConfig", {}).get("s3Uri"),
-        **counts_of(job),
-    }
 
 
 class BedrockBatchJobTrigger(BaseTrigger):
@@ -163,68 +114,34 @@ class BedrockBatchJobTrigger(BaseTrigger):
             config=self.botocore_config,
         )
 
-    def _error_event(self, reason: str, message: str, job: Mapping[str, Any] | None) -> TriggerEvent:
-        """An ``error`` event that did not come from a job ending (timeout, unrecoverable API error)."""
-        payload: dict[str, Any] = (
-            job_event(job, strict=self.strict)
-            if job
-            else {"job_arn": self.job_arn, "job_id": job_id_from_arn(self.job_arn), "job_status": None}
-        )
-        payload.update({"status": "error", "reason": reason, "message": message, "outcome": None})
-        return TriggerEvent(payload)
-
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        """Poll until the job ends or the deadline passes; yield one event."""
+        """Poll until the job ends or the deadline passes; yield one event (decisions: :class:`JobWatch`)."""
         hook = self.hook()
-        job_id = job_id_from_arn(self.job_arn)
-        deadline = datetime.fromisoformat(self.deadline) if self.deadline else None
-        last_progress: tuple[str, int, int] | None = None
-        last_job: dict[str, Any] | None = None
-        delay = self.poll_interval
+        watch = JobWatch(
+            self.job_arn,
+            poll_interval=self.poll_interval,
+            strict=self.strict,
+            deadline=datetime.fromisoformat(self.deadline) if self.deadline else None,
+            margin=timedelta(seconds=self.margin_seconds),
+        )
         async with contextlib.AsyncExitStack() as stack:
             client = await stack.enter_async_context(await hook.get_async_conn())
             while True:
                 try:
                     job = await hook.get_job_async(self.job_arn, client)
                 except Exception as error:
-                    if isinstance(error, ClientError) and error_code(error) in EXPIRED_CREDENTIAL_ERRORS:
-                        # Jobs outlive temporary credentials; a new client fetches fresh ones.
-                        self.log.info("Credentials expired while waiting for job %s; reconnecting", job_id)
-                        await stack.aclose()
-                        client = await stack.enter_async_context(await hook.get_async_conn())
-                        continue
-                    if not is_transient(error):
-                        message = f"GetModelInvocationJob failed: {error}"
-                        yield self._error_event("api_error", message, last_job)
-                        return
-                    delay = await self._back_off(job_id, describe_error(error), delay)
+                    step = watch.check_failed(error, datetime.now(UTC))
                 else:
-                    delay = self.poll_interval
-                    last_job = job
-                    if deadline is None:
-                        deadline = wait_deadline(job, timedelta(seconds=self.margin_seconds))
-                    progress = progress_of(job)
-                    if progress != last_progress:
-                        self.log.info(format_progress(job_id, *progress))
-                        last_progress = progress
-                    if job.get("status") in TERMINAL_STATUSES:
-                        event = job_event(job, strict=self.strict)
-                        yield TriggerEvent(event)
-                        return
-                    await asyncio.sleep(self.poll_interval)
-                if deadline is not None and datetime.now(UTC) >= deadline:
-                    status = last_job.get("status") if last_job else "unknown"
-                    yield self._error_event(
-                        "timeout",
-                        f"job {job_id} still {status} at the wait deadline {deadline.isoformat()}",
-                        last_job,
-                    )
+                    step = watch.checked(job, datetime.now(UTC))
+                log_step(self.log, step)
+                if step.event is not None:
+                    yield TriggerEvent(step.event)
                     return
-
-    async def _back_off(self, job_id: str, code: str, delay: float) -> float:
-        self.log.warning("Polling job %s got %s; retrying in %.1f s", job_id, code, delay)
-        await asyncio.sleep(delay)
-        return min(delay * 2, max(MAX_BACKOFF_SECONDS, self.poll_interval))
+                if step.reconnect:
+                    await stack.aclose()
+                    client = await stack.enter_async_context(await hook.get_async_conn())
+                else:
+                    await asyncio.sleep(step.delay)
 
     async def on_kill(self) -> None:
         """The waiting was cancelled by a user action: stop the job only if the user abandoned the task.
@@ -247,47 +164,3 @@ class BedrockBatchJobTrigger(BaseTrigger):
             return
         if await self.hook().stop_job_async(self.job_arn):
             self.log.info("The task was marked failed: requested stop of job %s", job_id)
-
-
-def result_from_event(event: Any) -> dict[str, Any]:
-    """Check an event of :class:`BedrockBatchJobTrigger` (or :func:`job_event`) and return the job's metadata.
-
-    Never polls: an ``error`` event always raises, whatever the job's status is by now.
-
-    :param event: the payload the task resumed with.
-    :return: ``job_arn``, ``job_id``, ``job_name``, ``status``, ``outcome``, ``model_id``, ``input_uri``,
-        ``output_uri`` (``<output>/<jobId>/``) and the record counts.
-    :raises JobFailedError: the job ended Failed (or, in strict mode, not Completed); carries its message.
-    :raises JobWaitTimeoutError: the job did not end before the deadline.
-    :raises JobStatusError: the job's status could not be read.
-    """
-    if (
-        not isinstance(event, Mapping)
-        or event.get("status") not in ("success", "error")
-        or not event.get("job_arn")
-    ):
-        raise BedrockBatchError(
-            f"unexpected trigger event {event!r}: expected a BedrockBatchJobTrigger event"
-        )
-    job_id = str(event.get("job_id") or job_id_from_arn(str(event["job_arn"])))
-    if event["status"] == "error":
-        message = event.get("message") or "no message from the service"
-        if event.get("reason") == "timeout":
-            raise JobWaitTimeoutError(message)
-        if event.get("reason") == "api_error":
-            raise JobStatusError(f"job {job_id}: {message}")
-        status = event.get("job_status")
-        hint = "" if status == "Failed" else " (strict mode treats every ending but Completed as a failure)"
-        raise JobFailedError(f"job {job_id} ended {status}{hint}: {message}")
-    output_s3_uri = event.get("output_s3_uri")
-    return {
-        "job_arn": event["job_arn"],
-        "job_id": job_id,
-        "job_name": event.get("job_name"),
-        "status": event.get("job_status"),
-        "outcome": event.get("outcome"),
-        "model_id": event.get("model_id"),
-        "input_uri": event.get("input_s3_uri"),
-        "output_uri": output_uri_for(output_s3_uri, job_id) if output_s3_uri else None,
-        **{key: int(event.get(key) or 0) for key in COUNT_KEYS},
-    }

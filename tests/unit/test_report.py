@@ -1,11 +1,14 @@
-"""Run report: accounting check and its JSON, Markdown and log renderings."""
+"""Run report: built from the results table, accounting check, and its JSON, Markdown and log renderings."""
 
 from __future__ import annotations
 
 import json
 from decimal import Decimal
 
-from bedrock_batch.report import JobSummary, RunReport, job_summaries
+import pyarrow as pa
+
+from bedrock_batch.cost import estimate_cost
+from bedrock_batch.report import JobSummary, RunReport, job_summaries, run_report
 
 
 def make_report(**overrides) -> RunReport:
@@ -76,3 +79,75 @@ class TestJobSummaries:
             [{"job_name": "n", "job_arn": "a", "status": "PartiallyCompleted", "records": 150}]
         )
         assert jobs == [JobSummary("n", "a", "PartiallyCompleted", 150, None)]
+
+
+HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
+JOB = "arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/abc123def456"
+
+
+def results_table(rows: list[tuple[str, str | None, int | None, int | None]]) -> pa.Table:
+    status, job_arn, input_tokens, output_tokens = zip(*rows, strict=True)
+    return pa.table(
+        {
+            "status": pa.array(status, pa.string()),
+            "job_arn": pa.array(job_arn, pa.string()),
+            "input_tokens": pa.array(input_tokens, pa.int64()),
+            "output_tokens": pa.array(output_tokens, pa.int64()),
+        }
+    )
+
+
+def report_of(table: pa.Table, model_id: str = HAIKU) -> RunReport:
+    return run_report(
+        table,
+        ds="2026-11-21",
+        dag_run_id="scheduled__2026-11-21",
+        model_id=model_id,
+        input_records=table.num_rows,
+        retried=2,
+        jobs=[
+            {
+                "job_name": "cc-s0001-a1",
+                "job_arn": JOB,
+                "status": "Completed",
+                "records": 3,
+                "duration_seconds": 60.0,
+            }
+        ],
+    )
+
+
+class TestRunReportFromTheTable:
+    TABLE = results_table(
+        [
+            ("succeeded", JOB, 1000, 100),
+            ("succeeded", JOB, 2000, 200),
+            ("failed", JOB, None, None),
+            ("succeeded", "on-demand", 400, 40),
+            ("succeeded", "on-demand-retry", 600, 60),
+            ("quarantined", None, None, None),
+        ]
+    )
+
+    def test_counts_rows_by_outcome(self):
+        report = report_of(self.TABLE)
+        assert (report.succeeded, report.failed, report.quarantined, report.retried) == (4, 1, 1, 2)
+        assert report.accounted
+
+    def test_sums_every_token(self):
+        report = report_of(self.TABLE)
+        assert (report.input_tokens, report.output_tokens) == (4000, 400)
+
+    def test_batch_tokens_at_the_batch_price_and_on_demand_tokens_at_the_full_price(self):
+        batch = estimate_cost(HAIKU, 3000, 300)
+        on_demand = estimate_cost(HAIKU, 1000, 100, batch=False)
+        assert batch is not None
+        assert on_demand is not None
+        assert report_of(self.TABLE).estimated_cost_usd == batch + on_demand
+        assert on_demand == 2 * estimate_cost(HAIKU, 1000, 100)
+
+    def test_a_model_without_a_price_has_an_unknown_cost(self):
+        assert report_of(self.TABLE, model_id="acme.unpriced-model-v1").estimated_cost_usd is None
+
+    def test_lists_the_jobs(self):
+        assert report_of(self.TABLE).jobs == [JobSummary("cc-s0001-a1", JOB, "Completed", 3, 60.0)]

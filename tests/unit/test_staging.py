@@ -1,0 +1,133 @@
+"""A run's staged files: where they live, shard descriptors, stale files of an earlier plan, outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bedrock_batch.config import QuotaConfig
+from bedrock_batch.errors import ConfigError
+from bedrock_batch.results import JobOutput
+from bedrock_batch.split import plan_shards, write_shards
+from bedrock_batch.staging import (
+    ON_DEMAND_LABEL,
+    count_lines,
+    is_empty_partition,
+    job_outputs,
+    job_results,
+    on_demand_output_uri,
+    output_complete,
+    remove_stale_files,
+    run_prefix_for,
+    shard_descriptors,
+)
+from bedrock_batch.storage import Storage
+
+QUOTAS = QuotaConfig(
+    min_records_per_job=10, max_records_per_job=40, max_records_per_file=15, below_minimum="on_demand"
+)
+
+
+def spool(path: Path, count: int) -> list[int]:
+    lines = [b'{"recordId":"%011d","modelInput":{"prompt":"p%d"}}\n' % (i, i) for i in range(count)]
+    path.write_bytes(b"".join(lines))
+    return [len(line) for line in lines]
+
+
+def files_under(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+class TestRunPrefix:
+    def test_dag_and_date_under_the_staging_root(self):
+        assert run_prefix_for("s3://staging/batch/", "call_center", "2026-11-21") == (
+            "s3://staging/batch/call_center/2026-11-21"
+        )
+
+    def test_a_prefix_bedrock_would_refuse_is_an_error(self):
+        with pytest.raises(ConfigError, match="not a valid Bedrock job S3 URI"):
+            run_prefix_for("s3://staging/ds=2026-11-21/", "call_center", "2026-11-21")
+
+    def test_local_paths_are_not_checked(self, tmp_path):
+        assert run_prefix_for(str(tmp_path / "a=b"), "dag", "2026-11-21") == str(
+            tmp_path / "a=b/dag/2026-11-21"
+        )
+
+
+class TestShardDescriptors:
+    def test_one_descriptor_per_written_shard(self, tmp_path):
+        sizes = spool(tmp_path / "spool.jsonl", 85)
+        manifest = write_shards(tmp_path / "spool.jsonl", plan_shards(sizes, QUOTAS), str(tmp_path / "input"))
+        shards = shard_descriptors(manifest, str(tmp_path / "output"), round_number=2)
+        assert [s["shard"] for s in shards] == [1, 2, 3]
+        assert sum(s["records"] for s in shards) == 85
+        assert {s["round"] for s in shards} == {2}
+        first = shards[0]
+        assert first["input_uri"] == manifest.shards[0].input_uri
+        assert first["output_uri"] == str(tmp_path / "output" / "shard-0001") + "/"
+        assert first["fingerprint"] == manifest.shards[0].fingerprint
+        assert first["bytes"] == manifest.shards[0].span.length
+
+
+class TestRemoveStaleFiles:
+    def test_removes_only_what_the_new_plan_does_not_write(self, tmp_path):
+        storage = Storage()
+        destination = tmp_path / "input"
+        sizes = spool(tmp_path / "old.jsonl", 100)  # 3 shards of 2-3 files, no on-demand records
+        write_shards(tmp_path / "old.jsonl", plan_shards(sizes, QUOTAS), str(destination))
+        before = files_under(destination)
+        new_sizes = spool(tmp_path / "new.jsonl", 45)  # 2 shards
+        new_plan = plan_shards(new_sizes, QUOTAS)
+        removed = remove_stale_files(storage, str(destination), new_plan)
+        kept = files_under(destination)
+        assert removed == len(before) - len(kept) > 0
+        assert all(name.startswith(("shard-0001/", "shard-0002/")) for name in kept)
+        # The new plan can be written where the old one was: no foreign file is left in its prefixes.
+        write_shards(tmp_path / "new.jsonl", new_plan, str(destination))
+
+    def test_nothing_staged_yet_is_nothing_to_remove(self, tmp_path):
+        plan = plan_shards(spool(tmp_path / "s.jsonl", 20), QUOTAS)
+        assert remove_stale_files(Storage(), str(tmp_path / "nowhere"), plan) == 0
+
+
+class TestPartitionAndOutputs:
+    def test_a_partition_of_markers_only_is_empty(self, tmp_path):
+        (tmp_path / "_SUCCESS").write_text("")
+        (tmp_path / ".done").write_text("")
+        assert is_empty_partition(Storage(), str(tmp_path))
+        (tmp_path / "calls.csv").write_text("id,text\n")
+        assert not is_empty_partition(Storage(), str(tmp_path))
+
+    def test_count_lines_skips_blank_lines(self, tmp_path):
+        (tmp_path / "part.jsonl").write_text('{"a": 1}\n\n{"a": 2}\n  \n')
+        assert count_lines(Storage(), str(tmp_path / "part.jsonl")) == 2
+
+    def test_output_complete_needs_the_file_and_every_line(self, tmp_path):
+        target = tmp_path / "part-0001.jsonl.out"
+        assert not output_complete(Storage(), str(target), 2)
+        target.write_text('{"recordId": "a"}\n')
+        assert not output_complete(Storage(), str(target), 2)
+        target.write_text('{"recordId": "a"}\n{"recordId": "b"}\n')
+        assert output_complete(Storage(), str(target), 2)
+
+    def test_on_demand_output_sits_beside_the_others_under_the_input_name(self):
+        assert on_demand_output_uri(
+            "s3://b/run/on-demand-output/", "s3://b/run/input/on-demand/part-0001.jsonl"
+        ) == ("s3://b/run/on-demand-output/part-0001.jsonl.out")
+
+    def test_job_outputs_of_a_round(self):
+        jobs = [
+            {"job_arn": "arn:1", "output_uri": "s3://b/out/shard-0001/abc/"},
+            {"job_arn": "arn:2", "output_uri": None},  # not waited for: nothing to read
+        ]
+        outputs = job_outputs(jobs, {"output_uri": "s3://b/od/", "records": 3}, ON_DEMAND_LABEL)
+        assert outputs == [
+            JobOutput(label="arn:1", uri="s3://b/out/shard-0001/abc/"),
+            JobOutput(label="on-demand", uri="s3://b/od/"),
+        ]
+        assert job_outputs(None, {"output_uri": None}, ON_DEMAND_LABEL) == []
+
+    def test_job_results_skip_map_indexes_without_a_result(self):
+        assert job_results([{"job_arn": "a"}, None, {"job_arn": "b"}]) == [{"job_arn": "a"}, {"job_arn": "b"}]
+        assert job_results(None) == []
