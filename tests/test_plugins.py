@@ -52,7 +52,7 @@ class TestPluginLoading:
 
     def test_library_modules_are_not_loaded_under_bare_names(self):
         # Airflow registers plugin files under their file stem; the library must only exist as bedrock_batch.*
-        stems = {path.stem for path in (PLUGINS_FOLDER / "bedrock_batch").glob("*.py")} - {"__init__"}
+        stems = {path.stem for path in (PLUGINS_FOLDER / "bedrock_batch").rglob("*.py")} - {"__init__"}
         assert stems, "the library has modules"
         modules = set(load_plugins()["modules"])
         assert sorted(modules & stems) == []

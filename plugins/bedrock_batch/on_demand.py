@@ -1,13 +1,16 @@
 """On-demand fallback: invoke the model record by record for sets too small for a batch job.
 
-Writes the same line format as a batch job's ``.jsonl.out`` so collection treats both alike.
+Writes the same line format as a batch job's ``.jsonl.out`` so collection treats both alike
+(:func:`invoke_files` for staged input files, :func:`invoke_records` for their lines).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +20,8 @@ from botocore.exceptions import ClientError
 from bedrock_batch.aws_errors import error_code
 from bedrock_batch.errors import InvocationError
 from bedrock_batch.log_redaction import install_sdk_log_redaction
+from bedrock_batch.staging import count_lines, on_demand_output_uri, output_complete
+from bedrock_batch.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +52,17 @@ Invoke = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 
 @dataclass
 class OnDemandStats:
-    """Counts of one fallback pass, for logs and the run report."""
+    """Counts of one fallback pass, for logs and the run report.
+
+    ``reused`` counts the records of input files whose output an earlier try had written completely: they
+    are not invoked again, and not in the other counts.
+    """
 
     records: int = 0
     succeeded: int = 0
     failed: int = 0
     retries: int = 0
+    reused: int = 0
 
 
 class RateLimiter:
@@ -120,6 +130,49 @@ def invoke_records(
         stats.failed,
         stats.retries,
     )
+
+
+def invoke_files(
+    storage: Storage,
+    input_uris: Sequence[str],
+    output_uri: str,
+    invoke: Invoke,
+    *,
+    requests_per_second: float = 5.0,
+    max_attempts: int = 5,
+) -> OnDemandStats:
+    """Invoke the model for every record of the staged ``input_uris``; write ``<output_uri>/<file>.out`` each.
+
+    An input file whose output already holds one line per record is not invoked again (a rerun does not
+    pay twice). Each output file is written whole once its records are done.
+
+    :param storage: local and S3 access.
+    :param input_uris: batch input files (``{"recordId", "modelInput"}`` lines).
+    :param output_uri: prefix of the output files.
+    :param invoke: see :func:`invoke_records`.
+    :param requests_per_second: client-side rate limit.
+    :param max_attempts: attempts per record for throttling and transient errors.
+    """
+    stats = OnDemandStats()
+    for uri in input_uris:
+        target = on_demand_output_uri(output_uri, uri)
+        expected = count_lines(storage, uri)
+        if output_complete(storage, target, expected):
+            stats.reused += expected
+            continue
+        with (
+            tempfile.NamedTemporaryFile(prefix="bedrock-batch-on-demand-", delete=False) as out,
+            storage.open_read(uri) as lines,
+        ):
+            for line in invoke_records(
+                lines, invoke, requests_per_second=requests_per_second, max_attempts=max_attempts, stats=stats
+            ):
+                out.write(line)
+        try:
+            storage.write_file(out.name, target)
+        finally:
+            os.unlink(out.name)
+    return stats
 
 
 def runtime_invoker(client: Any, model_id: str, invocation_type: str = "InvokeModel") -> Invoke:

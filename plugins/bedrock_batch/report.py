@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from bedrock_batch.cost import estimate_cost
 from bedrock_batch.staging import ON_DEMAND_LABEL
+from bedrock_batch.storage import Storage, join_uri
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -180,3 +181,16 @@ def run_report(
         else batch_cost + fallback_cost,
         jobs=job_summaries(jobs),
     )
+
+
+def write_report(storage: Storage, report: RunReport, prefix: str) -> None:
+    """Write ``run_report.json`` and ``run_report.md`` under ``prefix``.
+
+    :param storage: local and S3 access.
+    :param report: the report.
+    :param prefix: e.g. ``<results_uri>/reports/ds=<ds>``.
+    """
+    from bedrock_batch.results import write_bytes, write_json
+
+    write_json(storage, report.to_dict(), join_uri(prefix, "run_report.json"))
+    write_bytes(storage, report.to_markdown().encode(), join_uri(prefix, "run_report.md"))

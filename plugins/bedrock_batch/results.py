@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bedrock_batch.call_summaries import SUMMARY_FIELDS, summary_columns
-from bedrock_batch.collect import Manifest, iter_output_batches, parse_manifest
+from bedrock_batch.collect import Manifest, iter_output_batches, join_results, parse_manifest
 from bedrock_batch.models import ModelFamily
 from bedrock_batch.storage import Storage, StorageReadError, join_uri
 
@@ -110,6 +110,20 @@ def load_index(storage: Storage, uri: str) -> pa.Table:
     """The record index Parquet written by prepare."""
     with storage.open_seekable(uri) as stream:
         return pq.read_table(stream)
+
+
+def join_outputs(
+    storage: Storage, index_uri: str, outputs: Sequence[JobOutput], family: ModelFamily
+) -> pa.Table:
+    """Every output line of ``outputs`` joined to the record index at ``index_uri`` (see
+    :func:`~bedrock_batch.collect.join_results`): one row per record, ``missing`` where no output has it.
+
+    :param storage: local and S3 access.
+    :param index_uri: the record index prepare wrote.
+    :param outputs: the outputs to read, oldest first (a later success replaces an earlier failure).
+    :param family: the model family of the jobs.
+    """
+    return join_results(load_index(storage, index_uri), read_output_batches(storage, outputs, family))
 
 
 def load_quarantine(storage: Storage, uri: str) -> pa.Table:

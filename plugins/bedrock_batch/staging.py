@@ -1,13 +1,18 @@
-"""Where a run's files live, and what is already there: run prefix, shard descriptors, stale files, outputs.
+"""A run's staged files: where they live, what is already there, and staging the shards of each round.
 
 A run stages everything under ``<staging>/<dag_id>/<ds>/``: ``input/shard-NNNN/part-NNNN.jsonl`` (and
 ``input/on-demand/``), ``output/shard-NNNN/``, ``record_index.parquet``, ``quarantine.jsonl``, and the same
-again under ``retry-1/`` for the retry round. Imports nothing from Airflow.
+again under ``retry-1/`` for the retry round. :func:`stage_source` stages the first round (prepare, split,
+upload in one streaming pass), :func:`stage_retry_round` the second. Imports nothing from Airflow.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import itertools
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bedrock_batch.errors import StorageReadError
@@ -15,9 +20,13 @@ from bedrock_batch.jobs import check_job_s3_uri
 from bedrock_batch.storage import Storage, is_s3_uri, join_uri
 
 if TYPE_CHECKING:
+    from bedrock_batch.config import QuotaConfig
+    from bedrock_batch.models import InferenceParams
+    from bedrock_batch.prompts import PromptTemplate
     from bedrock_batch.results import JobOutput
+    from bedrock_batch.sources import SourceSpec
     from bedrock_batch.split import ShardManifest, ShardPlan
-    from bedrock_batch.stage_results import OnDemandResult, ShardDescriptor
+    from bedrock_batch.stage_results import OnDemandResult, PreparedRun, ShardDescriptor
 
 # Objects that mark a partition as present without being data (Spark/Hive/Glue conventions).
 MARKER_PREFIXES = ("_", ".")
@@ -140,3 +149,132 @@ def job_outputs(
 def job_results(value: Iterable[Any] | None) -> list[dict[str, Any]]:
     """The submit results in a mapped task's XCom (``None`` for a map index that returned nothing)."""
     return [dict(item) for item in (value or ()) if isinstance(item, Mapping)]
+
+
+def stage_source(
+    storage: Storage,
+    source: SourceSpec,
+    run_prefix: str,
+    *,
+    template: PromptTemplate,
+    model_id: str,
+    quotas: QuotaConfig,
+    params: InferenceParams,
+    invocation_type: str = "InvokeModel",
+    family: str | None = None,
+    max_records: int = 0,
+) -> PreparedRun:
+    """Stage a run's first round: source rows to batch records, planned into shards, uploaded under
+    ``run_prefix`` with the record index and the quarantine list.
+
+    A source partition that holds only marker objects (``_SUCCESS``) is an empty day: zero records, no error.
+    Files an earlier run of the date staged and this plan does not write again are removed.
+
+    :param storage: local and S3 access.
+    :param source: what to read and how.
+    :param run_prefix: the run's prefix (see :func:`run_prefix_for`).
+    :param template: the prompt template.
+    :param model_id: model id, inference-profile id or ARN.
+    :param quotas: the model's limits.
+    :param params: inference parameters of every record.
+    :param invocation_type: ``InvokeModel`` or ``Converse``.
+    :param family: override of the model family inferred from ``model_id``.
+    :param max_records: read at most this many source rows (0: all).
+    """
+    from bedrock_batch.prepare import prepare
+    from bedrock_batch.sources import SourceReader
+    from bedrock_batch.split import plan_shards, write_shards
+
+    reader = SourceReader(source, storage, max_object_bytes=quotas.max_record_bytes)
+    empty = is_empty_partition(storage, source.uri)
+    with tempfile.TemporaryDirectory(prefix="bedrock-batch-prepare-") as work:
+        rows = iter(()) if empty else iter(reader)
+        if max_records > 0:
+            rows = itertools.islice(rows, max_records)
+        prepared = prepare(
+            rows,
+            work,
+            template=template,
+            model_id=model_id,
+            quotas=quotas,
+            params=params,
+            invocation_type=invocation_type,
+            family=family,
+            passthrough_types={} if empty else reader.passthrough_types(),
+        )
+        plan = plan_shards(prepared.load_sizes(), quotas)
+        remove_stale_files(storage, join_uri(run_prefix, "input"), plan)
+        manifest = write_shards(prepared.spool_path, plan, join_uri(run_prefix, "input"), storage=storage)
+        index_uri = join_uri(run_prefix, "record_index.parquet")
+        quarantine_uri = join_uri(run_prefix, "quarantine.jsonl")
+        storage.write_file(prepared.index_path, index_uri)
+        storage.write_file(prepared.quarantine_path, quarantine_uri)
+    return {
+        "run_prefix": run_prefix,
+        "index_uri": index_uri,
+        "quarantine_uri": quarantine_uri,
+        "source_uri": source.uri,
+        "model_id": model_id,
+        "invocation_type": invocation_type,
+        "model_family": family,
+        "passthrough_columns": list(source.passthrough_columns),
+        "rows": prepared.rows,
+        "records": prepared.records,
+        "quarantined": prepared.quarantined,
+        "quarantine_counts": {k: v for k, v in prepared.quarantine_counts.items() if v},
+        "bytes": prepared.total_bytes,
+        "shards": shard_descriptors(manifest, join_uri(run_prefix, "output")),
+        "on_demand_uris": [f.uri for f in manifest.on_demand],
+        "on_demand_records": plan.on_demand_records,
+    }
+
+
+@dataclass(frozen=True)
+class RetryRound:
+    """The retry round a collect staged.
+
+    :param shards: the shards of at least the job minimum (the retry submit's input).
+    :param on_demand_uris: input files of the records too few for a job.
+    :param records: every record staged again; ``on_demand_records`` of them in ``on_demand_uris``.
+    """
+
+    shards: list[ShardDescriptor]
+    on_demand_uris: list[str]
+    records: int
+    on_demand_records: int
+
+
+def stage_retry_round(
+    storage: Storage,
+    prepared: PreparedRun | Mapping[str, Any],
+    jobs: Sequence[Mapping[str, Any]],
+    record_ids: Sequence[str],
+    quotas: QuotaConfig,
+) -> RetryRound:
+    """Stage ``record_ids`` again under ``<run>/retry-1/``: their first-round lines, planned into new shards
+    (round 2) and on-demand files.
+
+    :param storage: local and S3 access.
+    :param prepared: the run (its prefix and first-round on-demand files).
+    :param jobs: the first round's submit results (their input prefixes hold the records' lines).
+    :param record_ids: the records to stage again.
+    :param quotas: the model's limits; records too few for a job always go on demand.
+    """
+    from bedrock_batch.results import write_retry_spool
+    from bedrock_batch.split import plan_shards, write_shards
+
+    retry_prefix = join_uri(str(prepared["run_prefix"]), "retry-1")
+    inputs = [str(job["input_uri"]) for job in jobs if job.get("input_uri")]
+    inputs += list(prepared.get("on_demand_uris") or ())
+    with tempfile.TemporaryDirectory(prefix="bedrock-batch-retry-") as work:
+        spool = os.path.join(work, "retry.jsonl")
+        sizes = write_retry_spool(storage, inputs, list(record_ids), spool)
+        plan = plan_shards(sizes, quotas.replace(below_minimum="on_demand"))
+        remove_stale_files(storage, join_uri(retry_prefix, "input"), plan)
+        manifest = write_shards(spool, plan, join_uri(retry_prefix, "input"), storage=storage)
+    return RetryRound(
+        shards=shard_descriptors(manifest, join_uri(retry_prefix, "output"), round_number=2),
+        on_demand_uris=[f.uri for f in manifest.on_demand],
+        records=int(plan.records),
+        on_demand_records=int(plan.on_demand_records),
+    )

@@ -19,12 +19,22 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from botocore.exceptions import ClientError
 
 from bedrock_batch.aws_errors import describe_error, error_code, is_transient
-from bedrock_batch.jobs import ACTIVE_STATUSES, ShardJobKey, decide_for_existing, job_id_from_arn, tag_value
+from bedrock_batch.errors import ConfigError
+from bedrock_batch.jobs import (
+    ACTIVE_STATUSES,
+    RunKey,
+    ShardJobKey,
+    decide_for_existing,
+    job_id_from_arn,
+    tag_value,
+)
 from bedrock_batch.slots import JobSlots, SlotLease
 
 if TYPE_CHECKING:
     from bedrock_batch.polling import Log
 
+# The keys of a shard descriptor the submitter needs (see stage_results.ShardDescriptor).
+REQUIRED_SHARD_KEYS = ("shard", "input_uri", "output_uri", "fingerprint")
 # How long a submit task keeps retrying throttling and server errors before failing its try.
 TRANSIENT_RETRY_SECONDS = 900.0
 # The service's answers to a create that mean "wait and look again": its own count says the quota is full
@@ -46,28 +56,16 @@ class SubmitHook(Protocol):
 
     def get_job(self, job_identifier: str) -> dict[str, Any]: ...
 
-    def create_job(
-        self,
-        *,
-        job_name: str,
-        role_arn: str,
-        model_id: str,
-        input_s3_uri: str,
-        output_s3_uri: str,
-        client_request_token: str,
-        invocation_type: str | None = None,
-        timeout_hours: int | None = None,
-        tags: Mapping[str, str] | None = None,
-        vpc_config: Mapping[str, Sequence[str]] | None = None,
-        output_kms_key_id: str | None = None,
-        input_bucket_owner: str | None = None,
-        output_bucket_owner: str | None = None,
-    ) -> str: ...
+    @property
+    def create_job(self) -> Callable[..., str]:
+        """CreateModelInvocationJob with ``job_name``, ``client_request_token`` and a :class:`JobRequest`'s
+        fields as keyword arguments; returns the job's ARN."""
 
 
 @dataclass(frozen=True)
 class JobRequest:
-    """What the shard's job is created with, besides its name and token (see ``BedrockBatchHook.create_job``).
+    """What the shard's job is created with besides its name and token: the keyword arguments of
+    ``BedrockBatchHook.create_job``.
 
     :param role_arn: service role Bedrock assumes to read the input and write the output.
     :param model_id: model id, inference-profile id or ARN.
@@ -101,6 +99,31 @@ class Submitted:
 
     job_arn: str
     reused: bool
+
+
+def shard_job_key(shard: Any, *, dag_id: str, run_key: RunKey, model_id: str) -> ShardJobKey:
+    """The job identity of the shard a descriptor names (its number, fingerprint and round).
+
+    :param shard: a shard descriptor (:class:`~bedrock_batch.stage_results.ShardDescriptor`).
+    :param dag_id: the DAG's id.
+    :param run_key: the run's logical date or run_id (see :func:`~bedrock_batch.jobs.run_key_for`).
+    :param model_id: model id, inference-profile id or ARN.
+    :raises ConfigError: when ``shard`` is not a descriptor.
+    """
+    missing = [key for key in REQUIRED_SHARD_KEYS if not isinstance(shard, Mapping) or key not in shard]
+    if missing:
+        raise ConfigError(
+            f"shard descriptor lacks {missing}; pass the split stage's shard dicts "
+            f"(keys {list(REQUIRED_SHARD_KEYS)}), e.g. .expand(shard=split.output)"
+        )
+    return ShardJobKey(
+        dag_id,
+        run_key,
+        str(shard["fingerprint"]),
+        int(shard["shard"]),
+        model_id,
+        round_number=int(shard.get("round") or 1),
+    )
 
 
 def job_tags(extra: Mapping[str, Any] | None, *, key: ShardJobKey, run_id: str) -> dict[str, str]:
@@ -245,23 +268,9 @@ class JobSubmitter:
                     self.poll_interval,
                 )
                 return None
-        request = self.request
         try:
-            arn = self.hook.create_job(
-                job_name=name,
-                client_request_token=self.key.client_token(attempt),
-                role_arn=request.role_arn,
-                model_id=request.model_id,
-                input_s3_uri=request.input_s3_uri,
-                output_s3_uri=request.output_s3_uri,
-                invocation_type=request.invocation_type,
-                timeout_hours=request.timeout_hours,
-                tags=request.tags,
-                vpc_config=request.vpc_config,
-                output_kms_key_id=request.output_kms_key_id,
-                input_bucket_owner=request.input_bucket_owner,
-                output_bucket_owner=request.output_bucket_owner,
-            )
+            token = self.key.client_token(attempt)
+            arn = self.hook.create_job(job_name=name, client_request_token=token, **vars(self.request))
         except ClientError as error:
             code = error_code(error)
             if (

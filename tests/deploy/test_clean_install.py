@@ -116,7 +116,7 @@ class TestDockerfile:
         needed = ["requirements.txt", "requirements-dev.txt", "constraints.txt", "plugins/.airflowignore"]
         needed += [str(p.relative_to(REPO)) for p in (REPO / "dags").glob("*.py")]
         needed += [str(p.relative_to(REPO)) for p in (REPO / "include").rglob("*") if p.is_file()]
-        needed += [str(p.relative_to(REPO)) for p in (REPO / "plugins" / "bedrock_batch").glob("*.py")]
+        needed += [str(p.relative_to(REPO)) for p in (REPO / "plugins" / "bedrock_batch").rglob("*.py")]
         needed += ["plugins/bedrock_batch_plugin.py", "plugins/bedrock_batch/py.typed"]
         assert [path for path in needed if docker_ignored(path, patterns)] == []
 

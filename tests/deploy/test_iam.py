@@ -31,7 +31,7 @@ PIPELINE_CONFIG = REPO / "include" / "config" / "call_center_summarization.json"
 
 # The modules that run inside Airflow (what plugins.zip ships): the library without the demo runner; the
 # emulator and the sample-data generator are sub-packages and never talk to AWS.
-LIBRARY_MODULES = sorted(p for p in (REPO / "plugins" / "bedrock_batch").glob("*.py") if p.name != "demo.py")
+LIBRARY_MODULES = sorted(p for p in (REPO / "plugins" / "bedrock_batch").rglob("*.py") if p.name != "demo.py")
 
 # AWS services whose clients the library builds (BedrockBatchHook) or is handed (Service Quotas).
 SERVICES = ("bedrock", "bedrock-runtime", "s3", "service-quotas", "glue")

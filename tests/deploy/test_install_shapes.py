@@ -147,7 +147,8 @@ class TestWheel:
         with zipfile.ZipFile(wheel) as archive:
             names = archive.namelist()
         assert {name.split("/")[0] for name in names} == {"bedrock_batch", "bedrock_batch-0.1.0.dist-info"}
-        modules = {f"bedrock_batch/{path.name}" for path in (REPO / "plugins" / "bedrock_batch").glob("*.py")}
+        library = REPO / "plugins" / "bedrock_batch"
+        modules = {f"bedrock_batch/{path.relative_to(library).as_posix()}" for path in library.rglob("*.py")}
         assert modules | {PRICE_TABLE, "bedrock_batch/py.typed"} <= set(names)
         assert [name for name in names if name.startswith(DEV_ONLY) or "sample_data" in name] == []
 

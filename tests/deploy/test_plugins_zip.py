@@ -78,7 +78,7 @@ class TestPluginsZip:
         assert "bedrock_batch/" in names
 
     def test_holds_every_library_module_and_the_price_table(self, names):
-        modules = {f"bedrock_batch/{path.name}" for path in LIBRARY.glob("*.py")}
+        modules = {f"bedrock_batch/{path.relative_to(LIBRARY).as_posix()}" for path in LIBRARY.rglob("*.py")}
         data = {"bedrock_batch/py.typed", PRICE_TABLE}
         assert modules | data <= set(names)
 

@@ -1,11 +1,12 @@
-"""On-demand fallback: batch-output-format lines, retries of transient errors, rate limiting."""
+"""On-demand fallback: batch-output-format lines, retries of transient errors, rate limiting, staged files."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
 
-from bedrock_batch.on_demand import InvocationError, OnDemandStats, RateLimiter, invoke_records
+from bedrock_batch.on_demand import InvocationError, OnDemandStats, RateLimiter, invoke_files, invoke_records
+from bedrock_batch.storage import Storage
 
 
 def lines(n: int) -> list[bytes]:
@@ -82,3 +83,37 @@ class TestRateLimiter:
         now[0] += 0.1
         limiter.wait()
         assert slept == pytest.approx([0.25, 0.4])
+
+
+class TestInvokeFiles:
+    def staged(self, tmp_path, *counts: int) -> list[str]:
+        uris = []
+        for number, count in enumerate(counts, start=1):
+            path = tmp_path / "input" / f"part-{number:04d}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"".join(lines(count)))
+            uris.append(str(path))
+        return uris
+
+    def test_writes_one_output_file_per_input_file(self, tmp_path):
+        uris = self.staged(tmp_path, 3, 2)
+        runtime = ScriptedRuntime()
+        stats = invoke_files(Storage(), uris, str(tmp_path / "out"), runtime, requests_per_second=0)
+        assert (stats.records, stats.succeeded, stats.reused) == (5, 5, 0)
+        outputs = sorted(p.name for p in (tmp_path / "out").iterdir())
+        assert outputs == ["part-0001.jsonl.out", "part-0002.jsonl.out"]
+        second = [
+            orjson.loads(x) for x in (tmp_path / "out" / "part-0002.jsonl.out").read_bytes().splitlines()
+        ]
+        assert [o["recordId"] for o in second] == ["REC00000000", "REC00000001"]
+
+    def test_a_rerun_does_not_invoke_files_whose_output_is_complete(self, tmp_path):
+        uris = self.staged(tmp_path, 3, 2)
+        invoke_files(Storage(), uris, str(tmp_path / "out"), ScriptedRuntime(), requests_per_second=0)
+        # The second file's output lost a line: only that file is invoked again.
+        second = tmp_path / "out" / "part-0002.jsonl.out"
+        second.write_bytes(second.read_bytes().splitlines(keepends=True)[0])
+        runtime = ScriptedRuntime()
+        stats = invoke_files(Storage(), uris, str(tmp_path / "out"), runtime, requests_per_second=0)
+        assert (stats.records, stats.reused, runtime.calls) == (2, 3, ["p0", "p1"])
+        assert len(second.read_bytes().splitlines()) == 2

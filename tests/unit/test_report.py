@@ -8,7 +8,8 @@ from decimal import Decimal
 import pyarrow as pa
 
 from bedrock_batch.cost import estimate_cost
-from bedrock_batch.report import JobSummary, RunReport, job_summaries, run_report
+from bedrock_batch.report import JobSummary, RunReport, job_summaries, run_report, write_report
+from bedrock_batch.storage import Storage
 
 
 def make_report(**overrides) -> RunReport:
@@ -151,3 +152,11 @@ class TestRunReportFromTheTable:
 
     def test_lists_the_jobs(self):
         assert report_of(self.TABLE).jobs == [JobSummary("cc-s0001-a1", JOB, "Completed", 3, 60.0)]
+
+
+def test_write_report_writes_json_and_markdown(tmp_path):
+    report = make_report()
+    write_report(Storage(), report, str(tmp_path / "reports" / "ds=2026-11-21"))
+    folder = tmp_path / "reports" / "ds=2026-11-21"
+    assert json.loads((folder / "run_report.json").read_text()) == report.to_dict()
+    assert (folder / "run_report.md").read_text() == report.to_markdown()

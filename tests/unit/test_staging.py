@@ -1,14 +1,21 @@
-"""A run's staged files: where they live, shard descriptors, stale files of an earlier plan, outputs."""
+"""A run's staged files: where they live, shard descriptors, stale files of an earlier plan, outputs, and
+staging both rounds of a run."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import orjson
+import pyarrow.parquet as pq
 import pytest
 
 from bedrock_batch.config import QuotaConfig
 from bedrock_batch.errors import ConfigError
+from bedrock_batch.models import InferenceParams
+from bedrock_batch.prompts import load_template
 from bedrock_batch.results import JobOutput
+from bedrock_batch.sources import SourceSpec
 from bedrock_batch.split import plan_shards, write_shards
 from bedrock_batch.staging import (
     ON_DEMAND_LABEL,
@@ -21,6 +28,8 @@ from bedrock_batch.staging import (
     remove_stale_files,
     run_prefix_for,
     shard_descriptors,
+    stage_retry_round,
+    stage_source,
 )
 from bedrock_batch.storage import Storage
 
@@ -131,3 +140,93 @@ class TestPartitionAndOutputs:
     def test_job_results_skip_map_indexes_without_a_result(self):
         assert job_results([{"job_arn": "a"}, None, {"job_arn": "b"}]) == [{"job_arn": "a"}, {"job_arn": "b"}]
         assert job_results(None) == []
+
+
+MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
+
+
+def calls(folder: Path, count: int, *, empty: int = 0) -> Path:
+    folder.mkdir(parents=True)
+    for n in range(count):
+        text = "" if n < empty else f"Agent: thanks for calling, case {n}.\nCustomer: my order {n} is late."
+        (folder / f"call-{n:04d}.txt").write_text(text)
+    return folder
+
+
+def stage(tmp_path: Path, source: Path, **options: object) -> dict:
+    return dict(
+        stage_source(
+            Storage(),
+            SourceSpec(uri=str(source), format="text"),
+            str(tmp_path / "staging" / "dag" / "2026-11-21"),
+            template=load_template("call_center_summary", "v1"),
+            model_id=MODEL,
+            quotas=options.pop("quotas", QUOTAS),  # type: ignore[arg-type]
+            params=InferenceParams(max_tokens=256),
+            **options,  # type: ignore[arg-type]
+        )
+    )
+
+
+class TestStageSource:
+    def test_stages_shards_index_and_quarantine_under_the_run_prefix(self, tmp_path):
+        run = stage(tmp_path, calls(tmp_path / "calls", 47, empty=2))
+        prefix = tmp_path / "staging" / "dag" / "2026-11-21"
+        assert (run["rows"], run["records"], run["quarantined"]) == (47, 45, 2)
+        assert run["quarantine_counts"] == {"empty_text": 2}
+        assert run["run_prefix"] == str(prefix)
+        assert sum(shard["records"] for shard in run["shards"]) + run["on_demand_records"] == 45
+        assert all(shard["round"] == 1 for shard in run["shards"])
+        assert pq.read_table(run["index_uri"]).num_rows == 45
+        quarantined = [orjson.loads(line) for line in Path(run["quarantine_uri"]).read_bytes().splitlines()]
+        assert [q["reason"] for q in quarantined] == ["empty_text", "empty_text"]
+        assert all("Agent" not in json.dumps(q) for q in quarantined)  # positions and reasons, never text
+        json.dumps(run)  # the run goes to XCom as JSON
+
+    def test_max_records_reads_only_that_many_rows(self, tmp_path):
+        run = stage(tmp_path, calls(tmp_path / "calls", 30), max_records=12)
+        assert (run["rows"], run["records"]) == (12, 12)
+
+    def test_a_partition_of_markers_only_is_an_empty_run(self, tmp_path):
+        (tmp_path / "calls").mkdir()
+        (tmp_path / "calls" / "_SUCCESS").write_text("")
+        run = stage(tmp_path, tmp_path / "calls")
+        assert (run["rows"], run["records"], run["shards"], run["on_demand_uris"]) == (0, 0, [], [])
+
+    def test_a_rerun_over_fewer_records_leaves_no_stale_shard_files(self, tmp_path):
+        stage(tmp_path, calls(tmp_path / "calls", 100))
+        run = stage(tmp_path, calls(tmp_path / "fewer", 45))
+        staged = files_under(tmp_path / "staging" / "dag" / "2026-11-21" / "input")
+        assert {name.split("/")[0] for name in staged} == {f"shard-{s['shard']:04d}" for s in run["shards"]}
+
+
+class TestStageRetryRound:
+    def test_stages_the_records_lines_again_as_round_two(self, tmp_path):
+        run = stage(tmp_path, calls(tmp_path / "calls", 45))
+        jobs = [{"input_uri": shard["input_uri"]} for shard in run["shards"]]
+        index = pq.read_table(run["index_uri"]).column("record_id").to_pylist()
+        retry = stage_retry_round(Storage(), run, jobs, index[:25], QUOTAS.replace(below_minimum="fail"))
+        assert retry.records == 25
+        assert sum(shard["records"] for shard in retry.shards) + retry.on_demand_records == 25
+        assert {shard["round"] for shard in retry.shards} == {2}
+        assert all("/retry-1/input/" in shard["input_uri"] for shard in retry.shards)
+        staged = [
+            orjson.loads(line)["recordId"]
+            for path in sorted(
+                (tmp_path / "staging" / "dag" / "2026-11-21" / "retry-1" / "input").rglob("*.jsonl")
+            )
+            for line in path.read_bytes().splitlines()
+        ]
+        assert sorted(staged) == sorted(index[:25])
+
+    def test_too_few_records_for_a_job_go_on_demand_whatever_the_policy(self, tmp_path):
+        run = stage(tmp_path, calls(tmp_path / "calls", 45))
+        jobs = [{"input_uri": shard["input_uri"]} for shard in run["shards"]]
+        index = pq.read_table(run["index_uri"]).column("record_id").to_pylist()
+        retry = stage_retry_round(Storage(), run, jobs, index[:3], QUOTAS.replace(below_minimum="fail"))
+        assert (retry.shards, retry.records, retry.on_demand_records, len(retry.on_demand_uris)) == (
+            [],
+            3,
+            3,
+            1,
+        )

@@ -1,0 +1,54 @@
+"""Airflow operators for the pipeline's stages: one module per stage, each a thin adapter over pure modules.
+
+- ``prepare``: :class:`BedrockBatchPrepareOperator` over :func:`bedrock_batch.staging.stage_source`
+  (prepare, split and upload in one pass).
+- ``submit``: :class:`BedrockBatchSubmitOperator` over :class:`bedrock_batch.submission.JobSubmitter`
+  (find or create the job) and :class:`bedrock_batch.polling.JobWatch` (wait for it).
+- ``on_demand``: :class:`BedrockOnDemandOperator` over :func:`bedrock_batch.on_demand.invoke_files`.
+- ``collect``: :class:`BedrockBatchCollectOperator` over :func:`bedrock_batch.results.join_outputs` and
+  :func:`bedrock_batch.staging.stage_retry_round`.
+- ``publish``: :class:`BedrockBatchPublishOperator` over :mod:`bedrock_batch.results` and
+  :func:`bedrock_batch.report.run_report`.
+
+Heavy libraries (pandas, pyarrow) are imported inside the stages that need them, never at module level.
+"""
+
+from __future__ import annotations
+
+from bedrock_batch.errors import OutputAccountingError
+from bedrock_batch.operators._base import STORAGE_TEMPLATE_FIELDS
+from bedrock_batch.operators.collect import BedrockBatchCollectOperator
+from bedrock_batch.operators.on_demand import BedrockOnDemandOperator
+from bedrock_batch.operators.prepare import BedrockBatchPrepareOperator
+from bedrock_batch.operators.publish import BedrockBatchPublishOperator
+from bedrock_batch.operators.submit import BedrockBatchSubmitOperator
+from bedrock_batch.stage_results import (
+    ON_DEMAND_XCOM_KEY,
+    RETRY_ON_DEMAND_XCOM_KEY,
+    ROUND_XCOM_KEY,
+    RUN_XCOM_KEY,
+    SUBMISSION_XCOM_KEY,
+)
+from bedrock_batch.staging import MARKER_PREFIXES, remove_stale_files, run_prefix_for, shard_descriptors
+from bedrock_batch.submission import REQUIRED_SHARD_KEYS, TRANSIENT_RETRY_SECONDS
+
+__all__ = [
+    "MARKER_PREFIXES",
+    "ON_DEMAND_XCOM_KEY",
+    "REQUIRED_SHARD_KEYS",
+    "RETRY_ON_DEMAND_XCOM_KEY",
+    "ROUND_XCOM_KEY",
+    "RUN_XCOM_KEY",
+    "STORAGE_TEMPLATE_FIELDS",
+    "SUBMISSION_XCOM_KEY",
+    "TRANSIENT_RETRY_SECONDS",
+    "BedrockBatchCollectOperator",
+    "BedrockBatchPrepareOperator",
+    "BedrockBatchPublishOperator",
+    "BedrockBatchSubmitOperator",
+    "BedrockOnDemandOperator",
+    "OutputAccountingError",
+    "remove_stale_files",
+    "run_prefix_for",
+    "shard_descriptors",
+]

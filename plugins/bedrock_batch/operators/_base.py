@@ -1,0 +1,106 @@
+"""Plumbing shared by the operators that read and write a run's staged files through one connection."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
+
+from bedrock_batch.config import QuotasArgument
+from bedrock_batch.hooks import BedrockBatchHook
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from bedrock_batch.results import JobOutput
+    from bedrock_batch.stage_results import PreparedRun
+    from bedrock_batch.storage import Storage
+
+# Templated by every operator that reads or writes S3 through Storage.
+STORAGE_TEMPLATE_FIELDS = ("kms_key_id", "expected_bucket_owner", "bucket_owners")
+
+
+class StagingOperator(AwsBaseOperator[BedrockBatchHook]):
+    """An operator that reads and writes a run's files (S3 or local) through one connection.
+
+    :param kms_key_id: KMS key every object the task writes is encrypted with (SSE-KMS); ``None``: the
+        bucket's default encryption. (templated)
+    :param expected_bucket_owner: 12-digit account id that must own every bucket the task reads or writes
+        (S3 refuses the request otherwise); ``None``: not checked. (templated)
+    :param bucket_owners: bucket name → account id, overriding ``expected_bucket_owner`` per bucket.
+        (templated)
+    """
+
+    aws_hook_class = BedrockBatchHook
+
+    def __init__(
+        self,
+        *,
+        kms_key_id: str | None = None,
+        expected_bucket_owner: str | None = None,
+        bucket_owners: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.kms_key_id = kms_key_id
+        self.expected_bucket_owner = expected_bucket_owner
+        self.bucket_owners = bucket_owners
+
+    def storage(self) -> Storage:
+        """Local and S3 access with this task's connection, bucket owners and key."""
+        from bedrock_batch.storage import Storage
+
+        return Storage(
+            self.hook.s3_client,
+            expected_bucket_owner=self.expected_bucket_owner,
+            bucket_owners=self.bucket_owners,
+            kms_key_id=self.kms_key_id,
+        )
+
+
+class CollectingOperator(StagingOperator):
+    """An operator that reads a run's outputs and joins them to its record index (collect, publish).
+
+    :param prepared: the prepare stage's ``run`` XCom (:class:`~bedrock_batch.stage_results.PreparedRun`).
+    :param jobs: the first round's submit results (all map indexes).
+    :param on_demand: the first round's on-demand result.
+    :param quotas: the model's quotas (see :func:`~bedrock_batch.config.quota_config_for`).
+    """
+
+    def __init__(
+        self,
+        *,
+        prepared: PreparedRun | Mapping[str, Any] | str,
+        jobs: Sequence[Mapping[str, Any]] | str | None = None,
+        on_demand: Mapping[str, Any] | str | None = None,
+        quotas: QuotasArgument = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.prepared = prepared
+        self.jobs = jobs
+        self.on_demand = on_demand
+        self.quotas = quotas
+
+    def run(self) -> PreparedRun:
+        """The rendered ``prepared`` argument."""
+        return dict(self.prepared)  # type: ignore[arg-type,return-value]
+
+    def join(self, outputs: Sequence[JobOutput]) -> pa.Table:
+        """The outputs joined to the run's record index (see :func:`bedrock_batch.results.join_outputs`)."""
+        from bedrock_batch.models import family_for
+        from bedrock_batch.results import join_outputs
+
+        run = self.run()
+        family = family_for(
+            run["model_id"],
+            invocation_type=run.get("invocation_type") or "InvokeModel",
+            override=run.get("model_family"),
+        )
+        return join_outputs(self.storage(), str(run["index_uri"]), outputs, family)
+
+
+def as_mapping(value: Any) -> Mapping[str, Any] | None:
+    """``value`` when it is a mapping (a rendered XCom), else ``None`` (a skipped upstream task)."""
+    return value if isinstance(value, Mapping) else None

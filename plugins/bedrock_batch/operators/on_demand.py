@@ -1,0 +1,86 @@
+"""The on-demand fallback: records too few for a batch job, invoked one by one."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
+
+from bedrock_batch.operators._base import STORAGE_TEMPLATE_FIELDS, StagingOperator
+from bedrock_batch.stage_results import OnDemandResult
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class BedrockOnDemandOperator(StagingOperator):
+    """Invoke the model record by record for input files too small for a batch job.
+
+    Writes ``<output_uri>/<file>.out`` in the batch output line format, so collection treats these records
+    like any job's. An input file whose output already exists with one line per record is not invoked
+    again (a rerun does not pay twice). See :func:`~bedrock_batch.on_demand.invoke_files`.
+
+    :param input_uris: batch input files (``{"recordId", "modelInput"}`` lines). (templated)
+    :param output_uri: prefix for the output files. (templated)
+    :param model_id: model id or inference-profile id. (templated)
+    :param invocation_type: ``InvokeModel`` or ``Converse``.
+    :param requests_per_second: client-side rate limit.
+    :param max_attempts: attempts per record for throttling and transient errors.
+    :param kms_key_id: KMS key of every object written (SSE-KMS). (templated)
+    :param expected_bucket_owner: account that must own every bucket touched; ``bucket_owners`` overrides it
+        per bucket. (templated)
+    """
+
+    template_fields: Sequence[str] = aws_template_fields(
+        "input_uris", "output_uri", "model_id", *STORAGE_TEMPLATE_FIELDS
+    )
+    ui_color = "#ffe0b2"
+
+    def __init__(
+        self,
+        *,
+        input_uris: Sequence[str] | str,
+        output_uri: str,
+        model_id: str,
+        invocation_type: str = "InvokeModel",
+        requests_per_second: float = 5.0,
+        max_attempts: int = 5,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.input_uris = input_uris
+        self.output_uri = output_uri
+        self.model_id = model_id
+        self.invocation_type = invocation_type
+        self.requests_per_second = requests_per_second
+        self.max_attempts = max_attempts
+
+    def execute(self, context: Context) -> OnDemandResult:
+        from bedrock_batch.on_demand import invoke_files, runtime_invoker
+
+        uris = [self.input_uris] if isinstance(self.input_uris, str) else list(self.input_uris or ())
+        stats = invoke_files(
+            self.storage(),
+            uris,
+            self.output_uri,
+            runtime_invoker(self.hook.runtime_client, self.model_id, self.invocation_type),
+            requests_per_second=self.requests_per_second,
+            max_attempts=self.max_attempts,
+        )
+        self.log.info(
+            "On-demand: %d file(s), %s records invoked (%s succeeded, %s failed, %s retries), %s reused",
+            len(uris),
+            f"{stats.records:,}",
+            f"{stats.succeeded:,}",
+            f"{stats.failed:,}",
+            f"{stats.retries:,}",
+            f"{stats.reused:,}",
+        )
+        return {
+            "output_uri": self.output_uri if uris else None,
+            "records": stats.records + stats.reused,
+            "succeeded": stats.succeeded,
+            "failed": stats.failed,
+            "reused": stats.reused,
+        }

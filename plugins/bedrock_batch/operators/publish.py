@@ -1,0 +1,161 @@
+"""Stage 6, publishing: the results table partition, the run report, the Glue registration."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, cast
+
+from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
+
+from bedrock_batch.errors import OutputAccountingError
+from bedrock_batch.operators._base import STORAGE_TEMPLATE_FIELDS, CollectingOperator, as_mapping
+from bedrock_batch.stage_results import CatalogRegistration, PublishResult
+from bedrock_batch.staging import ON_DEMAND_LABEL, ON_DEMAND_RETRY_LABEL, job_outputs, job_results
+from bedrock_batch.storage import is_s3_uri, join_uri
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from airflow.sdk import Context
+
+
+class BedrockBatchPublishOperator(CollectingOperator):
+    """Publish a run: the results table partition, the run report, and the report through XCom.
+
+    Joins the outputs of every round in order (first-round jobs, first-round on-demand, retry jobs, retry
+    on-demand), so a retried success replaces the earlier failure; adds the quarantined rows; parses each
+    reply into the call-summary columns; and replaces the ``ds`` partition of
+    ``<results_uri>/<table_name>/`` in one atomic write. The run report
+    (:func:`~bedrock_batch.report.run_report`) goes to ``<results_uri>/reports/ds=<ds>/run_report.json`` and
+    ``run_report.md`` and is printed to the log. Returns a
+    :class:`~bedrock_batch.stage_results.PublishResult`.
+
+    :param prepared: the prepare stage's ``run`` XCom. (templated)
+    :param jobs: the first round's submit results. (templated)
+    :param on_demand: the first round's on-demand result. (templated)
+    :param retry_jobs: the retry round's submit results. (templated)
+    :param retry_on_demand: the retry round's on-demand result. (templated)
+    :param collected: the collect stage's ``round`` XCom (for the retry count). (templated)
+    :param results_uri: root of the results tables and reports. (templated)
+    :param table_name: name of the results table under ``results_uri``.
+    :param glue_database: an existing Glue database to register the table and the partition in, for Athena
+        (see :func:`bedrock_batch.catalog.register_partition`); ``None`` or empty: no registration. Only
+        results in S3 are registered. The XCom's ``catalog`` names what was registered. (templated)
+    :param glue_table: the table's name in that database. (templated)
+    :param kms_key_id: KMS key of every object written (SSE-KMS). (templated)
+    :param expected_bucket_owner: account that must own every bucket touched; ``bucket_owners`` overrides it
+        per bucket. (templated)
+    """
+
+    template_fields: Sequence[str] = aws_template_fields(
+        "prepared",
+        "jobs",
+        "on_demand",
+        "retry_jobs",
+        "retry_on_demand",
+        "collected",
+        "results_uri",
+        "glue_database",
+        "glue_table",
+        *STORAGE_TEMPLATE_FIELDS,
+    )
+    ui_color = "#d1c4e9"
+
+    def __init__(
+        self,
+        *,
+        results_uri: str,
+        retry_jobs: Sequence[Mapping[str, Any]] | str | None = None,
+        retry_on_demand: Mapping[str, Any] | str | None = None,
+        collected: Mapping[str, Any] | str | None = None,
+        table_name: str = "call_summaries",
+        glue_database: str | None = None,
+        glue_table: str = "call_summaries",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.results_uri = results_uri
+        self.retry_jobs = retry_jobs
+        self.retry_on_demand = retry_on_demand
+        self.collected = collected
+        self.table_name = table_name
+        self.glue_database = glue_database
+        self.glue_table = glue_table
+
+    def execute(self, context: Context) -> PublishResult:
+        from bedrock_batch.report import run_report, write_report
+        from bedrock_batch.results import assemble_call_summaries, load_quarantine, write_partition
+
+        run, ds, storage = self.run(), str(context["ds"]), self.storage()
+        first, retry = job_results(self.jobs), job_results(self.retry_jobs)
+        outputs = job_outputs(first, as_mapping(self.on_demand), ON_DEMAND_LABEL)
+        outputs += job_outputs(retry, as_mapping(self.retry_on_demand), ON_DEMAND_RETRY_LABEL)
+        table = assemble_call_summaries(
+            self.join(outputs),
+            load_quarantine(storage, run["quarantine_uri"]),
+            ds=ds,
+            model_id=run["model_id"],
+            dag_run_id=str(context["run_id"]),
+            processed_at=datetime.now(UTC),
+            passthrough=run.get("passthrough_columns") or (),
+        )
+        table_root = join_uri(self.results_uri, self.table_name)
+        table_uri = write_partition(storage, table, table_root, ds)
+        report = run_report(
+            table,
+            ds=ds,
+            dag_run_id=str(context["run_id"]),
+            model_id=str(run["model_id"]),
+            input_records=int(run.get("rows") or 0),
+            retried=int((as_mapping(self.collected) or {}).get("retried") or 0),
+            jobs=[{**job, "duration_seconds": self._duration(job)} for job in [*first, *retry]],
+        )
+        report_uri = join_uri(self.results_uri, "reports", f"ds={ds}")
+        write_report(storage, report, report_uri)
+        self.log.info("Run report for %s:\n%s", ds, report.to_text())
+        catalog = self._register(table_root, table.schema, ds)
+        # Consumers scheduled on the table (e.g. the KPI DAG) read which partition changed from the event.
+        for asset in self.outlets:
+            context["outlet_events"][asset].extra = {
+                "ds": ds,
+                "partition_uri": table_uri,
+                "results_uri": self.results_uri,
+                "rows": table.num_rows,
+            }
+        if not report.accounted:
+            raise OutputAccountingError(
+                f"{report.input_records:,} input rows but {report.succeeded:,} succeeded + {report.failed:,} "
+                f"failed + {report.quarantined:,} quarantined; the published partition is {table_uri}"
+            )
+        where = {"results_uri": table_uri, "report_uri": report_uri, "catalog": catalog}
+        return cast(PublishResult, {**report.to_dict(), **where})
+
+    def _register(self, table_root: str, schema: pa.Schema, ds: str) -> CatalogRegistration | None:
+        """Register the ``ds`` partition in the Glue Data Catalog when a database is configured and the table
+        is in S3; what was registered, or ``None``."""
+        from bedrock_batch.catalog import register_partition
+
+        if not self.glue_database:
+            self.log.info("No glue_database configured: the partition is not registered in Glue")
+            return None
+        if not is_s3_uri(table_root):
+            self.log.info("The results table is not in S3: skipping the Glue Data Catalog registration")
+            return None
+        registration = register_partition(
+            self.hook.glue_client,
+            database=str(self.glue_database),
+            table=str(self.glue_table),
+            location=table_root,
+            schema=schema,
+            partition_value=ds,
+        )
+        return cast(CatalogRegistration, registration.to_dict())
+
+    def _duration(self, job: Mapping[str, Any]) -> float | None:
+        try:
+            described = self.hook.get_job(str(job["job_arn"]))
+        except Exception:
+            self.log.warning("Could not read the timing of job %s", job.get("job_id"))
+            return None
+        start, end = described.get("submitTime"), described.get("endTime")
+        return (end - start).total_seconds() if start and end else None
