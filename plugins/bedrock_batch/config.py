@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -214,6 +215,134 @@ def check_kms_key_id(value: Any, what: str) -> str | None:
             f"or alias/<name>, got {value!r}"
         )
     return value
+
+
+# --- Operator arguments after template rendering ---------------------------------------------------------
+#
+# A templated argument arrives in ``execute`` as whatever Jinja rendered: a string ("300", "true", "None")
+# unless the DAG renders native objects. These turn it into the value the argument means, or raise a
+# ConfigError that names the argument and the value.
+
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0"})
+_NONE = frozenset({"", "none", "null"})
+
+
+def _is_none(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.strip().lower() in _NONE)
+
+
+def as_bool(name: str, value: Any) -> bool:
+    """``value`` as a boolean: a bool, or ``true``/``false``, ``yes``/``no``, ``on``/``off``, ``1``/``0``.
+
+    :param name: the argument's name, for the message.
+    :param value: the rendered value.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+def _number(name: str, value: Any, kind: type[int] | type[float]) -> int | float:
+    number: int | float
+    try:
+        if isinstance(value, bool):
+            raise ValueError("a boolean is not a number")
+        if isinstance(value, str):
+            text = value.strip()
+            number = int(text) if kind is int and text.lstrip("+-").isdigit() else float(text)
+        else:
+            number = value if isinstance(value, int | float) else float(value)
+    except (TypeError, ValueError):
+        what = "an integer" if kind is int else "a number"
+        raise ConfigError(f"{name} must be {what}, got {value!r}") from None
+    if isinstance(number, float) and not math.isfinite(number):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    if kind is int:
+        if isinstance(number, float) and not number.is_integer():
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+        return int(number)
+    return float(number)
+
+
+def _check_range(name: str, value: Any, number: float, minimum: float | None, maximum: float | None) -> None:
+    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+        if minimum is not None and maximum is not None:
+            bounds = f"between {minimum} and {maximum}"
+        else:
+            bounds = f"at least {minimum}" if minimum is not None else f"at most {maximum}"
+        raise ConfigError(f"{name} must be {bounds}, got {value!r}")
+
+
+def as_int(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` as an integer within ``[minimum, maximum]``.
+
+    :param name: the argument's name, for the message.
+    :param value: the rendered value (``300``, ``"300"``, ``300.0``).
+    :param minimum: the smallest value allowed.
+    :param maximum: the largest value allowed.
+    """
+    number = int(_number(name, value, int))
+    _check_range(name, value, number, minimum, maximum)
+    return number
+
+
+def as_optional_int(
+    name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None
+) -> int | None:
+    """Like :func:`as_int`, but ``None``, ``""`` and ``"None"`` (a template of a null param) give ``None``."""
+    return None if _is_none(value) else as_int(name, value, minimum=minimum, maximum=maximum)
+
+
+def as_float(
+    name: str,
+    value: Any,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    positive: bool = False,
+) -> float:
+    """``value`` as a number within ``[minimum, maximum]`` (greater than 0 when ``positive``).
+
+    :param name: the argument's name, for the message.
+    :param value: the rendered value.
+    :param minimum: the smallest value allowed.
+    :param maximum: the largest value allowed.
+    :param positive: refuse 0 and below.
+    """
+    number = float(_number(name, value, float))
+    if positive and number <= 0:
+        raise ConfigError(f"{name} must be positive, got {value!r}")
+    _check_range(name, value, number, minimum, maximum)
+    return number
+
+
+def as_optional_float(
+    name: str, value: Any, *, minimum: float | None = None, maximum: float | None = None
+) -> float | None:
+    """Like :func:`as_float`, but ``None``, ``""`` and ``"None"`` give ``None``."""
+    return None if _is_none(value) else as_float(name, value, minimum=minimum, maximum=maximum)
+
+
+def as_optional_str(value: Any) -> str | None:
+    """``value`` as a string, with ``None``, ``""`` and ``"None"`` giving ``None``."""
+    return None if _is_none(value) else str(value)
+
+
+def as_choice(name: str, value: Any, choices: Collection[str]) -> str:
+    """``value`` if it is one of ``choices``.
+
+    :param name: the argument's name, for the message.
+    :param value: the rendered value.
+    :param choices: the values allowed.
+    """
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {sorted(choices)}, got {value!r}")
+    return str(value)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from airflow.providers.common.compat.sdk import AirflowSensorTimeout, conf
 from airflow.sdk import PokeReturnValue
 
 from bedrock_batch.aws_errors import describe_error, is_transient
+from bedrock_batch.config import as_bool
 from bedrock_batch.errors import JobWaitTimeoutError
 from bedrock_batch.hooks import BedrockBatchHook
 from bedrock_batch.jobs import (
@@ -45,7 +46,7 @@ class BedrockBatchJobSensor(AwsBaseSensor[BedrockBatchHook]):
     "model_id"}``. The sensor only watches: it never stops the job.
 
     :param job_arn: ARN or 12-character id of the job. (templated)
-    :param strict: treat every ending other than Completed as a failure.
+    :param strict: treat every ending other than Completed as a failure. (templated)
     :param deferrable: wait in the triggerer instead of a worker.
         (default: the ``[operators] default_deferrable`` setting, False if unset)
     :param poke_interval: seconds between two status checks. (default: 60)
@@ -57,7 +58,7 @@ class BedrockBatchJobSensor(AwsBaseSensor[BedrockBatchHook]):
     """
 
     aws_hook_class = BedrockBatchHook
-    template_fields: Sequence[str] = aws_template_fields("job_arn")
+    template_fields: Sequence[str] = aws_template_fields("job_arn", "strict")
     operator_extra_links = (BedrockBatchJobLink(), BedrockBatchOutputLink())
     ui_color = "#66c3ff"
 
@@ -75,13 +76,20 @@ class BedrockBatchJobSensor(AwsBaseSensor[BedrockBatchHook]):
         self.job_arn = job_arn
         self.strict = strict
         self.deferrable = deferrable
-        # Per instance, never on the class: sensors with different strictness must not share them.
-        self.success_statuses, self.failure_statuses = accepted_statuses(strict)
+        # Per instance, never on the class: sensors with different strictness must not share them. A templated
+        # strict is applied once rendered, when the task runs (resolve_arguments).
+        self.success_statuses, self.failure_statuses = accepted_statuses(strict is True)
         self._last_progress: tuple[str, int, int] | None = None
         self._links_persisted = False
 
+    def resolve_arguments(self) -> None:
+        """Coerce the rendered ``strict`` (it may arrive as a string) and derive the accepted statuses."""
+        self.strict = as_bool("strict", self.strict)
+        self.success_statuses, self.failure_statuses = accepted_statuses(self.strict)
+
     def execute(self, context: Context) -> Any:
         """Poke (or reschedule) until the job ends, or defer to the trigger when deferrable."""
+        self.resolve_arguments()
         if not self.deferrable:
             return super().execute(context)
         self.defer(

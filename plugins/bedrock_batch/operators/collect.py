@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
-from bedrock_batch.config import quota_config_for
+from bedrock_batch.config import as_bool, quota_config_for
 from bedrock_batch.operators._base import STORAGE_TEMPLATE_FIELDS, CollectingOperator, as_mapping
 from bedrock_batch.stage_results import (
     RETRY_ON_DEMAND_XCOM_KEY,
@@ -35,14 +35,14 @@ class BedrockBatchCollectOperator(CollectingOperator):
     :param jobs: the submit stage's results (all map indexes). (templated)
     :param on_demand: the on-demand stage's result. (templated)
     :param quotas: quotas for planning the retry shards.
-    :param retry: stage a retry round at all.
+    :param retry: stage a retry round at all. (templated)
     :param kms_key_id: KMS key of every object written (SSE-KMS). (templated)
     :param expected_bucket_owner: account that must own every bucket touched; ``bucket_owners`` overrides it
         per bucket. (templated)
     """
 
     template_fields: Sequence[str] = aws_template_fields(
-        "prepared", "jobs", "on_demand", *STORAGE_TEMPLATE_FIELDS
+        "prepared", "jobs", "on_demand", "retry", *STORAGE_TEMPLATE_FIELDS
     )
     ui_color = "#b3e5fc"
 
@@ -50,9 +50,14 @@ class BedrockBatchCollectOperator(CollectingOperator):
         super().__init__(**kwargs)
         self.retry = retry
 
+    def resolve_arguments(self) -> None:
+        """Coerce the rendered ``retry`` (it may arrive as a string); a ConfigError names a bad value."""
+        self.retry = as_bool("retry", self.retry)
+
     def execute(self, context: Context) -> list[ShardDescriptor]:
         from bedrock_batch.collect import retryable_record_ids, summarize_results
 
+        self.resolve_arguments()
         run = self.run()
         jobs = job_results(self.jobs)
         joined = self.join(job_outputs(jobs, as_mapping(self.on_demand), ON_DEMAND_LABEL))

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
+from bedrock_batch.config import as_choice, as_float, as_int
+from bedrock_batch.models import INVOCATION_TYPES
 from bedrock_batch.operators._base import STORAGE_TEMPLATE_FIELDS, StagingOperator
 from bedrock_batch.stage_results import OnDemandResult
 
@@ -24,16 +26,22 @@ class BedrockOnDemandOperator(StagingOperator):
     :param input_uris: batch input files (``{"recordId", "modelInput"}`` lines). (templated)
     :param output_uri: prefix for the output files. (templated)
     :param model_id: model id or inference-profile id. (templated)
-    :param invocation_type: ``InvokeModel`` or ``Converse``.
-    :param requests_per_second: client-side rate limit.
-    :param max_attempts: attempts per record for throttling and transient errors.
+    :param invocation_type: ``InvokeModel`` or ``Converse``. (templated)
+    :param requests_per_second: client-side rate limit; 0: none. (templated)
+    :param max_attempts: attempts per record for throttling and transient errors. (templated)
     :param kms_key_id: KMS key of every object written (SSE-KMS). (templated)
     :param expected_bucket_owner: account that must own every bucket touched; ``bucket_owners`` overrides it
         per bucket. (templated)
     """
 
     template_fields: Sequence[str] = aws_template_fields(
-        "input_uris", "output_uri", "model_id", *STORAGE_TEMPLATE_FIELDS
+        "input_uris",
+        "output_uri",
+        "model_id",
+        "invocation_type",
+        "requests_per_second",
+        "max_attempts",
+        *STORAGE_TEMPLATE_FIELDS,
     )
     ui_color = "#ffe0b2"
 
@@ -56,9 +64,17 @@ class BedrockOnDemandOperator(StagingOperator):
         self.requests_per_second = requests_per_second
         self.max_attempts = max_attempts
 
+    def resolve_arguments(self) -> None:
+        """Coerce and check the scalar arguments once templates are rendered (they may arrive as strings);
+        a :class:`~bedrock_batch.errors.ConfigError` names the argument and the value."""
+        self.invocation_type = as_choice("invocation_type", self.invocation_type, INVOCATION_TYPES)
+        self.requests_per_second = as_float("requests_per_second", self.requests_per_second, minimum=0)
+        self.max_attempts = as_int("max_attempts", self.max_attempts, minimum=1)
+
     def execute(self, context: Context) -> OnDemandResult:
         from bedrock_batch.on_demand import invoke_files, runtime_invoker
 
+        self.resolve_arguments()
         uris = [self.input_uris] if isinstance(self.input_uris, str) else list(self.input_uris or ())
         stats = invoke_files(
             self.storage(),

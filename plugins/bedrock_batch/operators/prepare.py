@@ -7,7 +7,15 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
-from bedrock_batch.config import QuotasArgument, quota_config_for
+from bedrock_batch.config import (
+    QuotasArgument,
+    as_choice,
+    as_int,
+    as_optional_float,
+    as_optional_str,
+    quota_config_for,
+)
+from bedrock_batch.models import INVOCATION_TYPES
 from bedrock_batch.operators._base import STORAGE_TEMPLATE_FIELDS, StagingOperator
 from bedrock_batch.stage_results import ON_DEMAND_XCOM_KEY, RUN_XCOM_KEY, ShardDescriptor
 from bedrock_batch.staging import run_prefix_for, stage_source
@@ -39,14 +47,14 @@ class BedrockBatchPrepareOperator(StagingOperator):
     :param id_column: source column with the row key (tabular formats). (templated)
     :param text_column: source column with the transcript (tabular formats). (templated)
     :param passthrough_columns: source columns carried to the results table. (templated)
-    :param invocation_type: ``InvokeModel`` or ``Converse``.
-    :param model_family: override of the model family inferred from ``model_id``.
-    :param max_tokens: the model's ``max_tokens`` per record.
-    :param temperature: sampling temperature, or None for the model's default.
+    :param invocation_type: ``InvokeModel`` or ``Converse``. (templated)
+    :param model_family: override of the model family inferred from ``model_id``. (templated)
+    :param max_tokens: the model's ``max_tokens`` per record. (templated)
+    :param temperature: sampling temperature, or None for the model's default. (templated)
     :param max_records: read at most this many source rows (0: all), e.g. for a trial run. (templated)
     :param quotas: :class:`~bedrock_batch.config.QuotaConfig`, :class:`~bedrock_batch.config.QuotaSettings`
         or a mapping of overrides.
-    :param prompts_root: directory of prompt templates; default ``include/prompts``.
+    :param prompts_root: directory of prompt templates; default ``include/prompts``. (templated)
     :param kms_key_id: KMS key of every object written (SSE-KMS). (templated)
     :param expected_bucket_owner: account that must own every bucket touched; ``bucket_owners`` overrides it
         per bucket. (templated)
@@ -62,7 +70,12 @@ class BedrockBatchPrepareOperator(StagingOperator):
         "id_column",
         "text_column",
         "passthrough_columns",
+        "invocation_type",
+        "model_family",
+        "max_tokens",
+        "temperature",
         "max_records",
+        "prompts_root",
         *STORAGE_TEMPLATE_FIELDS,
     )
     ui_color = "#c8e6c9"
@@ -106,11 +119,22 @@ class BedrockBatchPrepareOperator(StagingOperator):
         self.quotas = quotas
         self.prompts_root = prompts_root
 
+    def resolve_arguments(self) -> None:
+        """Coerce and check the scalar arguments once templates are rendered (they may arrive as strings);
+        a :class:`~bedrock_batch.errors.ConfigError` names the argument and the value."""
+        self.invocation_type = as_choice("invocation_type", self.invocation_type, INVOCATION_TYPES)
+        self.model_family = as_optional_str(self.model_family)
+        self.max_tokens = as_int("max_tokens", self.max_tokens, minimum=1)
+        self.temperature = as_optional_float("temperature", self.temperature, minimum=0)
+        self.max_records = as_int("max_records", self.max_records or 0, minimum=0)
+        self.prompts_root = as_optional_str(self.prompts_root)
+
     def execute(self, context: Context) -> list[ShardDescriptor]:
         from bedrock_batch.models import InferenceParams
         from bedrock_batch.prompts import load_template
         from bedrock_batch.sources import SourceSpec
 
+        self.resolve_arguments()
         run = stage_source(
             self.storage(),
             SourceSpec(
@@ -127,7 +151,7 @@ class BedrockBatchPrepareOperator(StagingOperator):
             params=InferenceParams(max_tokens=self.max_tokens, temperature=self.temperature),
             invocation_type=self.invocation_type,
             family=self.model_family,
-            max_records=int(self.max_records or 0),
+            max_records=int(self.max_records),
         )
         self.log.info(
             "Prepared %s rows: %s records in %d shard(s), %s for on-demand, %s quarantined %s",

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
+from bedrock_batch.config import as_optional_str
 from bedrock_batch.errors import OutputAccountingError
 from bedrock_batch.operators._base import STORAGE_TEMPLATE_FIELDS, CollectingOperator, as_mapping
 from bedrock_batch.stage_results import CatalogRegistration, PublishResult
@@ -37,7 +38,7 @@ class BedrockBatchPublishOperator(CollectingOperator):
     :param retry_on_demand: the retry round's on-demand result. (templated)
     :param collected: the collect stage's ``round`` XCom (for the retry count). (templated)
     :param results_uri: root of the results tables and reports. (templated)
-    :param table_name: name of the results table under ``results_uri``.
+    :param table_name: name of the results table under ``results_uri``. (templated)
     :param glue_database: an existing Glue database to register the table and the partition in, for Athena
         (see :func:`bedrock_batch.catalog.register_partition`); ``None`` or empty: no registration. Only
         results in S3 are registered. The XCom's ``catalog`` names what was registered. (templated)
@@ -55,6 +56,7 @@ class BedrockBatchPublishOperator(CollectingOperator):
         "retry_on_demand",
         "collected",
         "results_uri",
+        "table_name",
         "glue_database",
         "glue_table",
         *STORAGE_TEMPLATE_FIELDS,
@@ -82,10 +84,15 @@ class BedrockBatchPublishOperator(CollectingOperator):
         self.glue_database = glue_database
         self.glue_table = glue_table
 
+    def resolve_arguments(self) -> None:
+        """Coerce the rendered ``glue_database``: a null param renders ``"None"``, meaning no database."""
+        self.glue_database = as_optional_str(self.glue_database)
+
     def execute(self, context: Context) -> PublishResult:
         from bedrock_batch.report import run_report, write_report
         from bedrock_batch.results import assemble_call_summaries, load_quarantine, write_partition
 
+        self.resolve_arguments()
         run, ds, storage = self.run(), str(context["ds"]), self.storage()
         first, retry = job_results(self.jobs), job_results(self.retry_jobs)
         outputs = job_outputs(first, as_mapping(self.on_demand), ON_DEMAND_LABEL)

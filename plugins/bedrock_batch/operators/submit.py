@@ -11,8 +11,15 @@ from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.providers.common.compat.sdk import conf
 
-from bedrock_batch.config import QuotasArgument, quota_config_for
-from bedrock_batch.errors import ConfigError, JobWaitTimeoutError
+from bedrock_batch.config import (
+    QuotasArgument,
+    as_bool,
+    as_choice,
+    as_float,
+    as_optional_int,
+    quota_config_for,
+)
+from bedrock_batch.errors import JobWaitTimeoutError
 from bedrock_batch.hooks import BedrockBatchHook
 from bedrock_batch.jobs import abandoned_by_user, job_id_from_arn, run_key_for
 from bedrock_batch.links import BedrockBatchJobLink, BedrockBatchOutputLink, persist_job_links
@@ -58,16 +65,20 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
     :param role_arn: service role Bedrock assumes to read the input and write the output. (templated)
     :param invocation_type: ``InvokeModel`` or ``Converse``. (templated)
     :param timeout_hours: the job's ``timeoutDurationInHours`` (24-168); ``None`` keeps the service's.
+        (templated)
     :param tags: extra job tags; ``dag_id``, ``run_id`` and ``shard`` are added automatically. (templated)
     :param vpc_config: ``{"subnetIds": [...], "securityGroupIds": [...]}``. (templated)
     :param output_kms_key_id: KMS key that encrypts the output. (templated)
     :param input_bucket_owner: account id that must own the input bucket. (templated)
     :param output_bucket_owner: account id that must own the output bucket. (templated)
     :param force: submit a new attempt even if a job for this shard exists (every run of the task with
-        ``force`` submits one, so use it for a deliberate resubmission only).
+        ``force`` submits one, so use it for a deliberate resubmission only). (templated)
     :param strict: treat PartiallyCompleted, Stopped and Expired as failures instead of salvaging them.
+        (templated)
     :param wait_for_completion: wait until the job ends; otherwise return right after submitting.
+        (templated)
     :param poll_interval: seconds between two status checks, and between two checks for a free slot.
+        (templated)
     :param job_slots_uri: ``s3://`` prefix of the job slots (see :mod:`bedrock_batch.slots`) that make
         ``max_concurrent_jobs`` exact when many submit tasks start at once; every task that shares the
         model's limit must use the same prefix. Without it the active jobs are counted before each create,
@@ -91,12 +102,17 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
         "model_id",
         "role_arn",
         "invocation_type",
+        "timeout_hours",
         "tags",
         "vpc_config",
         "output_kms_key_id",
         "input_bucket_owner",
         "output_bucket_owner",
         "job_slots_uri",
+        "force",
+        "strict",
+        "wait_for_completion",
+        "poll_interval",
     )
     template_fields_renderers = {"shard": "json", "tags": "json", "vpc_config": "json"}
     operator_extra_links = (BedrockBatchJobLink(), BedrockBatchOutputLink())
@@ -125,12 +141,6 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if timeout_hours is not None and not 24 <= timeout_hours <= 168:
-            raise ConfigError(
-                f"timeout_hours must be between 24 and 168 (service limits), got {timeout_hours}"
-            )
-        if poll_interval <= 0:
-            raise ConfigError(f"poll_interval must be positive, got {poll_interval}")
         self.shard = shard
         self.model_id = model_id
         self.role_arn = role_arn
@@ -153,11 +163,18 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
 
     # --- identity and configuration -------------------------------------------------------------------
 
+    def resolve_arguments(self) -> None:
+        """Coerce and check the scalar arguments once templates are rendered (they may arrive as strings);
+        a :class:`~bedrock_batch.errors.ConfigError` names the argument and the value."""
+        self.invocation_type = as_choice("invocation_type", self.invocation_type, INVOCATION_TYPES)
+        # timeoutDurationInHours: the service takes 24 to 168.
+        self.timeout_hours = as_optional_int("timeout_hours", self.timeout_hours, minimum=24, maximum=168)
+        self.force = as_bool("force", self.force)
+        self.strict = as_bool("strict", self.strict)
+        self.wait_for_completion = as_bool("wait_for_completion", self.wait_for_completion)
+        self.poll_interval = as_float("poll_interval", self.poll_interval, positive=True)
+
     def _submitter(self, context: Context) -> JobSubmitter:
-        if self.invocation_type not in INVOCATION_TYPES:
-            raise ConfigError(
-                f"invocation_type must be one of {INVOCATION_TYPES}, got {self.invocation_type!r}"
-            )
         run_key = run_key_for(getattr(context["dag_run"], "logical_date", None), str(context["run_id"]))
         key = shard_job_key(self.shard, dag_id=self.dag_id, run_key=run_key, model_id=self.model_id)
         request = JobRequest(
@@ -190,6 +207,7 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
     def execute(self, context: Context) -> SubmitResult:
         """Find or create the shard's job, then wait for it unless ``wait_for_completion`` is off."""
         self._task_instance = context["ti"]
+        self.resolve_arguments()
         submitter = self._submitter(context)
         with self._job_stopped_on_timeout():
             submitted = submitter.submit(wait=not self.deferrable)

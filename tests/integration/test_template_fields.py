@@ -1,0 +1,233 @@
+"""Templating of every operator and sensor, checked on real Airflow objects (no DAG run, no AWS).
+
+- Every templated field is an attribute of the instance under the same name, like the amazon provider's
+  ``validate_template_fields``: Airflow renders ``template_fields`` by attribute name, and a field that
+  names no attribute is never rendered.
+- Every scalar argument of the constructor is templated, apart from the few named below with the reason.
+- Rendered templates arrive as strings; each operator coerces them when the task runs
+  (``resolve_arguments``, first thing in ``execute``) and refuses a bad value with a ConfigError naming the
+  argument, never at DAG parse time.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import pytest
+from airflow.sdk import DAG
+
+from bedrock_batch.errors import ConfigError
+from bedrock_batch.operators import (
+    BedrockBatchCollectOperator,
+    BedrockBatchPrepareOperator,
+    BedrockBatchPublishOperator,
+    BedrockBatchSubmitOperator,
+    BedrockOnDemandOperator,
+)
+from bedrock_batch.sensors import BedrockBatchJobSensor, SourcePartitionSensor
+
+SHARD = {
+    "shard": 1,
+    "input_uri": "s3://staging/run/input/shard-0001/",
+    "output_uri": "s3://staging/run/output/shard-0001/",
+    "fingerprint": "f" * 64,
+}
+PREPARED = {"run_prefix": "s3://staging/run", "model_id": "m", "index_uri": "s3://staging/run/i.parquet"}
+
+# The smallest valid construction of each class.
+REQUIRED: dict[type, dict[str, Any]] = {
+    BedrockBatchPrepareOperator: {
+        "source_uri": "s3://source/calls/",
+        "source_format": "text",
+        "staging_uri": "s3://staging/",
+        "model_id": "m",
+        "prompt_name": "call_center_summary",
+    },
+    BedrockBatchSubmitOperator: {"shard": SHARD, "model_id": "m", "role_arn": "arn:aws:iam::1:role/r"},
+    BedrockOnDemandOperator: {"input_uris": [], "output_uri": "s3://staging/od/", "model_id": "m"},
+    BedrockBatchCollectOperator: {"prepared": PREPARED},
+    BedrockBatchPublishOperator: {"prepared": PREPARED, "results_uri": "s3://results/"},
+    BedrockBatchJobSensor: {"job_arn": "abcdefabcdef"},
+    SourcePartitionSensor: {"source_uri": "s3://source/calls/"},
+}
+
+# Scalar arguments deliberately not templated, and why (as the amazon provider does).
+NOT_TEMPLATED = {
+    "deferrable": "chooses how the task waits; Airflow and the provider never template it",
+    "poke_interval": "BaseSensorOperator checks it when the sensor is built (so is timeout, not a scalar)",
+}
+SCALARS = frozenset({"str", "int", "float", "bool", "None"})
+
+
+def validate_template_fields(operator: Any) -> None:
+    """Every templated field, and every field given a renderer, is set on the instance under its own name."""
+    fields = [*operator.template_fields, *getattr(operator, "template_fields_renderers", {})]
+    missing = [field for field in fields if field not in vars(operator)]
+    assert not missing, f"{type(operator).__name__} templates {missing}, which it never sets"
+
+
+def build(cls: type, **arguments: Any) -> Any:
+    with DAG(f"templates_{cls.__name__}", schedule=None):
+        return cls(task_id="task", **{**REQUIRED[cls], **arguments})
+
+
+def scalar_arguments(cls: type) -> set[str]:
+    """The keyword arguments the library's own constructors (the class and its library bases) take whose
+    annotation is a plain scalar (``str``, ``int``, ``float``, ``bool``, optionally ``None``)."""
+    names = set()
+    for klass in cls.__mro__:
+        if not klass.__module__.startswith("bedrock_batch") or "__init__" not in vars(klass):
+            continue
+        for name, parameter in inspect.signature(klass.__init__).parameters.items():
+            annotation = str(parameter.annotation).replace(" ", "")
+            if parameter.kind is parameter.KEYWORD_ONLY and set(annotation.split("|")) <= SCALARS:
+                names.add(name)
+    return names
+
+
+def render(operator: Any, **params: Any) -> Any:
+    operator.render_template_fields({"params": params, "ds": "2026-11-21"})
+    return operator
+
+
+@pytest.mark.parametrize("cls", list(REQUIRED), ids=lambda cls: cls.__name__)
+class TestEveryClass:
+    def test_template_fields_are_attributes(self, cls):
+        validate_template_fields(build(cls))
+
+    def test_every_scalar_argument_is_templated(self, cls):
+        scalars = scalar_arguments(cls)
+        assert scalars, "the scan found no scalar argument"
+        untemplated = scalars - set(cls.template_fields) - set(NOT_TEMPLATED)
+        assert not untemplated, f"{cls.__name__} does not template {sorted(untemplated)}"
+
+    def test_aws_connection_arguments_are_templated(self, cls):
+        assert {"aws_conn_id", "region_name", "verify"} <= set(cls.template_fields)
+
+
+class TestRenderedValuesAreCoercedWhenTheTaskRuns:
+    def test_submit(self):
+        operator = build(
+            BedrockBatchSubmitOperator,
+            invocation_type="{{ params.type }}",
+            timeout_hours="{{ params.hours }}",
+            force="{{ params.force }}",
+            strict="{{ params.strict }}",
+            wait_for_completion="{{ params.wait }}",
+            poll_interval="{{ params.poll }}",
+            job_slots_uri="{{ params.slots }}",
+        )
+        render(
+            operator,
+            type="Converse",
+            hours=48,
+            force=False,
+            strict=True,
+            wait=False,
+            poll=2.5,
+            slots="s3://b/",
+        )
+        assert operator.strict == "True"  # what Jinja hands over
+        operator.resolve_arguments()
+        assert (
+            operator.invocation_type,
+            operator.timeout_hours,
+            operator.force,
+            operator.strict,
+            operator.wait_for_completion,
+            operator.poll_interval,
+            operator.job_slots_uri,
+        ) == ("Converse", 48, False, True, False, 2.5, "s3://b/")
+
+    def test_submit_without_a_timeout(self):
+        operator = render(build(BedrockBatchSubmitOperator, timeout_hours="{{ params.hours }}"), hours=None)
+        operator.resolve_arguments()
+        assert operator.timeout_hours is None
+
+    @pytest.mark.parametrize(
+        ("argument", "value", "message"),
+        [
+            ("timeout_hours", "12", r"timeout_hours must be between 24 and 168, got '12'"),
+            ("poll_interval", "0", r"poll_interval must be positive, got '0'"),
+            ("strict", "maybe", r"strict must be true or false, got 'maybe'"),
+            ("invocation_type", "Invoke", r"invocation_type must be one of .*, got 'Invoke'"),
+        ],
+    )
+    def test_submit_refuses_a_bad_value_by_name_when_it_runs_not_when_built(self, argument, value, message):
+        operator = build(BedrockBatchSubmitOperator, **{argument: "{{ params.value }}"})
+        render(operator, value=value)
+        with pytest.raises(ConfigError, match=message):
+            operator.resolve_arguments()
+        build(BedrockBatchSubmitOperator, **{argument: value})  # a literal bad value fails at run time too
+
+    def test_prepare(self):
+        operator = build(
+            BedrockBatchPrepareOperator,
+            invocation_type="{{ params.type }}",
+            model_family="{{ params.family }}",
+            max_tokens="{{ params.max_tokens }}",
+            temperature="{{ params.temperature }}",
+            max_records="{{ params.max_records }}",
+            prompts_root="{{ params.root }}",
+        )
+        render(
+            operator,
+            type="InvokeModel",
+            family=None,
+            max_tokens=512,
+            temperature=0.2,
+            max_records=0,
+            root=None,
+        )
+        operator.resolve_arguments()
+        assert (
+            operator.invocation_type,
+            operator.model_family,
+            operator.max_tokens,
+            operator.temperature,
+            operator.max_records,
+            operator.prompts_root,
+        ) == ("InvokeModel", None, 512, 0.2, 0, None)
+
+    def test_prepare_refuses_a_bad_max_tokens(self):
+        operator = render(build(BedrockBatchPrepareOperator, max_tokens="{{ params.n }}"), n="lots")
+        with pytest.raises(ConfigError, match="max_tokens must be an integer, got 'lots'"):
+            operator.resolve_arguments()
+
+    def test_on_demand(self):
+        operator = build(
+            BedrockOnDemandOperator,
+            invocation_type="{{ params.type }}",
+            requests_per_second="{{ params.rps }}",
+            max_attempts="{{ params.attempts }}",
+        )
+        render(operator, type="Converse", rps=2.5, attempts=3).resolve_arguments()
+        assert (operator.invocation_type, operator.requests_per_second, operator.max_attempts) == (
+            "Converse",
+            2.5,
+            3,
+        )
+        render(operator := build(BedrockOnDemandOperator, max_attempts="{{ params.n }}"), n=0)
+        with pytest.raises(ConfigError, match="max_attempts must be at least 1, got '0'"):
+            operator.resolve_arguments()
+
+    def test_collect(self):
+        operator = render(build(BedrockBatchCollectOperator, retry="{{ params.retry }}"), retry=False)
+        operator.resolve_arguments()
+        assert operator.retry is False
+
+    def test_publish(self):
+        operator = build(
+            BedrockBatchPublishOperator,
+            table_name="{{ params.table }}",
+            glue_database="{{ params.database }}",
+        )
+        render(operator, table="reviews", database=None).resolve_arguments()
+        assert (operator.table_name, operator.glue_database) == ("reviews", None)
+
+    def test_job_sensor(self):
+        sensor = render(build(BedrockBatchJobSensor, strict="{{ params.strict }}"), strict=True)
+        assert sensor.success_statuses == {"Completed", "PartiallyCompleted", "Stopped", "Expired"}
+        sensor.resolve_arguments()
+        assert (sensor.strict, sensor.success_statuses) == (True, {"Completed"})
