@@ -52,11 +52,13 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
     Scheduled or InProgress in the account at once (jobs created outside Airflow count too); at the quota
     the task waits for a slot without holding a worker slot when deferrable.
 
-    Returns (XCom) ``{"shard", "job_arn", "job_id", "job_name", "status", "outcome", "records",
-    "total_records", "processed_records", "success_records", "error_records", "input_uri", "output_uri",
-    "model_id", "reused"}`` where ``outcome`` is ``success`` or ``salvage`` (``None`` when not waiting)
-    and ``output_uri`` is ``<output>/<jobId>/``. A Failed job raises
-    :class:`~bedrock_batch.errors.JobFailedError` with the job's message.
+    Returns (XCom) a :class:`~bedrock_batch.stage_results.SubmitResult`: ``{"shard", "job_arn", "job_id",
+    "job_name", "status", "outcome", "records", "total_records", "processed_records", "success_records",
+    "error_records", "input_uri", "output_uri", "model_id", "reused"}`` where ``outcome`` is ``success`` or
+    ``salvage`` (``None`` when not waiting) and ``output_uri`` is ``<output>/<jobId>/``. A Failed job raises
+    :class:`~bedrock_batch.errors.JobFailedError` with the job's message. Finding or creating the job is
+    :class:`~bedrock_batch.submission.JobSubmitter`'s; waiting is :class:`~bedrock_batch.polling.JobWatch`'s,
+    driven by the trigger (deferrable) or in the worker.
 
     :param shard: the shard descriptor ``{"shard": 1, "input_uri": "s3://.../shard-0001/", "output_uri":
         "s3://.../output/", "records": 150, "bytes": 12345, "fingerprint": "<sha256 hex>", "round": 1}``;
