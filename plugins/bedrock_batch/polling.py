@@ -124,7 +124,7 @@ class WatchStep:
     :param event: the wait is over (the job ended, the deadline passed, or the status cannot be read): the
         event to end it with. ``None``: check again.
     :param delay: seconds to wait before the next check.
-    :param reconnect: the check failed on expired credentials: open a new client, then check at once.
+    :param reconnect: the check failed on expired credentials: open a new client before the next check.
     :param progress: a line worth logging at INFO (the job's status or counts changed; a reconnect).
     :param warning: a failed check that is retried, worth a WARNING line.
     """
@@ -156,8 +156,9 @@ class JobWatch:
     """One wait for one job: what each status check, or failed check, means for the waiter.
 
     Checks come every ``poll_interval``; a check that failed on throttling, a server error or a dropped
-    connection is retried after a doubling delay (up to :data:`MAX_BACKOFF_SECONDS`); expired credentials
-    ask for a new client; any other failure ends the wait with an ``api_error`` event. The wait ends with a
+    connection is retried after a doubling delay (up to :data:`MAX_BACKOFF_SECONDS`), and so is one that
+    failed on expired credentials, with a new client; any other failure ends the wait with an ``api_error``
+    event. The wait ends with a
     ``timeout`` event when a check finds the job still running at the deadline, and no delay runs past it.
 
     :param job_arn: ARN (or id) of the job.
@@ -206,19 +207,26 @@ class JobWatch:
 
     def check_failed(self, error: BaseException, now: datetime) -> WatchStep:
         """Reading the job's description raised ``error`` at ``now``: reconnect, retry later, or give up."""
-        if is_expired_credentials(error):
-            # Jobs outlive temporary credentials; a new client fetches fresh ones.
-            line = f"Credentials expired while waiting for job {self.job_id}; reconnecting"
-            return WatchStep(reconnect=True, progress=line)
-        if not is_transient(error):
+        expired = is_expired_credentials(error)
+        if not expired and not is_transient(error):
             return WatchStep(event=self._error_event("api_error", f"GetModelInvocationJob failed: {error}"))
         delay = self._error_delay
         self._error_delay = min(delay * 2, max(MAX_BACKOFF_SECONDS, self.poll_interval))
+        if expired:
+            # Jobs outlive temporary credentials; a new client fetches fresh ones.
+            line = f"Credentials expired while waiting for job {self.job_id}; reconnecting"
+            return self._next(delay, now, progress=line, reconnect=True)
         warning = f"Polling job {self.job_id} got {describe_error(error)}; retrying in {delay:.1f} s"
         return self._next(delay, now, warning=warning)
 
     def _next(
-        self, delay: float, now: datetime, *, progress: str | None = None, warning: str | None = None
+        self,
+        delay: float,
+        now: datetime,
+        *,
+        progress: str | None = None,
+        warning: str | None = None,
+        reconnect: bool = False,
     ) -> WatchStep:
         if self.deadline is not None:
             remaining = (self.deadline - now).total_seconds()
@@ -228,7 +236,7 @@ class JobWatch:
                 event = self._error_event("timeout", message)
                 return WatchStep(event=event, progress=progress, warning=warning)
             delay = min(delay, remaining)
-        return WatchStep(delay=delay, progress=progress, warning=warning)
+        return WatchStep(delay=delay, reconnect=reconnect, progress=progress, warning=warning)
 
     def _error_event(self, reason: str, message: str) -> JobEvent:
         """An ``error`` event that did not come from the job ending (timeout, unrecoverable API error)."""
@@ -278,8 +286,7 @@ def wait_until_ended(
     while step.event is None:
         if step.reconnect:
             read_job = reconnect()
-        else:
-            sleep(step.delay)
+        sleep(step.delay)
         try:
             job = read_job(watch.job_arn)
         except Exception as error:

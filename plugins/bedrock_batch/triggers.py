@@ -140,8 +140,7 @@ class BedrockBatchJobTrigger(BaseTrigger):
                 if step.reconnect:
                     await stack.aclose()
                     client = await stack.enter_async_context(await hook.get_async_conn())
-                else:
-                    await asyncio.sleep(step.delay)
+                await asyncio.sleep(step.delay)
 
     async def on_kill(self) -> None:
         """The waiting was cancelled by a user action: stop the job only if the user abandoned the task.

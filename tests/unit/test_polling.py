@@ -139,9 +139,12 @@ class TestCheckFailed:
         assert step.event is None
         assert step.warning == "Polling job abc123def456 got EndpointConnectionError; retrying in 60.0 s"
 
-    def test_expired_credentials_ask_for_a_new_client(self):
-        step = watch().check_failed(client_error("ExpiredTokenException"), T0)
-        assert (step.reconnect, step.event, step.delay) == (True, None, 0.0)
+    def test_expired_credentials_ask_for_a_new_client_and_back_off(self):
+        wait = watch()
+        first = wait.check_failed(client_error("ExpiredTokenException"), T0)
+        again = wait.check_failed(client_error("ExpiredTokenException"), T0)
+        assert (first.reconnect, first.event, first.delay, again.delay) == (True, None, 60.0, 120.0)
+        assert first.progress == "Credentials expired while waiting for job abc123def456; reconnecting"
 
     def test_an_error_no_retry_fixes_ends_the_wait_with_an_api_error(self):
         wait = watch()
@@ -213,10 +216,10 @@ class TestWaitUntilEnded:
         assert event["status"] == "success"
         assert reads.sleeps == [30.0, 30.0, 60.0]
 
-    def test_reconnects_on_expired_credentials_without_sleeping(self):
+    def test_reconnects_on_expired_credentials(self):
         reads = Reads(client_error("ExpiredToken"), job("Completed", 150, 150))
         assert wait_blocking(reads, job("Submitted"))["status"] == "success"
-        assert (reads.reconnects, reads.sleeps) == (1, [30.0])
+        assert (reads.reconnects, reads.sleeps) == (1, [30.0, 30.0])
 
     def test_an_error_no_retry_fixes_is_raised_as_it_came(self):
         reads = Reads(client_error("AccessDeniedException"))
