@@ -6,11 +6,13 @@ Used by the submit operator and the job sensor when they run deferrable.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import random
+import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from airflow.providers.common.compat.sdk import conf
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 from botocore.exceptions import ClientError
 
@@ -21,10 +23,14 @@ from bedrock_batch.hooks import (
     describe_error,
     error_code,
     is_transient,
+    shared_async_client,
 )
 from bedrock_batch.jobs import (
     DEFAULT_WAIT_MARGIN,
+    MAX_POLL_INTERVAL,
     TERMINAL_STATUSES,
+    CallBudget,
+    PollSchedule,
     abandoned_by_user,
     counts_of,
     format_progress,
@@ -40,6 +46,26 @@ DEFAULT_POLL_INTERVAL = 60.0
 COUNT_KEYS = ("total_records", "processed_records", "success_records", "error_records")
 # Throttled or failing polls back off up to this long; the job's own deadline still bounds the wait.
 MAX_BACKOFF_SECONDS = 600.0
+# GetModelInvocationJob calls per second that all the job triggers of one triggerer may make together
+# ([bedrock_batch] status_calls_per_second, env AIRFLOW__BEDROCK_BATCH__STATUS_CALLS_PER_SECOND; 0: no limit).
+# The service's rate quota for the call is per account and Region and not published; every triggerer (two
+# for high availability), worker and console shares it. 2 per second is 7,200 checks an hour: 1,000 waits of
+# any age at least one check every 500 s, and room to spare for everything else on the account.
+BUDGET_SECTION, BUDGET_OPTION = "bedrock_batch", "status_calls_per_second"
+DEFAULT_STATUS_CALLS_PER_SECOND = 2.0
+_status_budget: CallBudget | None = None
+
+
+def status_call_budget() -> CallBudget:
+    """The token bucket every :class:`BedrockBatchJobTrigger` of this process draws its status checks from.
+
+    Built from ``[bedrock_batch] status_calls_per_second``; built anew when that setting changes.
+    """
+    global _status_budget
+    rate = conf.getfloat(BUDGET_SECTION, BUDGET_OPTION, fallback=DEFAULT_STATUS_CALLS_PER_SECOND)
+    if _status_budget is None or _status_budget.calls_per_second != rate:
+        _status_budget = CallBudget(rate)
+    return _status_budget
 
 
 class JobWaitTimeoutError(BedrockBatchError):
@@ -79,6 +105,13 @@ def job_event(job: Mapping[str, Any], *, strict: bool) -> dict[str, Any]:
 class BedrockBatchJobTrigger(BaseTrigger):
     """Poll GetModelInvocationJob until the job ends, then fire exactly one event.
 
+    Checks come every ``poll_interval`` at first, then further apart the longer the job stays in one status
+    (a tenth of the time in it, up to ``max_poll_interval``, plus up to 20 % jitter; see
+    :class:`~bedrock_batch.jobs.PollSchedule`); a new status starts over, and growing record counts shorten
+    the wait to the job's predicted end. All triggers of a triggerer share one client per connection and one
+    budget of ``[bedrock_batch] status_calls_per_second`` calls (default 2): a thousand waits never call
+    faster.
+
     The payload (see :func:`job_event`) is ``{"status", "reason", "job_arn", "job_id", "job_name",
     "job_status", "outcome", "message", "model_id", "input_s3_uri", "output_s3_uri", "total_records",
     "processed_records", "success_records", "error_records"}``. ``status`` is ``success`` for Completed
@@ -88,7 +121,8 @@ class BedrockBatchJobTrigger(BaseTrigger):
     (``reason`` ``api_error``). Throttling, server errors and expired credentials are retried.
 
     :param job_arn: ARN (or id) of the job to wait for.
-    :param poll_interval: seconds between two status checks.
+    :param poll_interval: seconds between two status checks at first, and the shortest wait ever.
+    :param max_poll_interval: longest wait between two checks of a job that does not change (before jitter).
     :param strict: treat every ending other than Completed as an error.
     :param timeout: seconds to wait at most; ``None`` waits until the job's own expiration time plus
         ``margin_seconds`` (the service ends a job by then, so this is never shorter than the job).
@@ -110,6 +144,7 @@ class BedrockBatchJobTrigger(BaseTrigger):
         *,
         job_arn: str,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
+        max_poll_interval: float = MAX_POLL_INTERVAL,
         strict: bool = False,
         timeout: float | None = None,
         deadline: str | None = None,
@@ -125,6 +160,7 @@ class BedrockBatchJobTrigger(BaseTrigger):
             raise ValueError(f"poll_interval must be positive, got {poll_interval}")
         self.job_arn = job_arn
         self.poll_interval = float(poll_interval)
+        self.max_poll_interval = float(max_poll_interval)
         self.strict = strict
         if deadline is None and timeout is not None:
             deadline = (datetime.now(UTC) + timedelta(seconds=timeout)).isoformat()
@@ -143,6 +179,7 @@ class BedrockBatchJobTrigger(BaseTrigger):
             {
                 "job_arn": self.job_arn,
                 "poll_interval": self.poll_interval,
+                "max_poll_interval": self.max_poll_interval,
                 "strict": self.strict,
                 "deadline": self.deadline,
                 "margin_seconds": self.margin_seconds,
@@ -175,31 +212,43 @@ class BedrockBatchJobTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until the job ends or the deadline passes; yield one event."""
-        hook = self.hook()
         job_id = job_id_from_arn(self.job_arn)
         deadline = datetime.fromisoformat(self.deadline) if self.deadline else None
+        schedule = PollSchedule(self.poll_interval, max_interval=self.max_poll_interval)
+        budget = status_call_budget()
         last_progress: tuple[str, int, int] | None = None
         last_job: dict[str, Any] | None = None
-        delay = self.poll_interval
-        async with contextlib.AsyncExitStack() as stack:
-            client = await stack.enter_async_context(await hook.get_async_conn())
+        error_delay = self.poll_interval
+        async with shared_async_client(
+            aws_conn_id=self.aws_conn_id,
+            region_name=self.region_name,
+            verify=self.verify,
+            config=self.botocore_config,
+        ) as client:
             while True:
+                await budget.acquire()
                 try:
-                    job = await hook.get_job_async(self.job_arn, client)
+                    job = await client.get_job(self.job_arn)
                 except Exception as error:
                     if isinstance(error, ClientError) and error_code(error) in EXPIRED_CREDENTIAL_ERRORS:
                         # Jobs outlive temporary credentials; a new client fetches fresh ones.
                         self.log.info("Credentials expired while waiting for job %s; reconnecting", job_id)
-                        await stack.aclose()
-                        client = await stack.enter_async_context(await hook.get_async_conn())
-                        continue
-                    if not is_transient(error):
+                        await client.reconnect()
+                    elif not is_transient(error):
                         message = f"GetModelInvocationJob failed: {error}"
                         yield self._error_event("api_error", message, last_job)
                         return
-                    delay = await self._back_off(job_id, describe_error(error), delay)
+                    else:
+                        self.log.warning(
+                            "Polling job %s got %s; retrying in %.1f s",
+                            job_id,
+                            describe_error(error),
+                            error_delay,
+                        )
+                    delay = error_delay
+                    error_delay = min(error_delay * 2, max(MAX_BACKOFF_SECONDS, self.poll_interval))
                 else:
-                    delay = self.poll_interval
+                    error_delay = self.poll_interval
                     last_job = job
                     if deadline is None:
                         deadline = wait_deadline(job, timedelta(seconds=self.margin_seconds))
@@ -208,23 +257,24 @@ class BedrockBatchJobTrigger(BaseTrigger):
                         self.log.info(format_progress(job_id, *progress))
                         last_progress = progress
                     if job.get("status") in TERMINAL_STATUSES:
-                        event = job_event(job, strict=self.strict)
-                        yield TriggerEvent(event)
+                        yield TriggerEvent(job_event(job, strict=self.strict))
                         return
-                    await asyncio.sleep(self.poll_interval)
-                if deadline is not None and datetime.now(UTC) >= deadline:
-                    status = last_job.get("status") if last_job else "unknown"
-                    yield self._error_event(
-                        "timeout",
-                        f"job {job_id} still {status} at the wait deadline {deadline.isoformat()}",
-                        last_job,
-                    )
-                    return
-
-    async def _back_off(self, job_id: str, code: str, delay: float) -> float:
-        self.log.warning("Polling job %s got %s; retrying in %.1f s", job_id, code, delay)
-        await asyncio.sleep(delay)
-        return min(delay * 2, max(MAX_BACKOFF_SECONDS, self.poll_interval))
+                    now = time.time()
+                    schedule.observe(job, now)
+                    delay = schedule.next_delay(now, draw=random.random())
+                if deadline is not None:
+                    # The last check is made at the deadline itself, never a whole interval before it.
+                    remaining = (deadline - datetime.now(UTC)).total_seconds()
+                    if remaining <= 0:
+                        status = last_job.get("status") if last_job else "unknown"
+                        yield self._error_event(
+                            "timeout",
+                            f"job {job_id} still {status} at the wait deadline {deadline.isoformat()}",
+                            last_job,
+                        )
+                        return
+                    delay = min(delay, remaining)
+                await asyncio.sleep(delay)
 
     async def on_kill(self) -> None:
         """The waiting was cancelled by a user action: stop the job only if the user abandoned the task.
