@@ -1,10 +1,11 @@
-# Entry points: `make demo` runs the call-center DAG on the local stack, `make test` runs every check.
+# Entry points: `make demo` runs the call-center DAG on the local stack, `make test` runs every check,
+# `make airflow` starts a local Airflow UI (the Celery stack of docker-compose.yaml, as plain processes).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck pytest stack bench clean
+.PHONY: install demo airflow test lint typecheck pytest stack bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required, found " + sys.version.split()[0])'
@@ -20,6 +21,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m bedrock_batch_dev.demo
+
+airflow: $(STAMP)
+	$(BIN)/python -m bedrock_batch_dev.deployment
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -40,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_prepare.py
 	$(BIN)/python benchmarks/bench_collect.py
 	$(BIN)/python benchmarks/bench_emulator.py
+	$(BIN)/python benchmarks/bench_triggerer.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .local

@@ -45,6 +45,9 @@ os.environ.update(
             [_local_bundle("dags-folder", DAGS_FOLDER), _local_bundle("test-dags", TEST_DAGS_FOLDER)]
         ),
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(_AIRFLOW_HOME / "logs"),
+        # The local stack answers in milliseconds: status checks at its pace, not the production budget of 2/s
+        # per triggerer (tests of the budget set their own).
+        "AIRFLOW__BEDROCK_BATCH__STATUS_CALLS_PER_SECOND": "50",
     }
 )
 # Keep real AWS credentials of the developer's shell away from every test.

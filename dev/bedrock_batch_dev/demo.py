@@ -89,6 +89,8 @@ def airflow_environment(home: Path, s3_url: str, bedrock_url: str) -> dict[str, 
             "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(connection),
             "AWS_DEFAULT_REGION": REGION,
             "CALL_CENTER_CONFIG": str(local_config(home)),
+            # Status checks at the local stack's pace (the production default is 2 per second per triggerer).
+            "AIRFLOW__BEDROCK_BATCH__STATUS_CALLS_PER_SECOND": "50",
         }
     )
     return env

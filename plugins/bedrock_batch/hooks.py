@@ -1,12 +1,17 @@
 """Airflow hook for Bedrock batch inference: the four model invocation job operations, sync and async.
 
 Also hands out S3, Glue and bedrock-runtime clients built from the same connection (per-service endpoints
-included).
+included), and one async client per connection shared by all the triggers of a triggerer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import asyncio
+import json
+import weakref
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from functools import cached_property
 from typing import Any
 
@@ -238,3 +243,142 @@ class BedrockBatchHook(AwsBaseHook):
                     raise
                 return False
         return True
+
+
+# --- one async client per connection, shared by the triggers of an event loop ------------------------------
+
+
+class _SharedClient:
+    """The aiobotocore client of one set of connection parameters in one event loop, and its users.
+
+    A reconnect opens a new client (a *generation*) for every later call; the old one is closed once the calls
+    still running on it have returned, so no user sees its client closed under it.
+    """
+
+    def __init__(self, make_hook: Callable[[], BedrockBatchHook]) -> None:
+        self._make_hook = make_hook
+        self._lock = asyncio.Lock()
+        self._client: Any = None
+        self._generation = 0
+        self._open_clients: dict[int, AsyncExitStack] = {}
+        self._calls: Counter[int] = Counter()
+        self.users = 0
+
+    async def _current(self) -> tuple[Any, int]:
+        if self._client is None:
+            async with self._lock:
+                if self._client is None:
+                    await self._open()
+        return self._client, self._generation
+
+    async def _open(self) -> None:
+        # A new hook reads the connection again: rotated credentials in it or its secrets backend count.
+        stack = AsyncExitStack()
+        client = await stack.enter_async_context(await self._make_hook().get_async_conn())
+        self._generation += 1
+        self._open_clients[self._generation] = stack
+        self._client = client
+
+    @asynccontextmanager
+    async def borrow(self) -> AsyncIterator[tuple[Any, int]]:
+        """The current client and its generation, kept open until the caller's call has returned."""
+        client, generation = await self._current()
+        self._calls[generation] += 1
+        try:
+            yield client, generation
+        finally:
+            self._calls[generation] -= 1
+            if not self._calls[generation]:
+                del self._calls[generation]
+                if generation != self._generation:
+                    await self._close(generation)
+
+    async def reconnect(self, failed_generation: int) -> None:
+        """Replace the client of ``failed_generation``, unless another user already has."""
+        async with self._lock:
+            if failed_generation != self._generation or self._client is None:
+                return
+            self._client = None
+            await self._open()
+        if not self._calls[failed_generation]:
+            await self._close(failed_generation)
+
+    async def _close(self, generation: int) -> None:
+        stack = self._open_clients.pop(generation, None)
+        if stack is not None:
+            await stack.aclose()
+
+    async def close(self) -> None:
+        self._client = None
+        for generation in list(self._open_clients):
+            await self._close(generation)
+
+
+class SharedAsyncClient:
+    """One user's handle on a shared async client (see :func:`shared_async_client`)."""
+
+    def __init__(self, shared: _SharedClient) -> None:
+        self._shared = shared
+        self._generation = 0
+
+    async def get_job(self, job_identifier: str) -> dict[str, Any]:
+        """Describe a job (GetModelInvocationJob) by ARN or 12-character id.
+
+        :param job_identifier: the job's ARN or id.
+        """
+        async with self._shared.borrow() as (client, self._generation):
+            return _without_metadata(await client.get_model_invocation_job(jobIdentifier=job_identifier))
+
+    async def reconnect(self) -> None:
+        """Open a new client for every user after this one's last call failed on expired credentials.
+
+        Many users that hit the expiry together cause one reconnect, not one each.
+        """
+        await self._shared.reconnect(self._generation)
+
+
+_SharedClients = dict[tuple[Any, ...], _SharedClient]
+_SHARED_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SharedClients] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@asynccontextmanager
+async def shared_async_client(
+    *,
+    aws_conn_id: str | None,
+    region_name: str | None = None,
+    verify: bool | str | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> AsyncIterator[SharedAsyncClient]:
+    """Use the event loop's one bedrock client for these connection parameters, opening it for the first user.
+
+    A thousand triggers waiting in one triggerer share one client (one connection pool, one credential
+    lookup) instead of opening a thousand; it is closed when its last user leaves. aiobotocore clients belong
+    to the loop that opened them, so each event loop has its own.
+
+    :param aws_conn_id: the Airflow connection used for AWS credentials and endpoints.
+    :param region_name: AWS region name; ``None`` uses the connection's.
+    :param verify: whether or not to verify SSL certificates.
+    :param config: botocore client configuration (key-values).
+    """
+    clients = _SHARED_CLIENTS.setdefault(asyncio.get_running_loop(), {})
+    key = (aws_conn_id, region_name, verify, json.dumps(config, sort_keys=True, default=repr))
+    shared = clients.get(key)
+    if shared is None:
+        hook_config = dict(config) if config is not None else None
+        shared = clients[key] = _SharedClient(
+            lambda: BedrockBatchHook(
+                aws_conn_id=aws_conn_id, region_name=region_name, verify=verify, config=hook_config
+            )
+        )
+    shared.users += 1
+    try:
+        yield SharedAsyncClient(shared)
+    finally:
+        shared.users -= 1
+        if not shared.users:
+            # Out of the registry before the first await: a user arriving meanwhile opens a fresh client.
+            if clients.get(key) is shared:
+                del clients[key]
+            await shared.close()

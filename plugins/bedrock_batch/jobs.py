@@ -5,9 +5,13 @@ Imports nothing from Airflow: the submit operator, the sensor and the trigger ad
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import math
 import re
-from collections.abc import Iterable, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
@@ -463,3 +467,169 @@ def check_job_s3_uri(uri: str, what: str = "staging URI") -> None:
             f"{what} {uri!r} is not a valid Bedrock job S3 URI: keys may only use letters, digits and "
             "-!_*'(). between slashes (no '=', spaces or '//'), and the bucket must be a plain S3 bucket name"
         )
+
+
+# --- Polling --------------------------------------------------------------------------------------------
+
+# A job left unchanged for a long time is still checked this often: a week-long job is noticed within about
+# 30 minutes of its end (0.3 % of its run), and 1,000 such waits make about 0.6 calls per second.
+MAX_POLL_INTERVAL: Final = 1800.0
+# Between two checks, wait this fraction of the time the job has spent in its current status: when the job
+# ends, the wait has added at most a tenth of its last phase (and never more than MAX_POLL_INTERVAL).
+POLL_GROWTH: Final = 0.1
+# Each wait is stretched by a random 0-20 %, so that waits created together stop polling in lockstep.
+POLL_JITTER: Final = 0.2
+
+
+def poll_delay(
+    in_status_seconds: float,
+    poll_interval: float,
+    *,
+    max_interval: float = MAX_POLL_INTERVAL,
+    growth: float = POLL_GROWTH,
+    expected_end_in: float | None = None,
+    deadline_in: float | None = None,
+    jitter: float = POLL_JITTER,
+    draw: float = 0.0,
+) -> float:
+    """Seconds to wait before checking a job's status again: longer the longer the job has not moved.
+
+    The wait is ``growth`` times the time the job has spent in its current status, at least
+    ``poll_interval`` and at most ``max_interval`` (``poll_interval`` wins if it is the longer). When the
+    job's progress predicts its end sooner, the wait shortens to that prediction, never below
+    ``poll_interval``. Jitter then only lengthens it, by the fraction ``jitter * draw``, so no wait is shorter
+    than ``poll_interval``. The deadline caps it all: a waiter never sleeps past it.
+
+    :param in_status_seconds: how long the job has been in its current status.
+    :param poll_interval: the shortest wait.
+    :param max_interval: the longest wait before jitter.
+    :param growth: the wait as a fraction of ``in_status_seconds``.
+    :param expected_end_in: seconds until the job's predicted end, ``None`` without a prediction.
+    :param deadline_in: seconds until the wait deadline, ``None`` without one.
+    :param jitter: the largest stretch, as a fraction of the wait.
+    :param draw: a random number in [0, 1) that picks the stretch.
+    """
+    if poll_interval <= 0:
+        raise ValueError(f"poll_interval must be positive, got {poll_interval}")
+    if not 0.0 <= draw < 1.0:
+        raise ValueError(f"draw must be in [0, 1), got {draw}")
+    delay = min(max(poll_interval, growth * max(in_status_seconds, 0.0)), max(poll_interval, max_interval))
+    if expected_end_in is not None:
+        delay = max(poll_interval, min(delay, expected_end_in))
+    delay *= 1.0 + jitter * draw
+    if deadline_in is not None:
+        delay = min(delay, max(deadline_in, 0.0))
+    return delay
+
+
+def _timestamp(value: Any) -> float | None:
+    return _as_utc(value).timestamp() if isinstance(value, datetime) else None
+
+
+@dataclass
+class PollSchedule:
+    """When to check one job's status next, from what its waiter has seen of it (see :func:`poll_delay`).
+
+    A new status restarts the clock (the wait drops back to ``poll_interval`` and grows again); growing
+    record counts predict the job's end from their rate, and the wait shortens to that prediction while it
+    lies ahead. The first description seen dates the current status from the job's ``lastModifiedTime``
+    (else ``submitTime``), so a waiter rebuilt after a triggerer restart keeps its long waits.
+
+    :param poll_interval: the shortest wait.
+    :param max_interval: the longest wait before jitter.
+    :param growth: the wait as a fraction of the time in the current status.
+    :param jitter: the largest random stretch of a wait, as a fraction of it.
+    """
+
+    poll_interval: float
+    max_interval: float = MAX_POLL_INTERVAL
+    growth: float = POLL_GROWTH
+    jitter: float = POLL_JITTER
+    status: str | None = None
+    status_since: float = 0.0
+    _counted: tuple[float, int] | None = None
+    _processed: int = 0
+    _expected_end: float | None = None
+
+    def observe(self, job: Mapping[str, Any], now: float) -> None:
+        """Record a description read at ``now`` (POSIX seconds)."""
+        status, processed, total = progress_of(job)
+        if status != self.status:
+            since = now
+            if self.status is None:
+                since = _timestamp(job.get("lastModifiedTime")) or _timestamp(job.get("submitTime")) or now
+            self.status, self.status_since = status, min(since, now)
+            self._counted, self._processed, self._expected_end = None, processed, None
+        if not total or not processed:
+            return
+        if self._counted is None:
+            self._counted, self._processed = (now, processed), processed
+        elif processed > self._processed and now > self._counted[0]:
+            # Records processed since the first count of this status, over the time that took.
+            rate = (processed - self._counted[1]) / (now - self._counted[0])
+            self._processed = processed
+            self._expected_end = now + max(total - processed, 0) / rate
+
+    def next_delay(self, now: float, *, deadline: float | None = None, draw: float = 0.0) -> float:
+        """Seconds to wait from ``now`` before the next check.
+
+        :param now: POSIX seconds.
+        :param deadline: POSIX seconds past which the waiter gives up, ``None`` without one.
+        :param draw: a random number in [0, 1) for the jitter.
+        """
+        ahead = self._expected_end - now if self._expected_end is not None else None
+        return poll_delay(
+            now - self.status_since if self.status is not None else 0.0,
+            self.poll_interval,
+            max_interval=self.max_interval,
+            growth=self.growth,
+            # A prediction that has passed says nothing: the job is late, the wait grows as usual.
+            expected_end_in=ahead if ahead is not None and ahead > 0 else None,
+            deadline_in=deadline - now if deadline is not None else None,
+            jitter=self.jitter,
+            draw=draw,
+        )
+
+
+class CallBudget:
+    """A token bucket shared by concurrent waiters: at most ``calls_per_second`` calls, whatever their number.
+
+    :meth:`acquire` hands out turns in the order it is called (each caller reserves the next free turn, then
+    sleeps until it), so a thousand waiters that ask at once are served one turn apart, none starves, and no
+    second is ever busier than ``burst`` calls plus the rate. A rate of 0 (or less) means no limit. Safe to
+    share between event loops and threads.
+
+    :param calls_per_second: the sustained rate.
+    :param burst: how many calls may go at once after a quiet spell.
+    :param clock: a monotonic clock in seconds.
+    """
+
+    def __init__(
+        self, calls_per_second: float, *, burst: int = 1, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if burst < 1:
+            raise ValueError(f"burst must be at least 1, got {burst}")
+        self.calls_per_second = float(calls_per_second)
+        self.burst = burst
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._next_turn = -math.inf
+
+    def reserve(self) -> float:
+        """Take the next turn; returns how many seconds the caller must wait for it (0: go now)."""
+        if self.calls_per_second <= 0:
+            return 0.0
+        spacing = 1.0 / self.calls_per_second
+        with self._lock:
+            now = self._clock()
+            # Turns left unused while nobody asked are not saved up beyond the burst.
+            turn = max(self._next_turn, now - (self.burst - 1) * spacing)
+            self._next_turn = turn + spacing
+        return max(turn - now, 0.0)
+
+    async def acquire(self) -> float:
+        """Wait for a turn; returns the seconds waited."""
+        wait = self.reserve()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return wait

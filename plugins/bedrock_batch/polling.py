@@ -8,6 +8,7 @@ differ only in how they call the service, sleep and reconnect. Also the event pa
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,8 +20,10 @@ from bedrock_batch.errors import BedrockBatchError, JobFailedError, JobStatusErr
 from bedrock_batch.jobs import (
     COMPLETED,
     DEFAULT_WAIT_MARGIN,
+    MAX_POLL_INTERVAL,
     SALVAGE_STATUSES,
     TERMINAL_STATUSES,
+    PollSchedule,
     counts_of,
     format_progress,
     job_id_from_arn,
@@ -155,11 +158,12 @@ def log_step(log: Log, step: WatchStep) -> None:
 class JobWatch:
     """One wait for one job: what each status check, or failed check, means for the waiter.
 
-    Checks come every ``poll_interval``; a check that failed on throttling, a server error or a dropped
-    connection is retried after a doubling delay (up to :data:`MAX_BACKOFF_SECONDS`), and so is one that
-    failed on expired credentials, with a new client; any other failure ends the wait with an ``api_error``
-    event. The wait ends with a
-    ``timeout`` event when a check finds the job still running at the deadline, and no delay runs past it.
+    Checks come every ``poll_interval`` at first, then further apart the longer the job stays in one status,
+    up to ``max_interval`` (:class:`~bedrock_batch.jobs.PollSchedule`). A check that failed on throttling, a
+    server error or a dropped connection is retried after a doubling delay (up to
+    :data:`MAX_BACKOFF_SECONDS`), and so is one that failed on expired credentials, with a new client; any
+    other failure ends the wait with an ``api_error`` event. The wait ends with a ``timeout`` event when a
+    check finds the job still running at the deadline, and no delay runs past it.
 
     :param job_arn: ARN (or id) of the job.
     :param poll_interval: seconds between two checks.
@@ -167,6 +171,8 @@ class JobWatch:
     :param deadline: when to give up; ``None``: the job's own expiration time plus ``margin``, read from its
         first description.
     :param margin: time granted beyond the job's expiration for the service to settle its status.
+    :param max_interval: the longest wait between two checks of a job that does not change (before jitter).
+    :param draw: random numbers in [0, 1) for the schedule's jitter (tests pass a constant).
     """
 
     def __init__(
@@ -177,6 +183,8 @@ class JobWatch:
         strict: bool = False,
         deadline: datetime | None = None,
         margin: timedelta = DEFAULT_WAIT_MARGIN,
+        max_interval: float = MAX_POLL_INTERVAL,
+        draw: Callable[[], float] = random.random,
     ) -> None:
         if poll_interval <= 0:
             raise ValueError(f"poll_interval must be positive, got {poll_interval}")
@@ -187,6 +195,8 @@ class JobWatch:
         self.deadline = deadline
         self.margin = margin
         self.last_job: Mapping[str, Any] | None = None
+        self._schedule = PollSchedule(self.poll_interval, max_interval=max_interval)
+        self._draw = draw
         self._last_progress: tuple[str, int, int] | None = None
         self._error_delay = self.poll_interval
 
@@ -203,7 +213,8 @@ class JobWatch:
             self._last_progress = progress
         if job.get("status") in TERMINAL_STATUSES:
             return WatchStep(event=job_event(job, strict=self.strict), progress=line)
-        return self._next(self.poll_interval, now, progress=line)
+        self._schedule.observe(job, now.timestamp())
+        return self._next(self._schedule.next_delay(now.timestamp(), draw=self._draw()), now, progress=line)
 
     def check_failed(self, error: BaseException, now: datetime) -> WatchStep:
         """Reading the job's description raised ``error`` at ``now``: reconnect, retry later, or give up."""

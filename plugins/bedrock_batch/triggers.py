@@ -6,19 +6,25 @@ Used by the submit operator and the job sensor when they run deferrable.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from airflow.providers.common.compat.sdk import conf
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 # The wait's decisions and its event live in polling (pure, shared with the submit operator's blocking wait),
 # its exception types in errors; the names imported "as" themselves are imported from here by earlier callers.
 from bedrock_batch.errors import JobStatusError as JobStatusError
 from bedrock_batch.errors import JobWaitTimeoutError as JobWaitTimeoutError
-from bedrock_batch.hooks import BedrockBatchHook
-from bedrock_batch.jobs import DEFAULT_WAIT_MARGIN, abandoned_by_user, job_id_from_arn
+from bedrock_batch.hooks import BedrockBatchHook, shared_async_client
+from bedrock_batch.jobs import (
+    DEFAULT_WAIT_MARGIN,
+    MAX_POLL_INTERVAL,
+    CallBudget,
+    abandoned_by_user,
+    job_id_from_arn,
+)
 from bedrock_batch.polling import COUNT_KEYS as COUNT_KEYS
 from bedrock_batch.polling import DEFAULT_POLL_INTERVAL, JobWatch, log_step
 from bedrock_batch.polling import MAX_BACKOFF_SECONDS as MAX_BACKOFF_SECONDS
@@ -26,9 +32,37 @@ from bedrock_batch.polling import job_event as job_event
 from bedrock_batch.polling import result_from_event as result_from_event
 from bedrock_batch.task_state import aread_task_state
 
+# GetModelInvocationJob calls per second that all the job triggers of one triggerer may make together
+# ([bedrock_batch] status_calls_per_second, env AIRFLOW__BEDROCK_BATCH__STATUS_CALLS_PER_SECOND; 0: no limit).
+# The service's rate quota for the call is per account and Region and not published; every triggerer (two
+# for high availability), worker and console shares it. 2 per second is 7,200 checks an hour: 1,000 waits of
+# any age at least one check every 500 s, and room to spare for everything else on the account.
+BUDGET_SECTION, BUDGET_OPTION = "bedrock_batch", "status_calls_per_second"
+DEFAULT_STATUS_CALLS_PER_SECOND = 2.0
+_status_budget: CallBudget | None = None
+
+
+def status_call_budget() -> CallBudget:
+    """The token bucket every :class:`BedrockBatchJobTrigger` of this process draws its status checks from.
+
+    Built from ``[bedrock_batch] status_calls_per_second``; built anew when that setting changes.
+    """
+    global _status_budget
+    rate = conf.getfloat(BUDGET_SECTION, BUDGET_OPTION, fallback=DEFAULT_STATUS_CALLS_PER_SECOND)
+    if _status_budget is None or _status_budget.calls_per_second != rate:
+        _status_budget = CallBudget(rate)
+    return _status_budget
+
 
 class BedrockBatchJobTrigger(BaseTrigger):
     """Poll GetModelInvocationJob until the job ends, then fire exactly one event.
+
+    Checks come every ``poll_interval`` at first, then further apart the longer the job stays in one status
+    (a tenth of the time in it, up to ``max_poll_interval``, plus up to 20 % jitter; see
+    :class:`~bedrock_batch.jobs.PollSchedule`); a new status starts over, and growing record counts shorten
+    the wait to the job's predicted end. All triggers of a triggerer share one client per connection and one
+    budget of ``[bedrock_batch] status_calls_per_second`` calls (default 2): a thousand waits never call
+    faster.
 
     The payload (see :func:`job_event`) is ``{"status", "reason", "job_arn", "job_id", "job_name",
     "job_status", "outcome", "message", "model_id", "input_s3_uri", "output_s3_uri", "total_records",
@@ -39,7 +73,8 @@ class BedrockBatchJobTrigger(BaseTrigger):
     (``reason`` ``api_error``). Throttling, server errors and expired credentials are retried.
 
     :param job_arn: ARN (or id) of the job to wait for.
-    :param poll_interval: seconds between two status checks.
+    :param poll_interval: seconds between two status checks at first, and the shortest wait ever.
+    :param max_poll_interval: longest wait between two checks of a job that does not change (before jitter).
     :param strict: treat every ending other than Completed as an error.
     :param timeout: seconds to wait at most; ``None`` waits until the job's own expiration time plus
         ``margin_seconds`` (the service ends a job by then, so this is never shorter than the job).
@@ -61,6 +96,7 @@ class BedrockBatchJobTrigger(BaseTrigger):
         *,
         job_arn: str,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
+        max_poll_interval: float = MAX_POLL_INTERVAL,
         strict: bool = False,
         timeout: float | None = None,
         deadline: str | None = None,
@@ -76,6 +112,7 @@ class BedrockBatchJobTrigger(BaseTrigger):
             raise ValueError(f"poll_interval must be positive, got {poll_interval}")
         self.job_arn = job_arn
         self.poll_interval = float(poll_interval)
+        self.max_poll_interval = float(max_poll_interval)
         self.strict = strict
         if deadline is None and timeout is not None:
             deadline = (datetime.now(UTC) + timedelta(seconds=timeout)).isoformat()
@@ -94,6 +131,7 @@ class BedrockBatchJobTrigger(BaseTrigger):
             {
                 "job_arn": self.job_arn,
                 "poll_interval": self.poll_interval,
+                "max_poll_interval": self.max_poll_interval,
                 "strict": self.strict,
                 "deadline": self.deadline,
                 "margin_seconds": self.margin_seconds,
@@ -116,19 +154,25 @@ class BedrockBatchJobTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until the job ends or the deadline passes; yield one event (decisions: :class:`JobWatch`)."""
-        hook = self.hook()
         watch = JobWatch(
             self.job_arn,
             poll_interval=self.poll_interval,
             strict=self.strict,
             deadline=datetime.fromisoformat(self.deadline) if self.deadline else None,
             margin=timedelta(seconds=self.margin_seconds),
+            max_interval=self.max_poll_interval,
         )
-        async with contextlib.AsyncExitStack() as stack:
-            client = await stack.enter_async_context(await hook.get_async_conn())
+        budget = status_call_budget()
+        async with shared_async_client(
+            aws_conn_id=self.aws_conn_id,
+            region_name=self.region_name,
+            verify=self.verify,
+            config=self.botocore_config,
+        ) as client:
             while True:
+                await budget.acquire()
                 try:
-                    job = await hook.get_job_async(self.job_arn, client)
+                    job = await client.get_job(self.job_arn)
                 except Exception as error:
                     step = watch.check_failed(error, datetime.now(UTC))
                 else:
@@ -138,8 +182,7 @@ class BedrockBatchJobTrigger(BaseTrigger):
                     yield TriggerEvent(step.event)
                     return
                 if step.reconnect:
-                    await stack.aclose()
-                    client = await stack.enter_async_context(await hook.get_async_conn())
+                    await client.reconnect()
                 await asyncio.sleep(step.delay)
 
     async def on_kill(self) -> None:

@@ -17,6 +17,8 @@ import jsonschema
 import pytest
 import yaml
 
+from bedrock_batch_dev.deployment.compose import INTERPOLATION, interpolate
+
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yaml"
 ENV_EXAMPLE = REPO / ".env.example"
@@ -39,8 +41,6 @@ MOUNTED_FOLDERS = ("dags", "plugins", "include", "logs")
 # Options that come from a provider the official image ships but this test environment does not install.
 PROVIDER_OPTIONS = {("celery", "result_backend")}
 
-# Compose interpolation: ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, ${VAR?error}.
-INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 ENV_LINE = re.compile(r"^#?\s*([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
 
 
@@ -57,28 +57,6 @@ def env_example() -> dict[str, str]:
         if match:
             variables[match.group(1)] = match.group(2)
     return variables
-
-
-def interpolate(value: Any, env: dict[str, str]) -> Any:
-    """Apply Compose's variable interpolation to every string in a loaded Compose document."""
-    if isinstance(value, dict):
-        return {key: interpolate(item, env) for key, item in value.items()}
-    if isinstance(value, list):
-        return [interpolate(item, env) for item in value]
-    if not isinstance(value, str):
-        return value
-
-    def substitute(match: re.Match[str]) -> str:
-        name, operator, argument = match.groups()
-        current = env.get(name)
-        if operator in (":-", "-"):
-            unset = current is None or (operator == ":-" and current == "")
-            return argument if unset else str(current)
-        if operator in (":?", "?") and (current is None or (operator == ":?" and current == "")):
-            raise ValueError(f"{name} is required: {argument}")
-        return current or ""
-
-    return INTERPOLATION.sub(substitute, value.replace("$$", "\0")).replace("\0", "$")
 
 
 def interpolated_services() -> dict[str, Any]:

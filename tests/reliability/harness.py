@@ -36,6 +36,7 @@ TEST_DAGS_FOLDER = REPO / "tests" / "test_dags"
 MODEL_ID = "anthropic.claude-3-haiku-20240307-v1:0"
 DAG_ID = "call_center_summarization"
 SOURCE_BUCKET, STAGING_BUCKET, RESULTS_BUCKET = "calls", "staging", "results"
+RESULTS_URI = f"s3://{RESULTS_BUCKET}/analytics"
 BUCKETS = (SOURCE_BUCKET, STAGING_BUCKET, RESULTS_BUCKET)
 ACTIVE = frozenset({"Submitted", "Validating", "Scheduled", "InProgress"})
 RESUBMIT = frozenset({"Failed", "Stopping", "Stopped", "Expired"})
@@ -93,7 +94,7 @@ def run_conf(ds: str, source_format: str = "jsonl", **conf: Any) -> dict[str, An
         "source_uri": f"s3://{SOURCE_BUCKET}/{{ds}}/{source_format}/",
         "source_format": source_format,
         "staging_uri": f"s3://{STAGING_BUCKET}/batch",
-        "results_uri": f"s3://{RESULTS_BUCKET}/analytics",
+        "results_uri": RESULTS_URI,
         "model_id": MODEL_ID,
         **conf,
     }
@@ -244,23 +245,30 @@ def put_jsonl(s3: Any, ds: str, rows: Sequence[Mapping[str, Any]], name: str = "
 # --- results ---------------------------------------------------------------------------------------------
 
 
-def read_partition(s3: Any, ds: str) -> list[dict[str, Any]]:
+def _results_location(results_uri: str, *parts: str) -> tuple[str, str]:
+    """(bucket, key) of ``parts`` under the ``results_uri`` of a run (``s3://bucket[/prefix]``)."""
+    bucket, _, prefix = results_uri.removeprefix("s3://").partition("/")
+    return bucket, "/".join(part for part in (prefix.strip("/"), *parts) if part)
+
+
+def read_partition(s3: Any, ds: str, results_uri: str = RESULTS_URI) -> list[dict[str, Any]]:
     """The rows of the published ``call_summaries`` partition of ``ds`` (exactly one Parquet file)."""
-    listing = s3.list_objects_v2(Bucket=RESULTS_BUCKET, Prefix=f"analytics/call_summaries/ds={ds}/")
+    bucket, prefix = _results_location(results_uri, "call_summaries", f"ds={ds}/")
+    listing = s3.list_objects_v2(Bucket=bucket, Prefix=prefix)
     keys = [item["Key"] for item in listing.get("Contents", [])]
-    assert keys == [f"analytics/call_summaries/ds={ds}/part-00000.parquet"], keys
-    body = s3.get_object(Bucket=RESULTS_BUCKET, Key=keys[0])["Body"].read()
+    assert keys == [f"{prefix}part-00000.parquet"], keys
+    body = s3.get_object(Bucket=bucket, Key=keys[0])["Body"].read()
     return pq.read_table(io.BytesIO(body)).to_pylist()
 
 
-def partition_exists(s3: Any, ds: str) -> bool:
-    listing = s3.list_objects_v2(Bucket=RESULTS_BUCKET, Prefix=f"analytics/call_summaries/ds={ds}/")
-    return bool(listing.get("Contents"))
+def partition_exists(s3: Any, ds: str, results_uri: str = RESULTS_URI) -> bool:
+    bucket, prefix = _results_location(results_uri, "call_summaries", f"ds={ds}/")
+    return bool(s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents"))
 
 
-def read_report(s3: Any, ds: str) -> dict[str, Any]:
-    body = s3.get_object(Bucket=RESULTS_BUCKET, Key=f"analytics/reports/ds={ds}/run_report.json")["Body"]
-    return dict(orjson.loads(body.read()))
+def read_report(s3: Any, ds: str, results_uri: str = RESULTS_URI) -> dict[str, Any]:
+    bucket, key = _results_location(results_uri, "reports", f"ds={ds}", "run_report.json")
+    return dict(orjson.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
 
 
 def row_key(row: Mapping[str, Any]) -> str:
@@ -283,14 +291,15 @@ class Accounting:
 
 
 def assert_every_record_once(
-    s3: Any, ds: str, expected: Iterable[str], *, run_id: str | None = None
+    s3: Any, ds: str, expected: Iterable[str], *, run_id: str | None = None, results_uri: str = RESULTS_URI
 ) -> Accounting:
     """The partition of ``ds`` holds each input record exactly once, with a valid outcome.
 
     :param expected: one key per input row (see :func:`row_key`); a key given twice (a duplicate id in the
         source) must appear twice: once as the first occurrence, once quarantined as ``duplicate_id``.
+    :param results_uri: the run's ``results_uri`` (the partition and the run report are under it).
     """
-    rows = read_partition(s3, ds)
+    rows = read_partition(s3, ds, results_uri)
     expected_counts = Counter(expected)
     published_counts = Counter(row_key(r) for r in rows)
     assert published_counts == expected_counts, {
@@ -317,7 +326,7 @@ def assert_every_record_once(
         if n > 1:
             copies = [r for r in rows if row_key(r) == key]
             assert sum(r["error_code"] == "duplicate_id" for r in copies) == n - 1, copies
-    summary = read_report(s3, ds)
+    summary = read_report(s3, ds, results_uri)
     assert summary["accounted"] is True
     assert summary["input_records"] == len(rows)
     assert (summary["succeeded"], summary["failed"], summary["quarantined"]) == (
@@ -379,34 +388,56 @@ def shard_prefix(job_name: str) -> str:
     return _ATTEMPT.sub("", job_name)
 
 
-def planned_prefixes(dag_run: Any) -> set[str]:
-    """The job-name prefixes the run's shards map to: one per shard of each round (a retry shard is a
-    new job even when it holds the very records of a first-round shard)."""
+def shard_prefixes(
+    shards: Iterable[Mapping[str, Any]],
+    *,
+    logical_date: datetime | None,
+    run_id: str,
+    dag_id: str = DAG_ID,
+    model_id: str = MODEL_ID,
+) -> set[str]:
+    """The job-name prefixes ``shards`` (prepare's and collect's shard descriptors) map to in one run: one
+    per shard of each round (a retry shard is a new job even when it holds the very records of a
+    first-round shard)."""
     from bedrock_batch.jobs import ShardJobKey, run_key_for
 
-    run_key = run_key_for(dag_run.logical_date, dag_run.run_id)
+    run_key = run_key_for(logical_date, run_id)
     return {
         ShardJobKey(
-            DAG_ID,
+            dag_id,
             run_key,
             str(s["fingerprint"]),
             int(s["shard"]),
-            MODEL_ID,
+            model_id,
             round_number=int(s.get("round") or 1),
         ).prefix
-        for s in planned_shards(dag_run)
+        for s in shards
     }
 
 
-def assert_no_duplicate_jobs(stack: Any, dag_runs: Sequence[Any]) -> None:
-    """Zero duplicate jobs, counted in the emulator.
+def planned_prefixes(dag_run: Any) -> set[str]:
+    """The job-name prefixes of the shards ``dag_run`` planned (see :func:`shard_prefixes`)."""
+    return shard_prefixes(planned_shards(dag_run), logical_date=dag_run.logical_date, run_id=dag_run.run_id)
 
-    - the jobs are exactly those of the shards the runs planned (created jobs == distinct shards submitted);
+
+def assert_no_duplicate_jobs(stack: Any, dag_runs: Sequence[Any]) -> None:
+    """Zero duplicate jobs in the emulator of ``stack`` for the shards ``dag_runs`` planned (see
+    :func:`assert_jobs_match_plan`)."""
+    planned = set().union(*(planned_prefixes(run) for run in dag_runs))
+    assert_jobs_match_plan(stack.admin.jobs(), stack.admin.created_job_count(), planned)
+
+
+def assert_jobs_match_plan(
+    jobs: Sequence[Mapping[str, Any]], created_job_count: int, planned: set[str]
+) -> None:
+    """Zero duplicate jobs, counted in the emulator (``jobs`` and ``created_job_count`` from its admin).
+
+    - the jobs are exactly those of the ``planned`` shard prefixes (created jobs == distinct shards
+      submitted);
     - each shard has one job per attempt, and a later attempt exists only because the previous one ended
       Failed, Stopped or Expired before the later one was created.
     """
-    jobs = stack.admin.jobs()
-    by_shard: dict[str, list[dict[str, Any]]] = {}
+    by_shard: dict[str, list[Mapping[str, Any]]] = {}
     for job in jobs:
         by_shard.setdefault(shard_prefix(job["jobName"]), []).append(job)
     for prefix, attempts in by_shard.items():
@@ -417,9 +448,8 @@ def assert_no_duplicate_jobs(stack: Any, dag_runs: Sequence[Any]) -> None:
             ended = next((h for h in previous["history"] if h["status"] in RESUBMIT), None)
             assert ended is not None, f"{later['jobName']} created while {previous['jobName']} could finish"
             assert _time(ended["time"]) <= _time(later["history"][0]["time"])
-    planned = set().union(*(planned_prefixes(run) for run in dag_runs))
     assert set(by_shard) == planned, {"unplanned": set(by_shard) - planned, "no job": planned - set(by_shard)}
-    assert stack.admin.created_job_count() == len(jobs)
+    assert created_job_count == len(jobs)
 
 
 def given_calls(

@@ -1,294 +1,212 @@
-"""A job's wait as decisions (JobWatch), the blocking driver, and the event a wait ends with."""
+"""Unit tests of the status-check schedule and the shared call budget of bedrock_batch.jobs.
+
+Pure logic, no Airflow and no services: times are plain numbers, the budget runs on a fake clock.
+"""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from typing import Any
+import asyncio
+import itertools
+import time
+from datetime import UTC, datetime
 
 import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError
 
-from bedrock_batch.errors import BedrockBatchError, JobFailedError, JobStatusError, JobWaitTimeoutError
-from bedrock_batch.polling import (
-    MAX_BACKOFF_SECONDS,
-    JobWatch,
-    accepted_statuses,
-    job_event,
-    result_from_event,
-    wait_until_ended,
+from bedrock_batch.jobs import (
+    MAX_POLL_INTERVAL,
+    POLL_GROWTH,
+    POLL_JITTER,
+    CallBudget,
+    PollSchedule,
+    poll_delay,
 )
 
-ARN = "arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/abc123def456"
-T0 = datetime(2026, 11, 21, 6, 0, tzinfo=UTC)
-EXPIRES = T0 + timedelta(hours=24)
+HOUR = 3600.0
+T0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC).timestamp()
 
 
-def job(status: str, processed: int = 0, total: int = 0, **extra: Any) -> dict[str, Any]:
-    return {
-        "jobArn": ARN,
-        "jobName": "cc-20261121-s0001-a1",
-        "status": status,
-        "modelId": "anthropic.claude-3-haiku-20240307-v1:0",
-        "processedRecordCount": processed,
-        "totalRecordCount": total,
-        "successRecordCount": processed,
-        "jobExpirationTime": EXPIRES,
-        "inputDataConfig": {"s3InputDataConfig": {"s3Uri": "s3://staging/input/shard-0001/"}},
-        "outputDataConfig": {"s3OutputDataConfig": {"s3Uri": "s3://staging/output/shard-0001/"}},
-        **extra,
-    }
+def described(status: str, processed: int = 0, total: int = 0, modified: float | None = None) -> dict:
+    job: dict = {"status": status, "processedRecordCount": processed, "totalRecordCount": total}
+    if modified is not None:
+        job["lastModifiedTime"] = datetime.fromtimestamp(modified, UTC)
+    return job
 
 
-def client_error(code: str) -> ClientError:
-    return ClientError({"Error": {"Code": code, "Message": "said the service"}}, "GetModelInvocationJob")
+class TestPollDelay:
+    def test_a_young_job_is_checked_every_poll_interval(self):
+        assert poll_delay(0, 60) == 60
+        assert poll_delay(599, 60) == 60
 
-
-def watch(**options: Any) -> JobWatch:
-    return JobWatch(ARN, poll_interval=options.pop("poll_interval", 60.0), **options)
-
-
-class TestChecked:
-    def test_a_running_job_is_checked_again_after_the_poll_interval(self):
-        step = watch().checked(job("InProgress", 10, 150), T0)
-        assert (step.event, step.delay, step.reconnect) == (None, 60.0, False)
-        assert step.progress == "job abc123def456 InProgress 10/150 records"
-
-    def test_progress_is_reported_only_when_it_changes(self):
-        wait = watch()
-        assert wait.checked(job("Submitted"), T0).progress == "job abc123def456 Submitted"
-        assert wait.checked(job("Submitted"), T0).progress is None
+    def test_the_wait_grows_with_the_time_in_the_status_up_to_the_cap(self):
+        assert poll_delay(HOUR, 60) == pytest.approx(POLL_GROWTH * HOUR)
         assert (
-            wait.checked(job("InProgress", 0, 150), T0).progress
-            == "job abc123def456 InProgress 0/150 records"
-        )
+            poll_delay(10 * HOUR, 60) == MAX_POLL_INTERVAL
+        )  # queued for 10 h: every 30 min, not every minute
+        assert poll_delay(100 * HOUR, 60) == MAX_POLL_INTERVAL
 
-    def test_a_completed_job_ends_the_wait_with_a_success_event(self):
-        step = watch().checked(job("Completed", 150, 150), T0)
-        assert step.event is not None
-        assert (step.event["status"], step.event["outcome"], step.event["reason"]) == (
-            "success",
-            "success",
-            "ended",
-        )
-        assert step.progress == "job abc123def456 Completed 150/150 records"
+    def test_poll_interval_wins_over_a_shorter_cap(self):
+        assert poll_delay(100 * HOUR, 1800, max_interval=900) == 1800
 
-    @pytest.mark.parametrize("status", ["PartiallyCompleted", "Stopped", "Expired"])
-    def test_salvageable_endings_succeed_unless_strict(self, status):
-        lenient = watch().checked(job(status, 90, 150), T0).event
-        strict = watch(strict=True).checked(job(status, 90, 150), T0).event
-        assert lenient is not None
-        assert strict is not None
-        assert (lenient["status"], lenient["outcome"]) == ("success", "salvage")
-        assert (strict["status"], strict["outcome"]) == ("error", "failed")
+    def test_jitter_only_lengthens_and_is_bounded(self):
+        draws = [i / 100 for i in range(100)]
+        for in_status in (0, HOUR, 100 * HOUR):
+            base = poll_delay(in_status, 60)
+            delays = [poll_delay(in_status, 60, draw=draw) for draw in draws]
+            assert min(delays) == base >= 60
+            assert max(delays) < base * (1 + POLL_JITTER)
+            assert len(set(delays)) == len(draws)  # waits created together drift apart
 
-    def test_a_failed_job_ends_with_an_error_event_carrying_its_message(self):
-        event = watch().checked(job("Failed", message="bad input"), T0).event
-        assert event is not None
-        assert (event["status"], event["reason"], event["message"]) == ("error", "ended", "bad input")
+    def test_a_predicted_end_shortens_the_wait_but_never_below_poll_interval(self):
+        assert poll_delay(10 * HOUR, 60, expected_end_in=120) == 120
+        assert poll_delay(10 * HOUR, 60, expected_end_in=5) == 60
+        assert poll_delay(0, 60, expected_end_in=HOUR) == 60  # a far prediction lengthens nothing
 
+    def test_never_sleeps_past_the_deadline(self):
+        assert poll_delay(10 * HOUR, 60, deadline_in=30, draw=0.9) == 30
+        assert poll_delay(10 * HOUR, 60, deadline_in=-5) == 0
 
-class TestDeadline:
-    def test_defaults_to_the_jobs_expiration_plus_the_margin(self):
-        wait = watch()
-        wait.checked(job("Scheduled"), T0)
-        assert wait.deadline == EXPIRES + timedelta(hours=6)
-
-    def test_no_wait_runs_past_the_deadline(self):
-        step = watch(deadline=T0 + timedelta(seconds=20)).checked(job("Scheduled"), T0)
-        assert step.delay == 20.0
-
-    def test_a_job_still_running_at_the_deadline_ends_the_wait_with_a_timeout(self):
-        wait = watch(deadline=T0)
-        step = wait.checked(job("Scheduled"), T0 + timedelta(seconds=1))
-        assert step.event is not None
-        assert (step.event["status"], step.event["reason"], step.event["job_status"]) == (
-            "error",
-            "timeout",
-            "Scheduled",
-        )
-        assert (
-            step.event["message"] == f"job abc123def456 still Scheduled at the wait deadline {T0.isoformat()}"
-        )
-        with pytest.raises(JobWaitTimeoutError, match="still Scheduled"):
-            result_from_event(step.event)
-
-    def test_a_job_that_ended_at_the_deadline_still_counts(self):
-        step = watch(deadline=T0).checked(job("Completed", 150, 150), T0 + timedelta(seconds=1))
-        assert step.event is not None
-        assert step.event["status"] == "success"
-
-    def test_a_deadline_that_passes_while_checks_fail_times_out(self):
-        wait = watch(deadline=T0)
-        step = wait.check_failed(client_error("ThrottlingException"), T0 + timedelta(seconds=1))
-        assert step.event is not None
-        assert (step.event["reason"], step.event["job_status"]) == ("timeout", None)
+    @pytest.mark.parametrize(("poll_interval", "draw"), [(0, 0.0), (-1, 0.0), (60, 1.0), (60, -0.1)])
+    def test_rejects_invalid_arguments(self, poll_interval, draw):
+        with pytest.raises(ValueError, match="must be"):
+            poll_delay(0, poll_interval, draw=draw)
 
 
-class TestCheckFailed:
-    def test_throttling_backs_off_doubling_up_to_the_cap_and_resets_after_a_good_check(self):
-        wait = watch(poll_interval=100.0)
-        delays = [wait.check_failed(client_error("ThrottlingException"), T0).delay for _ in range(5)]
-        assert delays == [100.0, 200.0, 400.0, MAX_BACKOFF_SECONDS, MAX_BACKOFF_SECONDS]
-        wait.checked(job("InProgress"), T0)
-        assert wait.check_failed(client_error("ThrottlingException"), T0).delay == 100.0
+def simulate(phases: list[tuple[str, float]], poll_interval: float = 60.0, draw: float = 0.0) -> dict:
+    """Wait for a job that goes through ``phases`` (status, seconds) and then ends; count the checks.
 
-    def test_a_retried_failure_is_a_warning_naming_the_error(self):
-        step = watch().check_failed(EndpointConnectionError(endpoint_url="https://x"), T0)
-        assert step.event is None
-        assert step.warning == "Polling job abc123def456 got EndpointConnectionError; retrying in 60.0 s"
+    Returns the checks made and how long after the job's end the waiter noticed it.
+    """
+    ends, elapsed = [], 0.0
+    for _, seconds in phases:
+        elapsed += seconds
+        ends.append(elapsed)
 
-    def test_expired_credentials_ask_for_a_new_client_and_back_off(self):
-        wait = watch()
-        first = wait.check_failed(client_error("ExpiredTokenException"), T0)
-        again = wait.check_failed(client_error("ExpiredTokenException"), T0)
-        assert (first.reconnect, first.event, first.delay, again.delay) == (True, None, 60.0, 120.0)
-        assert first.progress == "Credentials expired while waiting for job abc123def456; reconnecting"
+    def status_at(t: float) -> str:
+        for (status, _), end in zip(phases, ends, strict=True):
+            if t < end:
+                return status
+        return "Completed"
 
-    def test_an_error_no_retry_fixes_ends_the_wait_with_an_api_error(self):
-        wait = watch()
-        wait.checked(job("InProgress", 5, 150), T0)
-        step = wait.check_failed(client_error("AccessDeniedException"), T0)
-        assert step.event is not None
-        assert (step.event["status"], step.event["reason"], step.event["job_status"]) == (
-            "error",
-            "api_error",
-            "InProgress",
-        )
-        assert "AccessDeniedException" in step.event["message"]
-        with pytest.raises(JobStatusError, match="job abc123def456: GetModelInvocationJob failed"):
-            result_from_event(step.event)
+    schedule = PollSchedule(poll_interval)
+    t, checks = 0.0, 0
+    while True:
+        checks += 1
+        status = status_at(t)
+        if status == "Completed":
+            return {"checks": checks, "latency": t - ends[-1], "hours": ends[-1] / HOUR}
+        schedule.observe(described(status, modified=T0), T0 + t)
+        t += schedule.next_delay(T0 + t, draw=draw)
 
 
-class Reads:
-    """GetModelInvocationJob answers in order (a description, or an error to raise), and the sleeps."""
+class TestPollSchedule:
+    def test_first_description_dates_the_status_from_the_job(self):
+        # A waiter rebuilt after a triggerer restart keeps the long waits of a job queued for 10 h.
+        schedule = PollSchedule(60)
+        schedule.observe(described("Scheduled", modified=T0), T0 + 10 * HOUR)
+        assert schedule.next_delay(T0 + 10 * HOUR) == MAX_POLL_INTERVAL
 
-    def __init__(self, *answers: Any) -> None:
-        self.answers: Iterator[Any] = iter(answers)
-        self.sleeps: list[float] = []
-        self.now = T0
-        self.reconnects = 0
+    def test_without_timestamps_the_status_starts_when_first_seen(self):
+        schedule = PollSchedule(60)
+        schedule.observe({"status": "Submitted"}, T0)
+        assert schedule.next_delay(T0) == 60
+        assert schedule.next_delay(T0 + HOUR) == pytest.approx(POLL_GROWTH * HOUR)
 
-    def __call__(self, job_arn: str) -> dict[str, Any]:
-        answer = next(self.answers)
-        if isinstance(answer, BaseException):
-            raise answer
-        return answer
+    def test_a_new_status_starts_the_clock_over(self):
+        schedule = PollSchedule(60)
+        schedule.observe(described("Scheduled", modified=T0), T0 + 10 * HOUR)
+        schedule.observe(described("InProgress", 0, 1000, modified=T0), T0 + 10 * HOUR + 900)
+        assert schedule.next_delay(T0 + 10 * HOUR + 900) == 60
 
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += timedelta(seconds=seconds)
+    def test_growing_counts_predict_the_end_and_shorten_the_wait(self):
+        schedule = PollSchedule(60)
+        start = T0 + 5 * HOUR
+        schedule.observe(described("InProgress"), start)
+        schedule.observe(described("InProgress", 1_000, 10_000), start + 1000)
+        assert schedule.next_delay(start + 1000) == 100  # no rate yet: the growth rule (0.1 x 1000 s)
+        schedule.observe(described("InProgress", 2_000, 10_000), start + 2000)  # 1 record/s: 8,000 s left
+        assert schedule.next_delay(start + 2000) == 200  # the end is further away than the growth rule
+        schedule.observe(described("InProgress", 9_900, 10_000), start + 9900)  # 100 s left
+        assert schedule.next_delay(start + 9900) == 100
+        # The prediction has passed and the counts stand still: the job is late, the wait grows again.
+        schedule.observe(described("InProgress", 9_900, 10_000), start + 10_200)
+        assert schedule.next_delay(start + 10_200) == pytest.approx(1020)
 
-    def reconnect(self) -> Reads:
-        self.reconnects += 1
-        return self
+    def test_unchanged_counts_do_not_shorten_the_wait(self):
+        schedule = PollSchedule(60)
+        schedule.observe(described("InProgress", 500, 10_000, modified=T0), T0 + 20 * HOUR)
+        for t in range(1, 5):
+            schedule.observe(described("InProgress", 500, 10_000), T0 + 20 * HOUR + t * 1800)
+            assert schedule.next_delay(T0 + 20 * HOUR + t * 1800) == MAX_POLL_INTERVAL
 
+    def test_deadline_caps_the_wait(self):
+        schedule = PollSchedule(60)
+        schedule.observe(described("Scheduled", modified=T0), T0 + 10 * HOUR)
+        assert schedule.next_delay(T0 + 10 * HOUR, deadline=T0 + 10 * HOUR + 42, draw=0.99) == 42
 
-def wait_blocking(reads: Reads, first: dict[str, Any], **options: Any) -> Any:
-    wait = watch(poll_interval=30.0, **options)
-    return wait_until_ended(
-        wait,
-        wait.checked(first, reads.now),
-        reads,
-        reconnect=reads.reconnect,
-        log=logging.getLogger("test"),
-        sleep=reads.sleep,
-        clock=lambda: reads.now,
+    @pytest.mark.parametrize(
+        "phases",
+        [
+            [("Submitted", 60), ("Validating", 600), ("Scheduled", 20 * HOUR), ("InProgress", 3 * HOUR)],
+            [("Submitted", 30), ("Scheduled", 160 * HOUR), ("InProgress", 7 * HOUR)],
+            [("Validating", 300), ("InProgress", 1200)],
+        ],
     )
+    def test_long_jobs_cost_few_checks_and_little_latency(self, phases):
+        fixed = sum(seconds for _, seconds in phases) / 60
+        for draw in (0.0, 0.99):
+            waited = simulate(phases, draw=draw)
+            # The added latency is a small part of the last phase, and never beyond the cap plus jitter.
+            last_phase = phases[-1][1]
+            bound = min(POLL_GROWTH * last_phase, MAX_POLL_INTERVAL) * (1 + POLL_JITTER)
+            assert waited["latency"] <= max(bound, 60 * (1 + POLL_JITTER))
+            if waited["hours"] >= 24:
+                assert (
+                    waited["checks"] / waited["hours"] < 6
+                )  # checks per job-hour, against 60 at a fixed 60 s
+                assert waited["checks"] < fixed / 10
 
 
-class TestWaitUntilEnded:
-    def test_polls_until_the_job_ends(self):
-        reads = Reads(job("InProgress", 50, 150), job("InProgress", 100, 150), job("Completed", 150, 150))
-        event = wait_blocking(reads, job("Submitted"))
-        assert (event["status"], event["job_status"], event["success_records"]) == (
-            "success",
-            "Completed",
-            150,
-        )
-        assert reads.sleeps == [30.0, 30.0, 30.0]
+class TestCallBudget:
+    def test_turns_are_spaced_by_the_rate(self):
+        now = [100.0]
+        budget = CallBudget(2.0, clock=lambda: now[0])
+        assert [budget.reserve() for _ in range(5)] == [0.0, 0.5, 1.0, 1.5, 2.0]
 
-    def test_retries_transient_errors_with_backoff(self):
-        throttled = client_error("ThrottlingException")
-        reads = Reads(throttled, throttled, job("Completed", 150, 150))
-        event = wait_blocking(reads, job("Submitted"))
-        assert event["status"] == "success"
-        assert reads.sleeps == [30.0, 30.0, 60.0]
+    def test_a_thousand_waiters_asking_at_once_never_exceed_the_rate(self):
+        now = [0.0]
+        budget = CallBudget(2.0, clock=lambda: now[0])
+        turns = sorted(budget.reserve() for _ in range(1000))
+        assert turns[-1] == pytest.approx(499.5)  # everyone is served, in order
+        for start in turns:  # any one-second window holds at most two turns
+            assert sum(start <= t < start + 1.0 for t in turns) <= 2
 
-    def test_reconnects_on_expired_credentials(self):
-        reads = Reads(client_error("ExpiredToken"), job("Completed", 150, 150))
-        assert wait_blocking(reads, job("Submitted"))["status"] == "success"
-        assert (reads.reconnects, reads.sleeps) == (1, [30.0, 30.0])
+    def test_quiet_time_is_not_saved_up_beyond_the_burst(self):
+        now = [0.0]
+        budget = CallBudget(2.0, burst=3, clock=lambda: now[0])
+        budget.reserve()
+        now[0] = 3600.0
+        assert [budget.reserve() for _ in range(5)] == [0.0, 0.0, 0.0, 0.5, 1.0]
 
-    def test_an_error_no_retry_fixes_is_raised_as_it_came(self):
-        reads = Reads(client_error("AccessDeniedException"))
-        with pytest.raises(ClientError, match="AccessDeniedException"):
-            wait_blocking(reads, job("Submitted"))
+    def test_zero_means_no_limit(self):
+        budget = CallBudget(0)
+        assert [budget.reserve() for _ in range(100)] == [0.0] * 100
 
-    def test_returns_the_timeout_event_at_the_deadline(self):
-        reads = Reads(*[job("Scheduled")] * 10)
-        event = wait_blocking(reads, job("Scheduled"), deadline=T0 + timedelta(seconds=75))
-        assert (event["status"], event["reason"]) == ("error", "timeout")
-        assert reads.sleeps == [30.0, 30.0, 15.0]
+    def test_rejects_an_empty_burst(self):
+        with pytest.raises(ValueError, match="burst"):
+            CallBudget(1.0, burst=0)
 
-    def test_logs_one_line_per_change_and_the_retries(self, caplog):
-        reads = Reads(job("Submitted"), client_error("ThrottlingException"), job("Completed", 150, 150))
-        with caplog.at_level(logging.INFO, logger="test"):
-            wait_blocking(reads, job("Submitted"))
-        assert [r.getMessage() for r in caplog.records] == [
-            "Polling job abc123def456 got ThrottlingException; retrying in 30.0 s",
-            "job abc123def456 Completed 150/150 records",
-        ]
+    def test_concurrent_acquires_are_paced_in_real_time(self):
+        budget = CallBudget(100.0)
 
+        async def main() -> list[float]:
+            async def one() -> float:
+                await budget.acquire()
+                return time.monotonic()
 
-class TestEvents:
-    def test_job_event_carries_ids_locations_and_counts(self):
-        event = job_event(job("Completed", 150, 150), strict=False)
-        assert event == {
-            "status": "success",
-            "job_arn": ARN,
-            "job_id": "abc123def456",
-            "job_name": "cc-20261121-s0001-a1",
-            "job_status": "Completed",
-            "outcome": "success",
-            "reason": "ended",
-            "message": "",
-            "model_id": "anthropic.claude-3-haiku-20240307-v1:0",
-            "input_s3_uri": "s3://staging/input/shard-0001/",
-            "output_s3_uri": "s3://staging/output/shard-0001/",
-            "total_records": 150,
-            "processed_records": 150,
-            "success_records": 150,
-            "error_records": 0,
-        }
+            return sorted(await asyncio.gather(*(one() for _ in range(30))))
 
-    def test_result_of_a_success_event_points_at_the_jobs_output_folder(self):
-        result = result_from_event(job_event(job("PartiallyCompleted", 90, 150), strict=False))
-        assert result["output_uri"] == "s3://staging/output/shard-0001/abc123def456/"
-        assert (result["status"], result["outcome"], result["processed_records"]) == (
-            "PartiallyCompleted",
-            "salvage",
-            90,
-        )
-
-    def test_a_failed_job_raises_with_its_message(self):
-        with pytest.raises(JobFailedError, match="job abc123def456 ended Failed: bad input"):
-            result_from_event(job_event(job("Failed", message="bad input"), strict=False))
-
-    def test_a_strict_failure_says_why(self):
-        with pytest.raises(JobFailedError, match="strict mode"):
-            result_from_event(job_event(job("Stopped"), strict=True))
-
-    @pytest.mark.parametrize("event", [None, {}, {"status": "weird", "job_arn": ARN}, {"status": "success"}])
-    def test_anything_else_is_refused(self, event):
-        with pytest.raises(BedrockBatchError, match="unexpected trigger event"):
-            result_from_event(event)
-
-
-def test_accepted_statuses():
-    assert accepted_statuses(False) == (
-        {"Completed", "PartiallyCompleted", "Stopped", "Expired"},
-        {"Failed"},
-    )
-    assert accepted_statuses(True) == ({"Completed"}, {"PartiallyCompleted", "Stopped", "Expired", "Failed"})
+        started = time.monotonic()
+        times = asyncio.run(main())
+        # 30 calls at 100/s: the last goes about 0.29 s after the first, none early.
+        assert times[-1] - started >= 0.28
+        assert all(b - a > 0.005 for a, b in itertools.pairwise(times))
