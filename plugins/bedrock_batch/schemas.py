@@ -6,6 +6,8 @@ A pipeline declares its reply as a JSON Schema (:class:`ReplySchema`). This modu
   (:func:`check_supported`), so an unsupported feature fails the DAG import, not the job an hour later;
 - derives the schema sent to the service (:func:`service_schema`): constraints the decoder does not take
   (``minimum``, ``maxLength``, ``pattern`` …) move into descriptions, as the Anthropic SDKs do;
+- adds one keyword of its own, validator-only like ``maxLength``: ``"maxSentences": N`` on a string (at most N
+  sentences, counted by :func:`count_sentences`), never sent to the service;
 - validates replies against the whole schema, those constraints included (:class:`CompiledSchema`,
   :func:`validate`, :func:`parse_reply`); a reply that does not conform gets the path and reason of its first
   violation, never its content;
@@ -60,6 +62,7 @@ MAX_OPTIONAL_PROPERTIES = 24
 MAX_UNION_TYPES = 16
 #: Keywords the decoder does not enforce: they stay in the schema the validator checks and move into the
 #: description of the schema sent to the service. ``minItems`` above 1 is sent as 1 and checked in full.
+#: ``maxSentences`` is this library's own (not JSON Schema): a string of at most that many sentences.
 VALIDATION_ONLY = frozenset(
     {
         "minimum",
@@ -71,6 +74,7 @@ VALIDATION_ONLY = frozenset(
         "maxLength",
         "pattern",
         "maxItems",
+        "maxSentences",
     }
 )
 
@@ -81,7 +85,7 @@ _NUMERIC = frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximu
 _FOR_TYPE = {
     "object": frozenset({"properties", "required", "additionalProperties"}),
     "array": frozenset({"items", "minItems", "maxItems"}),
-    "string": frozenset({"minLength", "maxLength", "pattern", "format"}),
+    "string": frozenset({"minLength", "maxLength", "maxSentences", "pattern", "format"}),
     "number": _NUMERIC,
     "integer": _NUMERIC,
 }
@@ -478,6 +482,9 @@ class _SubsetCheck:
 
     def string(self, node: Mapping[str, Any], ptr: str) -> None:
         self.bounds(node, ptr, "minLength", "maxLength")
+        sentences = node.get("maxSentences", 1)
+        if not isinstance(sentences, int) or isinstance(sentences, bool) or sentences < 1:
+            raise SchemaError('"maxSentences" must be a positive integer', f"{ptr}/maxSentences")
         if "pattern" in node:
             pattern = node["pattern"]
             if not isinstance(pattern, str):
@@ -576,9 +583,11 @@ def service_schema(schema: ReplySchema | CompiledSchema | Mapping[str, Any]) -> 
 def _constraint_note(keyword: str, value: Any) -> str:
     if keyword == "pattern":
         return f"matching the regular expression {value}"
-    if keyword in ("minLength", "maxLength", "minItems", "maxItems"):
-        unit = _plural(value, "character" if keyword.endswith("Length") else "item")
-        return f"at least {unit}" if keyword.startswith("min") else f"at most {unit}"
+    counted = {"Length": "character", "Items": "item", "Sentences": "sentence"}
+    unit = next((noun for suffix, noun in counted.items() if keyword.endswith(suffix)), None)
+    if unit is not None:
+        amount = _plural(value, unit)
+        return f"at least {amount}" if keyword.startswith("min") else f"at most {amount}"
     text = {
         "minimum": "at least {}",
         "maximum": "at most {}",
@@ -943,7 +952,8 @@ def _string(node: Mapping[str, Any]) -> _Check | None:
     low, high = node.get("minLength"), node.get("maxLength")
     pattern = node.get("pattern")
     fmt = node.get("format")
-    if low is None and high is None and pattern is None and fmt is None:
+    sentences = node.get("maxSentences")
+    if low is None and high is None and pattern is None and fmt is None and sentences is None:
         return None
     search = re.compile(pattern).search if pattern is not None else None
     conforms = _FORMATS[fmt] if fmt is not None else None
@@ -957,9 +967,26 @@ def _string(node: Mapping[str, Any]) -> _Check | None:
             return _Failure(f"does not match the pattern {_json(pattern)}")
         if conforms is not None and not conforms(value):
             return _Failure(f"is not a valid {fmt}")
+        if sentences is not None:
+            count = count_sentences(value)
+            if count > sentences:
+                return _Failure(f"has {_plural(count, 'sentence')}, above the maximum {sentences}")
         return None
 
     return check
+
+
+# A sentence ends at . ! or ? followed by white space or the end, so "$93.53" or "v1.2" end none.
+_SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)")
+
+
+def count_sentences(text: str) -> int:
+    """The sentences of ``text``, as ``maxSentences`` counts them: runs of text ended by ``.``, ``!`` or ``?``
+    before white space or the end of the text (or by the end itself); ``$93.53`` or ``v1.2`` end none.
+
+    :param text: the text.
+    """
+    return sum(1 for part in _SENTENCE_END.split(text) if part.strip())
 
 
 def _numeric(node: Mapping[str, Any], *, integer: bool) -> _Check | None:

@@ -27,6 +27,7 @@ from bedrock_batch.schemas import (
     Violation,
     arrow_schema,
     check_supported,
+    count_sentences,
     parse_reply,
     prompt_instructions,
     service_schema,
@@ -392,6 +393,59 @@ class TestServiceSchema:
             for node in schema_nodes(schema):
                 assert set(node) <= self.SERVICE_KEYWORDS, name
                 assert node.get("minItems", 0) in (0, 1)
+
+
+class TestMaxSentences:
+    """``maxSentences``: this library's validator-only keyword, as ``maxLength`` is for the service."""
+
+    SCHEMA = obj({"summary": {"type": "string", "maxSentences": 2, "description": "What happened."}})
+
+    @pytest.mark.parametrize(
+        ("text", "sentences"),
+        [
+            ("", 0),
+            ("One", 1),
+            ("One. Two!", 2),
+            ("Paid $93.53 for v1.2 of the app.", 1),
+            ("Really?! Yes... fine.", 3),
+            ("Trailing text without a stop. More", 2),
+        ],
+    )
+    def test_sentences_end_at_a_stop_before_white_space_or_the_end(self, text, sentences):
+        assert count_sentences(text) == sentences
+
+    def test_more_sentences_than_allowed_is_a_violation(self):
+        assert validate(self.SCHEMA, {"summary": "One. Two."}) is None
+        assert validate(self.SCHEMA, {"summary": "One. Two. Three."}) == Violation(
+            "$.summary", "has 3 sentences, above the maximum 2"
+        )
+
+    def test_it_is_never_sent_to_the_service_but_said_in_the_description(self):
+        assert service_schema(self.SCHEMA)["properties"]["summary"] == {
+            "type": "string",
+            "description": "What happened. Constraints: at most 2 sentences.",
+        }
+
+    def test_the_call_center_summary_keeps_todays_five_sentence_rule(self):
+        compiled = ReplySchema.from_file(CALL_CENTER).compiled
+        reply = {
+            "summary": "A. B. C. D. E. F.",
+            "sentiment": "neutral",
+            "primary_topic": "billing",
+            "resolution": "resolved",
+            "action_items": [],
+        }
+        assert compiled.validate(reply) == Violation("$.summary", "has 6 sentences, above the maximum 5")
+        assert compiled.validate({**reply, "summary": "A. B. C. D. E."}) is None
+
+    @pytest.mark.parametrize("value", [0, -1, 1.5, True, "5"])
+    def test_it_takes_a_positive_integer_only(self, value):
+        error = error_of(obj({"s": {"type": "string", "maxSentences": value}}))
+        assert error.pointer == "/properties/s/maxSentences"
+
+    def test_it_applies_to_strings_only(self):
+        error = error_of(obj({"n": {"type": "integer", "maxSentences": 2}}))
+        assert error.pointer == "/properties/n/maxSentences"
 
 
 class TestValidate:
