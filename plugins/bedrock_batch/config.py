@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any, Literal
 
 from bedrock_batch.errors import ConfigError
@@ -343,6 +344,28 @@ def as_choice(name: str, value: Any, choices: Collection[str]) -> str:
     if value not in choices:
         raise ConfigError(f"{name} must be one of {sorted(choices)}, got {value!r}")
     return str(value)
+
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def as_date(name: str, value: Any) -> str:
+    """``value`` as a date ``YYYY-MM-DD`` (a run's partition), e.g. what ``{{ ds }}`` renders.
+
+    :param name: the argument's name, for the message.
+    :param value: the rendered value.
+    """
+    text = str(value).strip() if value is not None else ""
+    try:
+        if not _DATE.fullmatch(text):
+            raise ValueError
+        date.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(
+            f"{name} must be a date YYYY-MM-DD (the run's partition), got {value!r}; runs without a logical "
+            "date have no ds: pass a date that does not need one"
+        ) from None
+    return text
 
 
 @dataclass(frozen=True)

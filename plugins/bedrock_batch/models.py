@@ -34,6 +34,8 @@ DEFAULT_CONTEXT_WINDOW_TOKENS = 8_192
 # How a reply schema reaches the model, best first: a structured-output field of the request body
 # (constrained decoding), a single forced tool whose input is the reply, or the prompt alone.
 OUTPUT_MODES = ("native", "tool", "prompt")
+# What a pipeline may ask for: a mode, or ``auto`` for the model's best (structured_output_mode).
+STRUCTURED_OUTPUT_CHOICES = ("auto", *OUTPUT_MODES)
 
 # What an assistant prefill starts the reply with in prompt mode; the model writes the rest of the object.
 PREFILL = "{"

@@ -25,13 +25,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bedrock_batch.config import QuotaConfig
-from bedrock_batch.errors import ConfigError, TemplateError
+from bedrock_batch.errors import ConfigError
 from bedrock_batch.models import (
+    PREFILL,
     InferenceParams,
     ModelFamily,
+    OutputFormat,
     context_window_tokens,
     estimate_tokens,
     family_for,
+    output_format_tokens,
 )
 from bedrock_batch.prompts import Placeholder, PromptTemplate
 from bedrock_batch.record_ids import RecordIdIndex
@@ -42,7 +45,7 @@ log = logging.getLogger(__name__)
 QUARANTINE_REASONS: Mapping[str, str] = MappingProxyType(
     {
         **ROW_PROBLEMS,
-        "empty_text": "the text is empty or only whitespace",
+        "empty_text": "every prompt value is empty or only whitespace",
         "duplicate_id": "the row's key appeared earlier in the source; the first occurrence is kept",
         "template_error": "the prompt template needs a value this row does not have",
         "context_window_exceeded": "estimated prompt tokens plus max_tokens exceed the context window",
@@ -112,24 +115,37 @@ class PrepareResult:
 class RecordEncoder:
     """Builds batch record lines ``{"recordId": ..., "modelInput": {...}}`` for one template and model.
 
-    ``modelInput`` is the model family's ``build_request(system, user, params)``. Only the row values change
-    from record to record, so the rest of the line is serialized once and each record is the fixed bytes
-    with the row's JSON-escaped values spliced in. The splice is checked at construction against serializing
-    the body normally, on values full of characters JSON must escape; the encoder falls back to normal
-    serialization when they differ, or when the system part has placeholders.
+    ``modelInput`` is the model family's ``build_request(system, user, params, output)``, the system prompt
+    followed by ``instructions`` when there are any. Only the row values change from record to record, so the
+    rest of the line is serialized once and each record is the fixed bytes with the row's JSON-escaped values
+    spliced in. The splice is checked at construction against serializing the body normally, on values full
+    of characters JSON must escape; the encoder falls back to normal serialization when they differ, or when
+    the system part has placeholders.
 
     :param template: the prompt template.
     :param family: the model family whose bodies to build.
     :param params: inference parameters.
+    :param output: the reply schema and how it reaches the model (``None``: free text).
+    :param instructions: text appended to the rendered system prompt (after a blank line), e.g. the reply
+        schema in prompt mode; never parsed for placeholders.
     """
 
     _SLOT = "Zq9SlotBedrockBatch{}Zq9"
 
-    def __init__(self, template: PromptTemplate, family: ModelFamily, params: InferenceParams) -> None:
+    def __init__(
+        self,
+        template: PromptTemplate,
+        family: ModelFamily,
+        params: InferenceParams,
+        output: OutputFormat | None = None,
+        instructions: str = "",
+    ) -> None:
         self.template = template
         self.family = family
         self.params = params
-        pieces = (*template.system, *template.user)
+        self.output = output
+        self.instructions = instructions
+        pieces = (*template.system, *template.user, instructions)
         # Literal text is estimated once; each row adds the estimate of its values.
         self._literal_tokens = sum(estimate_tokens(piece) for piece in pieces if isinstance(piece, str))
         self._token_fields = tuple(
@@ -163,21 +179,26 @@ class RecordEncoder:
             return self._encode_in_full(record_id, values)
         return self._layout.fill(record_id, values)
 
+    def _system(self, rendered: str) -> str:
+        if not self.instructions:
+            return rendered
+        return f"{rendered}\n\n{self.instructions}" if rendered else self.instructions
+
     def _encode_in_full(self, record_id: str, values: Mapping[str, str]) -> bytes:
         system, user = self.template.render(values)
-        body = self.family.build_request(system, user, self.params)
+        body = self.family.build_request(self._system(system), user, self.params, self.output)
         return orjson.dumps({"recordId": record_id, "modelInput": body}, option=orjson.OPT_APPEND_NEWLINE)
 
     def _splice_layout(self) -> _LineLayout | None:
         template = self.template
         if any(isinstance(piece, Placeholder) for piece in template.system):
             return None
-        system = "".join(piece for piece in template.system if isinstance(piece, str))
+        system = self._system("".join(piece for piece in template.system if isinstance(piece, str)))
         record_slot, user_slot = self._SLOT.format("R"), self._SLOT.format("U")
         skeleton = orjson.dumps(
             {
                 "recordId": record_slot,
-                "modelInput": self.family.build_request(system, user_slot, self.params),
+                "modelInput": self.family.build_request(system, user_slot, self.params, self.output),
             },
             option=orjson.OPT_APPEND_NEWLINE,
         )
@@ -345,7 +366,8 @@ def prepare(
     params: InferenceParams | None = None,
     invocation_type: str = "InvokeModel",
     family: str | None = None,
-    text_field: str = "transcript",
+    output: OutputFormat | None = None,
+    instructions: str = "",
     passthrough_types: Mapping[str, pa.DataType] | None = None,
     id_index: RecordIdIndex | None = None,
 ) -> PrepareResult:
@@ -355,6 +377,12 @@ def prepare(
     index (:data:`INDEX_FILE`) and the quarantine (:data:`QUARANTINE_FILE`). A quarantined row never stops
     the run; its entry names the position, key, record id and reason, never the text.
 
+    Each row's :attr:`~bedrock_batch.sources.SourceRow.prompt_values` fill the template's placeholders; a
+    row whose values are all empty is ``empty_text``, a row without a value for a placeholder
+    ``template_error``. The context-window check counts the rendered prompt, ``instructions``, ``max_tokens``
+    and what the reply schema adds in native and tool mode
+    (:func:`~bedrock_batch.models.output_format_tokens`) or the assistant prefill in prompt mode.
+
     :param rows: source rows in source order, e.g. a :class:`~bedrock_batch.sources.SourceReader`.
     :param work_dir: local directory for the output files (created if missing).
     :param template: the prompt template.
@@ -363,34 +391,29 @@ def prepare(
     :param params: inference parameters; ``max_tokens`` counts against the context window.
     :param invocation_type: ``InvokeModel`` (the model's native body) or ``Converse``.
     :param family: model family name overriding the one inferred from ``model_id``.
-    :param text_field: the template placeholder that receives each row's text.
+    :param output: the reply schema as sent to the service and its mode (``None``: free-text replies).
+    :param instructions: appended to every rendered system prompt, e.g.
+        :func:`~bedrock_batch.schemas.prompt_instructions` in prompt mode.
     :param passthrough_types: passthrough column name → Arrow type, in the order of
         :attr:`SourceRow.passthrough`; see :meth:`~bedrock_batch.sources.SourceReader.passthrough_types`.
     :param id_index: record-id index to use (tests pass one with a small id space).
-    :raises TemplateError: when the template uses a placeholder that no row can fill, or omits the text.
-    :raises ConfigError: when a passthrough column clashes with an index column, or ``max_tokens`` leaves
-        no room for a prompt in the model's context window.
+    :raises ConfigError: when a passthrough column clashes with an index column, ``max_tokens`` leaves no
+        room for a prompt in the model's context window, or the family cannot carry ``output``.
     """
     params = params or InferenceParams()
     model_family = family_for(model_id, invocation_type=invocation_type, override=family)
     passthrough = dict(passthrough_types or {})
-    _check_setup(template, text_field, passthrough)
+    _check_setup(passthrough)
     window = context_window_tokens(model_id)
-    token_budget = window - params.max_tokens
+    token_budget = window - params.max_tokens - _reply_format_tokens(output, model_family)
     if token_budget <= 0:
         raise ConfigError(
             f"max_tokens {params.max_tokens:,} leaves no room for a prompt in the {window:,}-token context "
             f"window of {model_id}; lower max_tokens"
         )
-    encoder = RecordEncoder(template, model_family, params)
+    encoder = RecordEncoder(template, model_family, params, output, instructions)
     ids = id_index if id_index is not None else RecordIdIndex()
-    passthrough_names = list(passthrough)
-    # Where each placeholder's value comes from: the row's text (-1) or a passthrough position.
-    field_sources = [
-        (name, -1 if name == text_field else passthrough_names.index(name))
-        for name in sorted(template.fields)
-    ]
-    text_only = template.fields == {text_field}
+    fields = sorted(template.fields)
     max_record_bytes = quotas.max_record_bytes
     # Bound once: the loop below runs once per row.
     field_value, prompt_tokens, encode = template.field_value, encoder.prompt_tokens, encoder.encode
@@ -428,19 +451,15 @@ def prepare(
                 if row.problem is not None:
                     quarantine.add(row, record_id, row.problem, row.detail)
                     continue
-                text = row.text
-                if not text or text.isspace():
+                raw = row.prompt_values or {}
+                if all(not value or value.isspace() for value in raw.values()):
                     quarantine.add(row, record_id, "empty_text", None)
                     continue
-                if text_only:
-                    values = {text_field: field_value(text_field, text)}
-                else:
-                    raw = [(name, text if at < 0 else row.passthrough[at]) for name, at in field_sources]
-                    missing = [name for name, value in raw if value is None]
-                    if missing:
-                        quarantine.add(row, record_id, "template_error", f"no value for {', '.join(missing)}")
-                        continue
-                    values = {name: field_value(name, value) for name, value in raw}
+                missing = [name for name in fields if raw.get(name) is None]
+                if missing:
+                    quarantine.add(row, record_id, "template_error", f"no value for {', '.join(missing)}")
+                    continue
+                values = {name: field_value(name, raw[name]) for name in fields}
                 tokens = prompt_tokens(values)
                 if tokens > token_budget:
                     detail = f"~{tokens:,} prompt tokens + {params.max_tokens:,} max_tokens > {window:,}"
@@ -486,20 +505,20 @@ def prepare(
     return result
 
 
-def _check_setup(template: PromptTemplate, text_field: str, passthrough: Mapping[str, pa.DataType]) -> None:
+def _check_setup(passthrough: Mapping[str, pa.DataType]) -> None:
     clashes = sorted(set(passthrough) & set(INDEX_COLUMNS))
     if clashes:
         raise ConfigError(
             f"passthrough column(s) {clashes} clash with the record index's own columns; rename them"
         )
-    if text_field not in template.fields:
-        raise TemplateError(
-            f"template {template.label} has no {{{text_field}}} placeholder, so prompts would not contain "
-            f"the text; add it or set text_field to one of {sorted(template.fields)}"
-        )
-    unknown = sorted(template.fields - {text_field} - set(passthrough))
-    if unknown:
-        raise TemplateError(
-            f"template {template.label} uses {unknown}, which are neither the text ({text_field!r}) nor "
-            f"passthrough columns {sorted(passthrough)}; add them to passthrough_columns"
-        )
+
+
+def _reply_format_tokens(output: OutputFormat | None, family: ModelFamily) -> int:
+    """Input tokens the reply schema adds to every record beyond the prompt text the encoder counts: the
+    schema in native and tool mode, the assistant prefill in prompt mode (the instructions that carry the
+    schema there are prompt text)."""
+    if output is None:
+        return 0
+    if output.mode == "prompt":
+        return estimate_tokens(PREFILL) if family.prefills(output) else 0
+    return output_format_tokens(output)

@@ -1,8 +1,10 @@
-"""Streaming readers of the calls to process: text files, JSONL, CSV, Parquet and Amazon Transcribe JSON.
+"""Streaming readers of the rows to process: text files, JSONL, CSV, Parquet and Amazon Transcribe JSON.
 
 Each yields :class:`SourceRow` objects in constant memory; a bad row carries a problem code, not an error.
-A CSV or Parquet file whose columns do not fit the configuration (a configured column missing, or a Parquet
-column of an unusable type) does not stop the source either: each of its rows becomes a problem row.
+A row carries the values of its *prompt columns*: one per placeholder of the prompt template
+(:func:`bind_prompt_columns` decides which column fills which placeholder). A CSV or Parquet file whose
+columns do not fit the configuration (a configured column missing, or a Parquet column of an unusable type)
+does not stop the source either: each of its rows becomes a problem row.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import re
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
@@ -20,12 +23,15 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bedrock_batch.errors import ConfigError, SourceError, TranscriptLayoutError
+from bedrock_batch.errors import ConfigError, SourceError, TemplateError, TranscriptLayoutError
 from bedrock_batch.storage import Storage, StoredObject
 
 log = logging.getLogger(__name__)
 
 SourceFormat = Literal["text", "jsonl", "csv", "parquet", "transcribe"]
+
+# Formats with one record per file: the file's text is the only prompt value.
+ONE_PER_FILE = frozenset({"text", "transcribe"})
 
 SUFFIXES: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
@@ -45,15 +51,15 @@ ROW_PROBLEMS: Mapping[str, str] = MappingProxyType(
         "invalid_transcript": "the JSON file has neither the Transcribe nor the Call Analytics layout",
         "bad_utf8": "the row's bytes are not valid UTF-8",
         "missing_id": "the id is absent, empty, or neither a string nor an integer",
-        "missing_text": "the text is absent or not a string",
+        "missing_text": "a prompt column's value is absent, null or not a string (the detail names it)",
         "file_too_large": "a one-call file is larger than the record size limit and was not read",
         "missing_column": (
-            "the row's CSV or Parquet file lacks a configured id, text or passthrough column, so none of its "
-            "rows is read (a file without data rows gives one entry for the file)"
+            "the row's CSV or Parquet file lacks a configured id, prompt or passthrough column, so none of "
+            "its rows is read (a file without data rows gives one entry for the file)"
         ),
         "wrong_column_type": (
             "a Parquet column's type cannot hold the value: the id column is not a string or integer column, "
-            "the text column not a string or binary column (every row of the file), or a passthrough value "
+            "a prompt column not a string or binary column (every row of the file), or a passthrough value "
             "does not convert to the column's type in the first file that has it (that row)"
         ),
     }
@@ -79,10 +85,11 @@ _CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
 
 
 class SourceRow(NamedTuple):
-    """One call read from a source.
+    """One row read from a source.
 
     :param key: the row's key (id column value, or file name without extension); ``None`` if unknown.
-    :param text: the transcript text; ``None`` when the row has a problem that left no text.
+    :param prompt_values: placeholder → the row's value for it (see :attr:`SourceSpec.bindings`); ``None``
+        when the row has a problem that left no values.
     :param position: where the row came from: ``calls/0001.txt`` or ``day.jsonl:17`` (1-based line).
     :param passthrough: values of the configured passthrough columns, in their configured order.
     :param problem: a :data:`ROW_PROBLEMS` code when the row cannot be used, else ``None``.
@@ -90,7 +97,7 @@ class SourceRow(NamedTuple):
     """
 
     key: str | None
-    text: str | None
+    prompt_values: Mapping[str, str] | None
     position: str
     passthrough: tuple[Any, ...] = ()
     problem: str | None = None
@@ -99,14 +106,17 @@ class SourceRow(NamedTuple):
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """Where the calls are and how to read them.
+    """Where the rows are and how to read them.
 
     :param uri: ``s3://bucket/prefix/``, ``s3://bucket/key.jsonl``, a local directory or a local file.
-    :param format: ``text`` (one call per file), ``jsonl``, ``csv``, ``parquet`` or ``transcribe``
+    :param format: ``text`` (one record per file), ``jsonl``, ``csv``, ``parquet`` or ``transcribe``
         (Amazon Transcribe or Transcribe Call Analytics output JSON, one call per file).
-    :param id_column: column holding the row key (JSONL, CSV, Parquet); one-call-per-file formats use the
+    :param id_column: column holding the row key (JSONL, CSV, Parquet); one-record-per-file formats use the
         file name without extension.
-    :param text_column: column holding the transcript (JSONL, CSV, Parquet).
+    :param text_column: without ``prompt_columns``, the one prompt column: ``{text_column: text_column}``
+        (JSONL, CSV, Parquet); for one-record-per-file formats, the placeholder the file's text fills.
+    :param prompt_columns: placeholder → source column, the columns each record's prompt is made of
+        (JSONL, CSV, Parquet); see :func:`bind_prompt_columns`. Not for one-record-per-file formats.
     :param passthrough_columns: columns copied to the record index and the results table (for
         ``transcribe``: top-level fields of the JSON document).
     :param speaker_roles: speaker label (``spk_0``, ``ch_1``, ``AGENT``) → name printed before each turn.
@@ -118,6 +128,7 @@ class SourceSpec:
     format: SourceFormat
     id_column: str = "id"
     text_column: str = "text"
+    prompt_columns: Mapping[str, str] | None = None
     passthrough_columns: tuple[str, ...] = ()
     speaker_roles: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_SPEAKER_ROLES))
     suffixes: tuple[str, ...] | None = None
@@ -132,6 +143,26 @@ class SourceSpec:
             raise ConfigError("a text source has no columns to pass through; remove passthrough_columns")
         if len(set(self.passthrough_columns)) != len(self.passthrough_columns):
             raise ConfigError(f"passthrough_columns lists a column twice: {list(self.passthrough_columns)}")
+        if self.prompt_columns is not None:
+            if self.format in ONE_PER_FILE:
+                raise ConfigError(
+                    f"a {self.format} source holds one text per file, not columns: remove prompt_columns and "
+                    "name the placeholder the text fills with text_column"
+                )
+            _check_prompt_columns(self.prompt_columns)
+            object.__setattr__(self, "prompt_columns", dict(self.prompt_columns))
+
+    @property
+    def bindings(self) -> dict[str, str]:
+        """Placeholder → source column: ``prompt_columns``, else ``{text_column: text_column}``."""
+        if self.prompt_columns is None:
+            return {self.text_column: self.text_column}
+        return dict(self.prompt_columns)
+
+    @property
+    def prompt_source_columns(self) -> tuple[str, ...]:
+        """The distinct source columns the prompt values come from, in binding order."""
+        return tuple(dict.fromkeys(self.bindings.values()))
 
 
 class SourceReader:
@@ -210,15 +241,15 @@ class SourceReader:
     def rows(self) -> Iterator[SourceRow]:
         """Every row of every object, in key order and then file order.
 
-        A CSV or Parquet file that lacks a configured column (id, text or passthrough) gives one
+        A CSV or Parquet file that lacks a configured column (id, prompt or passthrough) gives one
         ``missing_column`` row per data row, with the row's key when the id column is there and readable; a
-        Parquet file whose id or text column has an unusable type gives ``wrong_column_type`` rows the same
-        way. A missing passthrough column counts like any other: the results table and the prompt template
-        expect every configured column, so accepting the rows would publish them without it. A file that
-        has a header or schema but no data rows gives one such row for the file itself (position: the file
-        name, no key), so the misconfiguration is never silent; a CSV file without even a header holds no
-        record. The detail names the file and the columns, never the header's other fields, which may be
-        row text in a file without a header. The other files are read normally.
+        Parquet file whose id or prompt columns have an unusable type gives ``wrong_column_type`` rows the
+        same way. A missing passthrough column counts like any other: the results table expects every
+        configured column, so accepting the rows would publish them without it. A file that has a header or
+        schema but no data rows gives one such row for the file itself (position: the file name, no key), so
+        the misconfiguration is never silent; a CSV file without even a header holds no record. The detail
+        names the file and the columns, never the header's other fields, which may be row text in a file
+        without a header. The other files are read normally.
 
         :raises SourceError: when an object cannot be read at all (e.g. not a Parquet file).
         """
@@ -236,7 +267,8 @@ class SourceReader:
 
     def _read_jsonl(self, stored: StoredObject) -> Iterator[SourceRow]:
         name = stored.name
-        id_column, text_column = self.spec.id_column, self.spec.text_column
+        id_column = self.spec.id_column
+        bindings = tuple(self.spec.bindings.items())
         columns = self.spec.passthrough_columns
         with self._storage.open_read(stored.uri) as stream:
             for line_number, line in enumerate(stream, 1):
@@ -258,11 +290,16 @@ class SourceReader:
                     )
                     continue
                 key = record.get(id_column)
-                text = record.get(text_column)
-                if type(key) is str and key and not key.isspace() and type(text) is str:
+                values = {placeholder: record.get(column) for placeholder, column in bindings}
+                if (
+                    type(key) is str
+                    and key
+                    and not key.isspace()
+                    and all(type(value) is str for value in values.values())
+                ):
                     # The common case, kept short: this loop runs once per row.
                     passthrough = tuple(map(_json_scalar, map(record.get, columns))) if columns else ()
-                    yield SourceRow(key, text, f"{name}:{line_number}", passthrough)
+                    yield SourceRow(key, values, f"{name}:{line_number}", passthrough)  # type: ignore[arg-type]
                 else:
                     yield self._row_from_record(record, f"{name}:{line_number}")
 
@@ -274,12 +311,15 @@ class SourceReader:
             return SourceRow(
                 None, None, position, passthrough, "missing_id", _key_problem(spec.id_column, record)
             )
-        text = record.get(spec.text_column)
-        if type(text) is not str:
-            return SourceRow(
-                key, None, position, passthrough, "missing_text", _text_problem(spec.text_column, text)
-            )
-        return SourceRow(key, text, position, passthrough)
+        values = {}
+        for placeholder, column in spec.bindings.items():
+            value = record.get(column)
+            if type(value) is not str:
+                return SourceRow(
+                    key, None, position, passthrough, "missing_text", _text_problem(column, value, record)
+                )
+            values[placeholder] = value
+        return SourceRow(key, values, position, passthrough)
 
     def _read_csv(self, stored: StoredObject) -> Iterator[SourceRow]:
         spec = self.spec
@@ -292,14 +332,18 @@ class SourceReader:
             header = next(reader, None)
             if header is None:
                 return
-            columns = (spec.id_column, spec.text_column, *spec.passthrough_columns)
-            missing = [name for name in columns if name not in header]
+            prompt_columns = spec.prompt_source_columns
+            columns = (spec.id_column, *prompt_columns, *spec.passthrough_columns)
+            missing = list(dict.fromkeys(name for name in columns if name not in header))
             if missing:
                 key_at = header.index(spec.id_column) if spec.id_column in header else None
                 yield from self._csv_file_problem(stored, reader, key_at, missing)
                 return
-            id_at, text_at, *passthrough_at = (header.index(name) for name in columns)
-            width = max(id_at, text_at, *passthrough_at)
+            id_at = header.index(spec.id_column)
+            value_at = [(placeholder, header.index(column)) for placeholder, column in spec.bindings.items()]
+            passthrough_at = [header.index(name) for name in spec.passthrough_columns]
+            checked = [(name, header.index(name)) for name in dict.fromkeys(columns)]
+            width = max(at for _, at in checked)
             while True:
                 position = f"{stored.name}:{reader.line_num + 1}"
                 try:
@@ -314,15 +358,8 @@ class SourceReader:
                 if len(row) <= width:
                     row += [""] * (width + 1 - len(row))
                 passthrough = tuple(row[i] or None for i in passthrough_at)
-                key, text = row[id_at], row[text_at]
-                bad_column = next(
-                    (
-                        name
-                        for name, value in zip(columns, (key, text, *passthrough), strict=True)
-                        if value and _has_bad_utf8(value)
-                    ),
-                    None,
-                )
+                key = row[id_at]
+                bad_column = next((name for name, at in checked if row[at] and _has_bad_utf8(row[at])), None)
                 if bad_column is not None:
                     yield SourceRow(
                         None, None, position, (), "bad_utf8", f"invalid UTF-8 in column {bad_column!r}"
@@ -332,7 +369,7 @@ class SourceReader:
                         None, None, position, passthrough, "missing_id", f"empty {spec.id_column!r}"
                     )
                 else:
-                    yield SourceRow(key, text, position, passthrough)
+                    yield SourceRow(key, {name: row[at] for name, at in value_at}, position, passthrough)
 
     def _csv_file_problem(
         self, stored: StoredObject, reader: Any, id_at: int | None, missing: Sequence[str]
@@ -362,8 +399,10 @@ class SourceReader:
     def _read_parquet(self, stored: StoredObject) -> Iterator[SourceRow]:
         spec = self.spec
         expected = self.passthrough_types()
-        # dict.fromkeys: a column may be both the id and a passthrough column, but is read once.
-        columns = list(dict.fromkeys([spec.id_column, spec.text_column, *spec.passthrough_columns]))
+        # dict.fromkeys: a column may be the id, a prompt and a passthrough column at once, but is read once.
+        prompt_columns = spec.prompt_source_columns
+        columns = list(dict.fromkeys([spec.id_column, *prompt_columns, *spec.passthrough_columns]))
+        bindings = tuple(spec.bindings.items())
         with self._storage.open_seekable(stored.uri) as stream:
             parquet = _parquet_file(stream, stored.uri)
             schema = parquet.schema_arrow
@@ -374,7 +413,7 @@ class SourceReader:
             row_number = 0
             for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
                 keys = batch.column(spec.id_column).to_pylist()
-                texts = _texts(batch.column(spec.text_column))
+                texts = {column: _texts(batch.column(column)) for column in prompt_columns}
                 passthrough = []
                 # Row in the batch -> the first passthrough column whose value does not convert.
                 unconvertible: dict[int, str] = {}
@@ -383,7 +422,7 @@ class SourceReader:
                     passthrough.append(converted)
                     for i in failed:
                         unconvertible.setdefault(i, name)
-                for i, (raw_key, text) in enumerate(zip(keys, texts, strict=True)):
+                for i, raw_key in enumerate(keys):
                     row_number += 1
                     position = f"{stored.name}:{row_number}"
                     values = tuple(column[i] for column in passthrough)
@@ -400,16 +439,19 @@ class SourceReader:
                             "that has it"
                         )
                         yield SourceRow(key, None, position, values, "wrong_column_type", detail)
-                    elif type(text) is bytes:
-                        yield SourceRow(
-                            key, None, position, values, "bad_utf8", f"invalid UTF-8 in {spec.text_column!r}"
-                        )
-                    elif type(text) is not str:
-                        yield SourceRow(
-                            key, None, position, values, "missing_text", _text_problem(spec.text_column, text)
-                        )
                     else:
-                        yield SourceRow(key, text, position, values)
+                        prompt = {placeholder: texts[column][i] for placeholder, column in bindings}
+                        unusable = next(
+                            (column for column in prompt_columns if type(texts[column][i]) is not str), None
+                        )
+                        if unusable is None:
+                            yield SourceRow(key, prompt, position, values)
+                        elif type(texts[unusable][i]) is bytes:
+                            detail = f"invalid UTF-8 in {unusable!r}"
+                            yield SourceRow(key, None, position, values, "bad_utf8", detail)
+                        else:
+                            detail = _text_problem(unusable, texts[unusable][i])
+                            yield SourceRow(key, None, position, values, "missing_text", detail)
 
     def _parquet_schema_problem(
         self, name: str, schema: pa.Schema, columns: Sequence[str]
@@ -423,9 +465,10 @@ class SourceReader:
         id_type = schema.field(spec.id_column).type
         if not _is_id_type(id_type):
             wrong.append(f"{spec.id_column!r} is {id_type}, expected a string or integer column")
-        text_type = schema.field(spec.text_column).type
-        if not _is_text_type(text_type):
-            wrong.append(f"{spec.text_column!r} is {text_type}, expected a string or binary column")
+        for column in spec.prompt_source_columns:
+            text_type = schema.field(column).type
+            if not _is_text_type(text_type):
+                wrong.append(f"{column!r} is {text_type}, expected a string or binary column")
         if wrong:
             return "wrong_column_type", f"{name}: {'; '.join(wrong)}"
         return None
@@ -481,7 +524,7 @@ class SourceReader:
             return
         key = _stem(stored.name)
         try:
-            yield SourceRow(key, data.decode("utf-8-sig"), stored.name)
+            yield SourceRow(key, {self.spec.text_column: data.decode("utf-8-sig")}, stored.name)
         except UnicodeDecodeError as exc:
             yield SourceRow(key, None, stored.name, (), "bad_utf8", f"invalid UTF-8 at byte {exc.start}")
 
@@ -508,7 +551,131 @@ class SourceReader:
         except TranscriptLayoutError as exc:
             yield SourceRow(key, None, stored.name, passthrough, "invalid_transcript", str(exc))
             return
-        yield SourceRow(key, text, stored.name, passthrough)
+        yield SourceRow(key, {self.spec.text_column: text}, stored.name, passthrough)
+
+
+def bind_prompt_columns(
+    placeholders: Collection[str],
+    source_format: str,
+    *,
+    prompt_columns: Mapping[str, str] | None = None,
+    text_column: str | None = None,
+) -> dict[str, str]:
+    """Which source column fills each placeholder of a prompt template.
+
+    - ``prompt_columns`` given (JSONL, CSV, Parquet): used as it is; it must bind every placeholder and
+      nothing else.
+    - One-record-per-file formats (``text``, ``transcribe``): the file's text fills the placeholder named
+      ``text_column``, by default the template's only placeholder; the template has no other.
+    - Otherwise every placeholder is a column of the same name. A ``text_column`` that is not a placeholder
+      fills the template's only placeholder (how a single text column was bound before prompt columns).
+
+    :param placeholders: the template's placeholder names.
+    :param source_format: the source's format.
+    :param prompt_columns: placeholder → source column.
+    :param text_column: see above.
+    :return: placeholder → source column (for one-record-per-file formats, the placeholder → itself).
+    :raises TemplateError: when a placeholder would have no value or a binding names no placeholder.
+    :raises ConfigError: for ``prompt_columns`` with a one-record-per-file format.
+    """
+    names = sorted(placeholders)
+    if prompt_columns is not None:
+        if source_format in ONE_PER_FILE:
+            raise ConfigError(
+                f"a {source_format} source holds one text per file, not columns: remove prompt_columns and "
+                "name the placeholder the text fills with text_column"
+            )
+        _check_prompt_columns(prompt_columns)
+        unbound = [name for name in names if name not in prompt_columns]
+        unknown = sorted(set(prompt_columns) - set(names))
+        if unbound or unknown:
+            problems = []
+            if unbound:
+                problems.append(f"placeholder(s) {unbound} have no column")
+            if unknown:
+                problems.append(f"{unknown} are not placeholders of the template")
+            raise TemplateError(
+                f"prompt_columns {dict(prompt_columns)} do not fit the template's placeholders {names}: "
+                f"{'; '.join(problems)}"
+            )
+        return dict(prompt_columns)
+    if source_format in ONE_PER_FILE:
+        if text_column is None:
+            if len(names) != 1:
+                raise TemplateError(
+                    f"the template has placeholders {names}; a {source_format} source fills one with the "
+                    "file's text: set text_column to its name"
+                )
+            text_column = names[0]
+        if names != [text_column]:
+            raise TemplateError(
+                f"a {source_format} source fills only {{{text_column}}} (text_column) with the file's text, "
+                f"but the template's placeholders are {names}"
+            )
+        return {text_column: text_column}
+    if text_column is not None and text_column not in names:
+        if len(names) != 1:
+            raise TemplateError(
+                f"text_column {text_column!r} is not a placeholder of the template {names}; bind each "
+                "placeholder to its column with prompt_columns"
+            )
+        return {names[0]: text_column}
+    return {name: name for name in names}
+
+
+def spec_for_template(
+    placeholders: Collection[str],
+    *,
+    uri: str,
+    source_format: str,
+    id_column: str = "id",
+    text_column: str | None = None,
+    prompt_columns: Mapping[str, str] | None = None,
+    passthrough_columns: Sequence[str] = (),
+) -> SourceSpec:
+    """The :class:`SourceSpec` that reads, for each row, a value for every placeholder of a template (see
+    :func:`bind_prompt_columns` for which column fills which placeholder).
+
+    :param placeholders: the template's placeholder names.
+    :param uri: where the rows are.
+    :param source_format: ``text``, ``jsonl``, ``csv``, ``parquet`` or ``transcribe``.
+    :param id_column: the key column (tabular formats).
+    :param text_column: see :func:`bind_prompt_columns`.
+    :param prompt_columns: placeholder → source column.
+    :param passthrough_columns: columns carried to the results table.
+    :raises TemplateError: when the columns and the placeholders do not fit.
+    :raises ConfigError: for a bad format or column list.
+    """
+    bindings = bind_prompt_columns(
+        placeholders, source_format, prompt_columns=prompt_columns, text_column=text_column
+    )
+    one_per_file = source_format in ONE_PER_FILE
+    return SourceSpec(
+        uri=uri,
+        format=source_format,  # type: ignore[arg-type]
+        id_column=id_column,
+        text_column=next(iter(bindings)) if one_per_file else (text_column or "text"),
+        prompt_columns=None if one_per_file else bindings,
+        passthrough_columns=tuple(passthrough_columns),
+    )
+
+
+def _check_prompt_columns(prompt_columns: Any) -> None:
+    if not isinstance(prompt_columns, Mapping) or not prompt_columns:
+        raise ConfigError(
+            f"prompt_columns must map each placeholder to a source column, got {prompt_columns!r}"
+        )
+    for placeholder, column in prompt_columns.items():
+        if not isinstance(placeholder, str) or not _PLACEHOLDER_NAME.fullmatch(placeholder):
+            raise ConfigError(f"prompt_columns: {placeholder!r} is not a placeholder name")
+        if not isinstance(column, str) or not column:
+            raise ConfigError(
+                f"prompt_columns: the column of {{{placeholder}}} must be a name, got {column!r}"
+            )
+
+
+# The placeholder names of prompt templates (bedrock_batch.prompts).
+_PLACEHOLDER_NAME = re.compile(r"[A-Za-z_]\w*")
 
 
 def render_transcribe(
@@ -645,9 +812,11 @@ def _key_problem(column: str, record: Mapping[str, Any]) -> str:
     return f"{column!r} is a {type(value).__name__}, expected a string or an integer"
 
 
-def _text_problem(column: str, value: Any) -> str:
+def _text_problem(column: str, value: Any, record: Mapping[str, Any] | None = None) -> str:
     if value is None:
-        return f"no {column!r} field, or it is null"
+        if record is not None and column in record:
+            return f"{column!r} is null"
+        return f"no {column!r} field, or it is null" if record is None else f"no {column!r} field"
     return f"{column!r} is a {type(value).__name__}, expected a string"
 
 
@@ -679,7 +848,10 @@ def _has_bad_utf8(value: str) -> bool:
 
 def _missing_detail(name: str, missing: Sequence[str]) -> str:
     # Only the configured names: the file's own header may be a row of text when the file has no header.
-    return f"{name} has no column(s) {list(missing)} (check id_column, text_column and passthrough_columns)"
+    return (
+        f"{name} has no column(s) {list(missing)} (check id_column, prompt_columns or text_column, and "
+        "passthrough_columns)"
+    )
 
 
 def _is_id_type(data_type: pa.DataType) -> bool:

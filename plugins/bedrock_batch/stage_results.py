@@ -8,7 +8,7 @@ other results are pushed under the XCom keys below. None of them carries a trans
 
 from __future__ import annotations
 
-from typing import Literal, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 # XCom keys of the results that are not a stage's return value.
 RUN_XCOM_KEY = "run"  # prepare: PreparedRun
@@ -51,11 +51,16 @@ class PreparedRun(TypedDict):
     - ``source_uri``: what was read.
     - ``model_id``, ``invocation_type``, ``model_family``: how the records were built (the family is
       ``None`` when inferred from the model id).
+    - ``prompt_columns``: placeholder → the source column that filled it (absent for ``bedrock`` sources).
     - ``passthrough_columns``: source columns carried to the results table.
     - ``rows``: source rows read; ``records``: batch records made of them; ``quarantined``: rows that could
       not become a record, and ``quarantine_counts`` by reason code; ``bytes``: the records' total size.
     - ``shards``: the shard list (also prepare's return value).
     - ``on_demand_uris``, ``on_demand_records``: the input files and records too few for a job.
+    - ``output_format``: how the reply schema reached the model (:class:`OutputFormatRecord`), ``None``
+      when it did not (free text, or records built elsewhere).
+    - ``reply_schema``: the reply schema every reply is validated against (:class:`ReplySchemaRecord`), the
+      very one prepare used; ``None`` for free-text replies. Runs of earlier versions have neither key.
     """
 
     run_prefix: str
@@ -74,6 +79,33 @@ class PreparedRun(TypedDict):
     shards: list[ShardDescriptor]
     on_demand_uris: list[str]
     on_demand_records: int
+    prompt_columns: NotRequired[dict[str, str]]
+    output_format: NotRequired[OutputFormatRecord | None]
+    reply_schema: NotRequired[ReplySchemaRecord | None]
+
+
+class OutputFormatRecord(TypedDict):
+    """How a run's reply schema reached the model (see :class:`bedrock_batch.models.OutputFormat`).
+
+    - ``mode``: ``native``, ``tool`` or ``prompt``; ``name``, ``description``: the schema's name and what the
+      reply is; ``strict``: tool mode's ``strict`` flag; ``prefill``: prompt mode ends requests with the
+      assistant turn ``{`` where the model family allows one.
+    """
+
+    mode: str
+    name: str
+    description: str
+    strict: bool
+    prefill: bool
+
+
+class ReplySchemaRecord(TypedDict):
+    """A run's reply schema: ``name``, ``description`` and the JSON Schema (``schema``), validator-only
+    keywords included."""
+
+    name: str
+    description: str | None
+    schema: dict[str, Any]
 
 
 class JobEvent(TypedDict):

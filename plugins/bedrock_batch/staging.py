@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bedrock_batch.errors import StorageReadError
+from bedrock_batch.errors import StorageReadError, TemplateError
 from bedrock_batch.jobs import check_job_s3_uri
 from bedrock_batch.storage import Storage, is_s3_uri, join_uri
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from bedrock_batch.config import QuotaConfig
     from bedrock_batch.models import InferenceParams
     from bedrock_batch.prompts import PromptTemplate
+    from bedrock_batch.replies import ReplyFormat
     from bedrock_batch.results import JobOutput
     from bedrock_batch.sources import SourceSpec
     from bedrock_batch.split import ShardManifest, ShardPlan
@@ -162,6 +163,7 @@ def stage_source(
     params: InferenceParams,
     invocation_type: str = "InvokeModel",
     family: str | None = None,
+    reply: ReplyFormat | None = None,
     max_records: int = 0,
 ) -> PreparedRun:
     """Stage a run's first round: source rows to batch records, planned into shards, uploaded under
@@ -171,7 +173,8 @@ def stage_source(
     Files an earlier run of the date staged and this plan does not write again are removed.
 
     :param storage: local and S3 access.
-    :param source: what to read and how.
+    :param source: what to read and how; its :attr:`~bedrock_batch.sources.SourceSpec.bindings` fill the
+        template's placeholders.
     :param run_prefix: the run's prefix (see :func:`run_prefix_for`).
     :param template: the prompt template.
     :param model_id: model id, inference-profile id or ARN.
@@ -179,12 +182,24 @@ def stage_source(
     :param params: inference parameters of every record.
     :param invocation_type: ``InvokeModel`` or ``Converse``.
     :param family: override of the model family inferred from ``model_id``.
+    :param reply: the reply schema and how it reaches the model (recorded in the run for collect and
+        publish); ``None``: free-text replies.
     :param max_records: read at most this many source rows (0: all).
+    :raises TemplateError: when the source's prompt columns do not fill exactly the template's placeholders.
+    :raises SchemaError: when a reply property would take the name of another results column.
     """
     from bedrock_batch.prepare import prepare
+    from bedrock_batch.replies import RESULT_COLUMNS, ReplyFormat
     from bedrock_batch.sources import SourceReader
     from bedrock_batch.split import plan_shards, write_shards
 
+    if set(source.bindings) != template.fields:
+        raise TemplateError(
+            f"the source fills placeholders {sorted(source.bindings)} but template {template.label} has "
+            f"{sorted(template.fields)}; see bedrock_batch.sources.spec_for_template"
+        )
+    reply = reply or ReplyFormat()
+    reply.check_columns([*RESULT_COLUMNS, *source.passthrough_columns])
     reader = SourceReader(source, storage, max_object_bytes=quotas.max_record_bytes)
     empty = is_empty_partition(storage, source.uri)
     with tempfile.TemporaryDirectory(prefix="bedrock-batch-prepare-") as work:
@@ -200,6 +215,8 @@ def stage_source(
             params=params,
             invocation_type=invocation_type,
             family=family,
+            output=reply.output,
+            instructions=reply.instructions,
             passthrough_types={} if empty else reader.passthrough_types(),
         )
         plan = plan_shards(prepared.load_sizes(), quotas)
@@ -217,6 +234,7 @@ def stage_source(
         "model_id": model_id,
         "invocation_type": invocation_type,
         "model_family": family,
+        "prompt_columns": source.bindings,
         "passthrough_columns": list(source.passthrough_columns),
         "rows": prepared.rows,
         "records": prepared.records,
@@ -226,6 +244,7 @@ def stage_source(
         "shards": shard_descriptors(manifest, join_uri(run_prefix, "output")),
         "on_demand_uris": [f.uri for f in manifest.on_demand],
         "on_demand_records": plan.on_demand_records,
+        **reply.to_run(),  # type: ignore[typeddict-item]
     }
 
 

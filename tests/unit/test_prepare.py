@@ -19,11 +19,13 @@ import pytest
 from bedrock_batch import prepare as prepare_module
 from bedrock_batch import record_ids
 from bedrock_batch.config import QuotaConfig
-from bedrock_batch.errors import ConfigError, TemplateError
+from bedrock_batch.errors import ConfigError
 from bedrock_batch.models import InferenceParams, family_for
 from bedrock_batch.prepare import QUARANTINE_REASONS, PrepareResult, RecordEncoder, prepare
 from bedrock_batch.prompts import PromptTemplate, load_template
 from bedrock_batch.record_ids import RecordIdIndex
+from bedrock_batch.replies import ReplyFormat
+from bedrock_batch.schemas import prompt_instructions, service_schema
 from bedrock_batch.sources import ROW_PROBLEMS, SourceReader, SourceRow, SourceSpec
 
 CLAUDE = "us.anthropic.claude-3-haiku-20240307-v1:0"
@@ -45,8 +47,13 @@ def template_at(root: Path, system: str, user: str) -> PromptTemplate:
     return load_template("t", "v1", root=root / "prompts")
 
 
+def said(text: str | None) -> dict[str, str | None]:
+    """The prompt values of a row of the call-center template: its transcript."""
+    return {"transcript": text}
+
+
 def rows(count: int, text: str = "Agent: hi\nCustomer: hello") -> list[SourceRow]:
-    return [SourceRow(f"call-{i}", f"{text} {i}", f"day.jsonl:{i + 1}") for i in range(count)]
+    return [SourceRow(f"call-{i}", said(f"{text} {i}"), f"day.jsonl:{i + 1}") for i in range(count)]
 
 
 def run(tmp_path: Path, source: Any, template: PromptTemplate, **options: Any) -> PrepareResult:
@@ -80,7 +87,7 @@ class TestRecordLines:
         params = InferenceParams(max_tokens=500, temperature=0.2, stop_sequences=("END",))
         result = run(
             tmp_path,
-            [SourceRow("c1", TRICKY, "a.jsonl:1")],
+            [SourceRow("c1", said(TRICKY), "a.jsonl:1")],
             template,
             model_id=model_id,
             invocation_type=invocation_type,
@@ -100,12 +107,7 @@ class TestRecordLines:
         template = template_at(tmp_path, "You help {agent}.", "<transcript>{transcript}</transcript>")
         family = family_for(CLAUDE)
         assert not RecordEncoder(template, family, InferenceParams()).spliced
-        result = run(
-            tmp_path,
-            [SourceRow("c1", TRICKY, "a:1", ("Ana",))],
-            template,
-            passthrough_types={"agent": pa.string()},
-        )
+        result = run(tmp_path, [SourceRow("c1", {"transcript": TRICKY, "agent": "Ana"}, "a:1")], template)
         system, user = template.render({"transcript": TRICKY, "agent": "Ana"})
         assert spool_lines(result)[0]["modelInput"] == family.build_request(system, user, InferenceParams())
 
@@ -121,9 +123,9 @@ class TestRecordLines:
 class TestOutputs:
     def test_spool_sizes_and_index_agree(self, tmp_path, template):
         source = [
-            SourceRow("c1", "one", "day.jsonl:1", ("Ana", 3)),
-            SourceRow("c2", "", "day.jsonl:2", ("Bo", 4)),
-            SourceRow("c3", "three", "day.jsonl:3", (None, 5)),
+            SourceRow("c1", said("one"), "day.jsonl:1", ("Ana", 3)),
+            SourceRow("c2", said(""), "day.jsonl:2", ("Bo", 4)),
+            SourceRow("c3", said("three"), "day.jsonl:3", (None, 5)),
         ]
         result = run(tmp_path, source, template, passthrough_types={"agent": pa.string(), "n": pa.int64()})
         lines = Path(result.spool_path).read_bytes().splitlines(keepends=True)
@@ -160,7 +162,7 @@ class TestOutputs:
         assert pq.read_table(result.index_path).num_rows == 0
 
     def test_result_is_json_metadata_that_round_trips(self, tmp_path, template):
-        result = run(tmp_path, [*rows(2), SourceRow("c0", " ", "x:9")], template)
+        result = run(tmp_path, [*rows(2), SourceRow("c0", said(" "), "x:9")], template)
         data = json.loads(json.dumps(result.to_dict()))
         assert PrepareResult.from_dict(data) == result
         assert set(data["quarantine_counts"]) == set(QUARANTINE_REASONS)
@@ -169,7 +171,7 @@ class TestOutputs:
     def test_rerun_writes_identical_files(self, tmp_path, template):
         source = [
             *rows(50),
-            SourceRow("call-3", "dup", "day.jsonl:99"),
+            SourceRow("call-3", said("dup"), "day.jsonl:99"),
             SourceRow(None, None, "x:1", (), "invalid_json", "bad"),
         ]
         first = run(tmp_path / "a", source, template)
@@ -193,7 +195,8 @@ class TestQuarantine:
         good: tuple[Any, ...] = (),
         **options: Any,
     ) -> dict:
-        result = run(tmp_path, [row, SourceRow("good", "Agent: hi", "a:2", good)], template, **options)
+        values = options.pop("good_values", said("Agent: hi"))
+        result = run(tmp_path, [row, SourceRow("good", values, "a:2", good)], template, **options)
         [entry] = quarantine_entries(result)
         assert result.records == 1
         assert result.quarantine_counts[entry["reason"]] == 1
@@ -202,7 +205,7 @@ class TestQuarantine:
 
     @pytest.mark.parametrize("text", ["", "   \n\t "])
     def test_empty_text(self, tmp_path, template, text):
-        entry = self.quarantine_reason(tmp_path, SourceRow("c9", text, "a.jsonl:4"), template)
+        entry = self.quarantine_reason(tmp_path, SourceRow("c9", said(text), "a.jsonl:4"), template)
         assert entry["reason"] == "empty_text"
         assert entry["source_position"] == "a.jsonl:4"
         assert entry["source_key"] == "c9"
@@ -210,9 +213,9 @@ class TestQuarantine:
 
     def test_duplicate_keeps_the_first_occurrence(self, tmp_path, template):
         source = [
-            SourceRow("c1", "first", "a:1"),
-            SourceRow("c2", "other", "a:2"),
-            SourceRow("c1", "second", "a:3"),
+            SourceRow("c1", said("first"), "a:1"),
+            SourceRow("c2", said("other"), "a:2"),
+            SourceRow("c1", said("second"), "a:3"),
         ]
         result = run(tmp_path, source, template)
         [entry] = quarantine_entries(result)
@@ -222,7 +225,7 @@ class TestQuarantine:
         assert "first" in kept[0]["modelInput"]["messages"][0]["content"][0]["text"]
 
     def test_a_quarantined_first_occurrence_still_owns_its_key(self, tmp_path, template):
-        source = [SourceRow("c1", "  ", "a:1"), SourceRow("c1", "good text", "a:2")]
+        source = [SourceRow("c1", said("  "), "a:1"), SourceRow("c1", said("good text"), "a:2")]
         result = run(tmp_path, source, template)
         assert [e["reason"] for e in quarantine_entries(result)] == ["empty_text", "duplicate_id"]
 
@@ -230,30 +233,48 @@ class TestQuarantine:
         template = template_at(tmp_path, "System.", "Agent {agent}: <transcript>{transcript}</transcript>")
         entry = self.quarantine_reason(
             tmp_path,
-            SourceRow("c9", "text", "a:1", (None,)),
+            SourceRow("c9", {"transcript": "text"}, "a:1"),
             template,
-            good=("Ana",),
-            passthrough_types={"agent": pa.string()},
+            good_values={"transcript": "Agent: hi", "agent": "Ana"},
         )
         assert (entry["reason"], entry["detail"]) == ("template_error", "no value for agent")
+
+    def test_one_empty_value_among_several_is_not_empty_text(self, tmp_path):
+        template = template_at(tmp_path, "System.", "Title: {title}\n<review>{body}</review>")
+        result = run(
+            tmp_path,
+            [
+                SourceRow("r1", {"title": "", "body": "Great kettle."}, "a:1"),
+                SourceRow("r2", {"title": " ", "body": "\n"}, "a:2"),
+            ],
+            template,
+        )
+        assert result.records == 1
+        assert [e["reason"] for e in quarantine_entries(result)] == ["empty_text"]
 
     def test_context_window_exceeded(self, tmp_path, template):
         # Titan Text Lite: 4,096 tokens; 1,024 of them reserved for the answer.
         entry = self.quarantine_reason(
-            tmp_path, SourceRow("c9", "word " * 3000, "a:1"), template, model_id="amazon.titan-text-lite-v1"
+            tmp_path,
+            SourceRow("c9", said("word " * 3000), "a:1"),
+            template,
+            model_id="amazon.titan-text-lite-v1",
         )
         assert entry["reason"] == "context_window_exceeded"
         assert "1,024 max_tokens > 4,096" in entry["detail"]
 
     def test_record_too_large(self, tmp_path, template):
         entry = self.quarantine_reason(
-            tmp_path, SourceRow("c9", "x" * 5000, "a:1"), template, quotas=QuotaConfig(max_record_bytes=4000)
+            tmp_path,
+            SourceRow("c9", said("x" * 5000), "a:1"),
+            template,
+            quotas=QuotaConfig(max_record_bytes=4000),
         )
         assert entry["reason"] == "record_too_large"
         assert "> max_record_bytes 4,000" in entry["detail"]
 
     def test_lone_surrogates_are_bad_utf8(self, tmp_path, template):
-        entry = self.quarantine_reason(tmp_path, SourceRow("c9", "broken \udcff byte", "a:1"), template)
+        entry = self.quarantine_reason(tmp_path, SourceRow("c9", said("broken \udcff byte"), "a:1"), template)
         assert entry["reason"] == "bad_utf8"
 
     @pytest.mark.parametrize("problem", sorted(ROW_PROBLEMS))
@@ -278,7 +299,7 @@ class TestQuarantine:
             orjson.dumps({"id": "big", "text": SECRET + " word" * 30_000}),
         ]
         (source_dir / "day.jsonl").write_bytes(b"\n".join(lines) + b"\n")
-        reader = SourceReader(SourceSpec(str(source_dir), "jsonl"))
+        reader = SourceReader(SourceSpec(str(source_dir), "jsonl", prompt_columns={"transcript": "text"}))
         with caplog.at_level(logging.DEBUG):
             result = run(tmp_path, reader, template, model_id="amazon.titan-text-express-v1")
         assert result.records == 1
@@ -319,6 +340,7 @@ class TestQuarantine:
             pq.write_table(pa.Table.from_pylist(bad), source_dir / "b.parquet")
             positions = ["b.parquet:1", "b.parquet:2"]
         spec = SourceSpec(str(source_dir), source_format, id_column="call_id", text_column="transcript")
+        assert spec.bindings == {"transcript": "transcript"}
         with caplog.at_level(logging.DEBUG):
             result = run(tmp_path, SourceReader(spec), template)
         assert (result.rows, result.records, result.quarantined) == (5, 3, 2)
@@ -350,15 +372,6 @@ class TestQuarantine:
 
 
 class TestSetupErrors:
-    def test_template_field_nobody_provides(self, tmp_path):
-        template = template_at(tmp_path, "S.", "{agent}: {transcript}")
-        with pytest.raises(TemplateError, match=r"uses \['agent'\].*passthrough_columns"):
-            run(tmp_path, rows(1), template)
-
-    def test_template_without_the_text_field(self, tmp_path, template):
-        with pytest.raises(TemplateError, match=r"no \{body\} placeholder"):
-            run(tmp_path, rows(1), template, text_field="body")
-
     def test_passthrough_clashing_with_index_columns(self, tmp_path, template):
         with pytest.raises(ConfigError, match="ordinal"):
             run(tmp_path, rows(1), template, passthrough_types={"ordinal": pa.int64()})
@@ -377,7 +390,7 @@ class TestSetupErrors:
 def lazy_rows(count: int) -> Iterator[SourceRow]:
     text = "Agent: thanks for calling.\nCustomer: my invoice is wrong. " * 20
     for i in range(count):
-        yield SourceRow(f"call-{i:08d}", text, f"day.jsonl:{i + 1}")
+        yield SourceRow(f"call-{i:08d}", said(text), f"day.jsonl:{i + 1}")
 
 
 def test_memory_does_not_grow_with_input_beyond_compact_arrays(tmp_path, template, monkeypatch):
@@ -396,3 +409,82 @@ def test_memory_does_not_grow_with_input_beyond_compact_arrays(tmp_path, templat
     # 20,000 more records may cost their 8-byte size and 16-byte id entry (plus merge copies), not their text:
     # holding the transcripts alone would take 20,000 x 1.2 KB = 24 MB.
     assert peaks[25_000] - peaks[5_000] < 20_000 * 100
+
+
+REVIEW_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "sentiment": {"type": "string", "enum": ["positive", "neutral", "negative"]},
+        "stars": {"type": "integer", "minimum": 1, "maximum": 5},
+    },
+    "required": ["sentiment", "stars"],
+    "additionalProperties": False,
+}
+
+
+class TestReplySchema:
+    """The reply schema reaches each model the way its mode says; prepare counts it in the context window."""
+
+    def reply(self, model_id: str, **options: Any) -> ReplyFormat:
+        return ReplyFormat.declare(
+            REVIEW_SCHEMA, model_id=model_id, family=family_for(model_id), default_name="review", **options
+        )
+
+    def test_prompt_mode_appends_the_schema_to_the_system_prompt_and_prefills(self, tmp_path, template):
+        reply = self.reply(CLAUDE)
+        assert reply.output is not None
+        assert reply.output.mode == "prompt"
+        result = run(tmp_path, rows(2), template, output=reply.output, instructions=reply.instructions)
+        body = spool_lines(result)[0]["modelInput"]
+        system, _ = template.render({"transcript": "x"})
+        assert body["system"] == f"{system}\n\n{prompt_instructions(REVIEW_SCHEMA)}"
+        assert '"maximum":5' in body["system"]  # the prompt carries the whole schema, constraints included
+        assert body["messages"][-1] == {"role": "assistant", "content": [{"type": "text", "text": "{"}]}
+        encoder = RecordEncoder(
+            template, family_for(CLAUDE), InferenceParams(), reply.output, reply.instructions
+        )
+        assert encoder.spliced
+
+    def test_native_mode_sends_the_service_schema(self, tmp_path, template):
+        model = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
+        reply = self.reply(model)
+        result = run(tmp_path, rows(1), template, model_id=model, output=reply.output)
+        body = spool_lines(result)[0]["modelInput"]
+        sent = body["output_config"]["format"]["schema"]
+        assert sent == service_schema(REVIEW_SCHEMA)
+        assert "minimum" not in sent["properties"]["stars"]
+        assert body["messages"][-1]["role"] == "user"  # no prefill
+        system, _ = template.render({"transcript": "x"})
+        assert body["system"] == system
+
+    def test_tool_mode_forces_one_tool(self, tmp_path, template):
+        model = "amazon.nova-lite-v1:0"
+        reply = self.reply(model)
+        result = run(tmp_path, rows(1), template, model_id=model, output=reply.output)
+        config = spool_lines(result)[0]["modelInput"]["toolConfig"]
+        assert config["toolChoice"] == {"tool": {"name": "review"}}
+        assert config["tools"][0]["toolSpec"]["inputSchema"] == {"json": service_schema(REVIEW_SCHEMA)}
+
+    def test_the_schema_counts_in_the_context_window(self, tmp_path, template):
+        # Titan Text Lite: 4,096 tokens, 1,024 of them for the answer; a prompt of ~2,900 tokens fits alone..
+        long = SourceRow("c1", said("word " * 2000), "a:1")
+        model = "amazon.titan-text-lite-v1"
+        assert run(tmp_path / "plain", [long], template, model_id=model).records == 1
+        big = {
+            **REVIEW_SCHEMA,
+            "properties": {
+                f"aspect_{n}": {"type": "string", "description": "what the review says about it " * 3}
+                for n in range(20)
+            },
+            "required": [f"aspect_{n}" for n in range(20)],
+        }
+        reply = ReplyFormat.declare(big, model_id=model, family=family_for(model))
+        result = run(
+            tmp_path / "schema",
+            [long],
+            template,
+            model_id=model,
+            output=reply.output,
+            instructions=reply.instructions,
+        )
+        assert result.quarantine_counts["context_window_exceeded"] == 1

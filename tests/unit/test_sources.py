@@ -11,13 +11,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from bedrock_batch.errors import ConfigError, SourceError
+from bedrock_batch.errors import ConfigError, SourceError, TemplateError
 from bedrock_batch.sources import (
     ROW_PROBLEMS,
     SourceReader,
     SourceRow,
     SourceSpec,
+    bind_prompt_columns,
     render_transcribe,
+    spec_for_template,
 )
 from bedrock_batch.storage import Storage
 
@@ -30,6 +32,14 @@ def read(uri: Path | str, fmt: str, **options: Any) -> list[SourceRow]:
     max_object_bytes = options.pop("max_object_bytes", None)
     spec = SourceSpec(str(uri), fmt, **options)  # type: ignore[arg-type]
     return list(SourceReader(spec, storage, max_object_bytes=max_object_bytes))
+
+
+def text_of(row: SourceRow) -> str | None:
+    """The value of a row read with one prompt column."""
+    if row.prompt_values is None:
+        return None
+    [value] = row.prompt_values.values()
+    return value
 
 
 def jsonl(path: Path, lines: list[Any]) -> Path:
@@ -158,7 +168,7 @@ class TestText:
         (tmp_path / "calls" / "b" / "0003.TXT").write_text("third")
         (tmp_path / "calls" / "readme.md").write_text("ignored")
         rows = read(tmp_path, "text")
-        assert [(r.key, r.text, r.position) for r in rows] == [
+        assert [(r.key, text_of(r), r.position) for r in rows] == [
             ("0001", "first call é", "calls/0001.txt"),
             ("0002", "second call", "calls/0002.txt"),
             ("0003", "third", "calls/b/0003.TXT"),
@@ -167,13 +177,13 @@ class TestText:
     def test_bad_utf8_file_is_a_row_problem(self, tmp_path):
         (tmp_path / "0001.txt").write_bytes(b"ok \xff\xfe broken")
         [row] = read(tmp_path, "text")
-        assert (row.key, row.problem, row.text) == ("0001", "bad_utf8", None)
+        assert (row.key, row.problem, text_of(row)) == ("0001", "bad_utf8", None)
         assert "byte 3" in row.detail
 
     def test_file_larger_than_the_limit_is_not_read(self, tmp_path):
         (tmp_path / "big.txt").write_text("x" * 5000)
         [row] = read(tmp_path, "text", max_object_bytes=1000)
-        assert (row.key, row.problem, row.text) == ("big", "file_too_large", None)
+        assert (row.key, row.problem, text_of(row)) == ("big", "file_too_large", None)
         assert "5,000 bytes" in row.detail
 
 
@@ -195,8 +205,8 @@ class TestJsonl:
             passthrough_columns=("agent", "duration", "tags"),
         )
         assert rows == [
-            SourceRow("c1", "hello", "day.jsonl:1", ("Ana", "312", None)),
-            SourceRow("42", "bye", "day.jsonl:3", (None, None, '["a",1]')),
+            SourceRow("c1", {"transcript": "hello"}, "day.jsonl:1", ("Ana", "312", None)),
+            SourceRow("42", {"transcript": "bye"}, "day.jsonl:3", (None, None, '["a",1]')),
         ]
 
     @pytest.mark.parametrize(
@@ -219,7 +229,7 @@ class TestJsonl:
         assert bad.problem == problem
         assert detail in bad.detail
         assert bad.position == "day.jsonl:1"
-        assert good == SourceRow("ok", "fine", "day.jsonl:2")
+        assert good == SourceRow("ok", {"text": "fine"}, "day.jsonl:2")
 
     def test_problem_detail_never_contains_the_text(self, tmp_path):
         jsonl(tmp_path / "day.jsonl", [b'{"id": "x", "text": "SECRET-MARKER" \n'])
@@ -238,8 +248,8 @@ class TestCsv:
             tmp_path, "csv", id_column="call_id", text_column="transcript", passthrough_columns=("agent",)
         )
         assert rows == [
-            SourceRow("c1", "Agent: hi\nCustomer: hello, there", "calls.csv:2", ("Ana",)),
-            SourceRow("c2", "short", "calls.csv:4", (None,)),
+            SourceRow("c1", {"transcript": "Agent: hi\nCustomer: hello, there"}, "calls.csv:2", ("Ana",)),
+            SourceRow("c2", {"transcript": "short"}, "calls.csv:4", (None,)),
         ]
 
     def test_a_file_without_the_text_column_quarantines_each_row_and_the_others_are_read(self, tmp_path):
@@ -247,7 +257,7 @@ class TestCsv:
         (tmp_path / "b.csv").write_text(f"call_id,body\nx1,{SECRET}\n,{SECRET} without id\n")
         (tmp_path / "c.csv").write_text("call_id,transcript\ng2,bye\n")
         rows = read(tmp_path, "csv", id_column="call_id", text_column="transcript")
-        assert [(r.key, r.text, r.position, r.problem) for r in rows] == [
+        assert [(r.key, text_of(r), r.position, r.problem) for r in rows] == [
             ("g1", "hello", "a.csv:2", None),
             ("x1", None, "b.csv:2", "missing_column"),
             (None, None, "b.csv:3", "missing_column"),
@@ -285,7 +295,7 @@ class TestCsv:
         (tmp_path / "a.csv").write_text("id,body\n")
         (tmp_path / "b.csv").write_text("id,text\n")  # all columns and no rows: no record
         [row] = read(tmp_path, "csv")
-        assert (row.key, row.text, row.position, row.problem) == (None, None, "a.csv", "missing_column")
+        assert (row.key, text_of(row), row.position, row.problem) == (None, None, "a.csv", "missing_column")
         assert "['text']" in str(row.detail)
         assert "no rows" in str(row.detail)
 
@@ -301,19 +311,19 @@ class TestCsv:
             ("calls.csv:5", "invalid_csv"),
             ("calls.csv:6", None),
         ]
-        assert rows[2].text == ""  # a short row has empty trailing fields; prepare quarantines empty text
-        assert rows[4].text == "ok"
+        assert text_of(rows[2]) == ""  # a short row has empty trailing fields; prepare quarantines empty text
+        assert text_of(rows[4]) == "ok"
 
     def test_fields_longer_than_the_csv_default_limit(self, tmp_path):
         long_text = "word " * 60_000
         (tmp_path / "calls.csv").write_text(f'id,text\nc1,"{long_text}"\n')
         [row] = read(tmp_path, "csv")
-        assert row.text == long_text
+        assert text_of(row) == long_text
 
     def test_delimiter_and_bom(self, tmp_path):
         (tmp_path / "calls.csv").write_bytes("\ufeffid;text\nc1;hello\n".encode())
         [row] = read(tmp_path, "csv", csv_delimiter=";")
-        assert (row.key, row.text) == ("c1", "hello")
+        assert (row.key, text_of(row)) == ("c1", "hello")
 
     def test_empty_file_has_no_rows(self, tmp_path):
         (tmp_path / "calls.csv").write_text("")
@@ -344,7 +354,7 @@ class TestParquet:
         assert reader.passthrough_types() == {"duration": pa.int64()}
         rows = list(reader)
         assert len(rows) == count
-        assert rows[1234] == SourceRow("c1234", "text 1234", "part-0.parquet:1235", (1234,))
+        assert rows[1234] == SourceRow("c1234", {"transcript": "text 1234"}, "part-0.parquet:1235", (1234,))
 
     def test_null_and_integer_ids_and_null_text(self, tmp_path):
         self.write(tmp_path / "a.parquet", id=[7, None, 9], text=["seven", "none", None])
@@ -358,7 +368,7 @@ class TestParquet:
     def test_binary_text_with_bad_utf8(self, tmp_path):
         self.write(tmp_path / "a.parquet", id=["a", "b"], text=pa.array([b"fine", b"\xff"], pa.binary()))
         rows = read(tmp_path, "parquet")
-        assert [(r.text, r.problem) for r in rows] == [("fine", None), (None, "bad_utf8")]
+        assert [(text_of(r), r.problem) for r in rows] == [("fine", None), (None, "bad_utf8")]
 
     def test_a_file_with_another_schema_quarantines_each_row_and_the_others_are_read(self, tmp_path):
         count = 2500  # more than one read batch: rows are counted, not loaded at once
@@ -367,7 +377,7 @@ class TestParquet:
         self.write(tmp_path / "c.parquet", call_id=["y1", "y2"], text=[SECRET, SECRET])
         self.write(tmp_path / "d.parquet", id=["g2"], text=["bye"])
         rows = read(tmp_path, "parquet")
-        assert [(r.key, r.text, r.problem) for r in rows if r.problem is None] == [
+        assert [(r.key, text_of(r), r.problem) for r in rows if r.problem is None] == [
             ("g1", "hello", None),
             ("g2", "bye", None),
         ]
@@ -378,9 +388,10 @@ class TestParquet:
         ]
         assert [(r.key, r.position) for r in c_rows] == [(None, "c.parquet:1"), (None, "c.parquet:2")]
         assert {r.problem for r in b_rows + c_rows} == {"missing_column"}
-        assert {r.text for r in b_rows + c_rows} == {None}
+        assert {text_of(r) for r in b_rows + c_rows} == {None}
         assert {r.detail for r in b_rows} == {
-            "b.parquet has no column(s) ['text'] (check id_column, text_column and passthrough_columns)"
+            "b.parquet has no column(s) ['text'] (check id_column, prompt_columns or text_column, and "
+            "passthrough_columns)"
         }
         assert "c.parquet" in str(c_rows[0].detail)
         assert "['id']" in str(c_rows[0].detail)
@@ -460,7 +471,7 @@ class TestTranscribe:
     def test_plain_transcribe_speaker_turns(self, tmp_path, label_items):
         self.write(tmp_path / "out" / "call-0001.json", plain_transcribe(label_items=label_items))
         [row] = read(tmp_path / "out", "transcribe", passthrough_columns=("jobName", "missing"))
-        assert row == SourceRow("call-0001", EXPECTED_TURNS, "call-0001.json", ("call-0001", None))
+        assert row == SourceRow("call-0001", {"text": EXPECTED_TURNS}, "call-0001.json", ("call-0001", None))
 
     def test_speaker_roles_are_configurable(self):
         text = render_transcribe(plain_transcribe(), {"spk_0": "Customer", "spk_1": "Agent"})
@@ -496,7 +507,7 @@ class TestTranscribe:
     def test_call_analytics_roles_and_merged_turns(self, tmp_path):
         self.write(tmp_path / "ca-0001.json", call_analytics())
         [row] = read(tmp_path, "transcribe", passthrough_columns=("LanguageCode",))
-        assert row == SourceRow("ca-0001", EXPECTED_TURNS, "ca-0001.json", ("en-US",))
+        assert row == SourceRow("ca-0001", {"text": EXPECTED_TURNS}, "ca-0001.json", ("en-US",))
 
     @pytest.mark.parametrize(
         ("content", "problem"),
@@ -561,7 +572,7 @@ class TestS3Sources:
             SourceSpec(f"s3://{s3_bucket}/p", "parquet", passthrough_columns=("n",)), Storage(s3_client)
         )
         assert reader.passthrough_types() == {"n": pa.int64()}
-        assert [(r.key, r.text, r.passthrough) for r in reader] == [("a", "x", (1,)), ("b", "y", (2,))]
+        assert [(r.key, text_of(r), r.passthrough) for r in reader] == [("a", "x", (1,)), ("b", "y", (2,))]
 
     def test_transcribe_and_text_prefixes(self, s3_client, s3_bucket):
         s3_client.put_object(Bucket=s3_bucket, Key="t/call-0001.json", Body=orjson.dumps(call_analytics()))
@@ -569,5 +580,133 @@ class TestS3Sources:
         storage = Storage(s3_client)
         [transcribed] = read(f"s3://{s3_bucket}/t", "transcribe", storage=storage)
         [text] = read(f"s3://{s3_bucket}/calls", "text", storage=storage)
-        assert transcribed.text == EXPECTED_TURNS
-        assert (text.key, text.text, text.position) == ("0001", "hello", "0001.txt")
+        assert text_of(transcribed) == EXPECTED_TURNS
+        assert (text.key, text_of(text), text.position) == ("0001", "hello", "0001.txt")
+
+
+class TestPromptColumns:
+    """Rows carry one value per placeholder, from the columns bound to them."""
+
+    BINDINGS = {"title": "headline", "body": "review_text"}
+
+    def test_jsonl_rows_carry_every_bound_column(self, tmp_path):
+        jsonl(
+            tmp_path / "r.jsonl",
+            [
+                {"id": "r1", "headline": "Great", "review_text": "Boils fast.", "stars": 5},
+                {"id": "r2", "headline": None, "review_text": "Leaks."},
+                {"id": "r3", "headline": "Meh", "review_text": 3},
+                {"id": "r4", "review_text": SECRET},
+            ],
+        )
+        rows = read(tmp_path, "jsonl", prompt_columns=self.BINDINGS, passthrough_columns=("stars",))
+        assert rows[0] == SourceRow("r1", {"title": "Great", "body": "Boils fast."}, "r.jsonl:1", ("5",))
+        assert [(r.key, r.problem, r.detail) for r in rows[1:]] == [
+            ("r2", "missing_text", "'headline' is null"),
+            ("r3", "missing_text", "'review_text' is a int, expected a string"),
+            ("r4", "missing_text", "no 'headline' field"),
+        ]
+
+    def test_csv_rows_and_a_file_without_a_bound_column(self, tmp_path):
+        (tmp_path / "a.csv").write_text('id,headline,review_text\nr1,Great,"Boils, fast."\n')
+        (tmp_path / "b.csv").write_text(f"id,review_text\nr2,{SECRET}\n")
+        good, bad = read(tmp_path, "csv", prompt_columns=self.BINDINGS)
+        assert good == SourceRow("r1", {"title": "Great", "body": "Boils, fast."}, "a.csv:2")
+        assert (bad.key, bad.problem) == ("r2", "missing_column")
+        assert "['headline']" in str(bad.detail)
+        assert SECRET not in str(bad.detail)
+
+    def test_parquet_rows_name_the_column_of_each_problem(self, tmp_path):
+        pq.write_table(
+            pa.table(
+                {
+                    "id": ["r1", "r2", "r3"],
+                    "headline": pa.array([b"Great", b"\xff", b"Fine"], pa.binary()),
+                    "review_text": ["Boils fast.", "Leaks.", None],
+                }
+            ),
+            tmp_path / "a.parquet",
+        )
+        pq.write_table(
+            pa.table({"id": ["r4"], "headline": [1], "review_text": ["x"]}), tmp_path / "b.parquet"
+        )
+        rows = read(tmp_path, "parquet", prompt_columns=self.BINDINGS)
+        assert rows[0] == SourceRow("r1", {"title": "Great", "body": "Boils fast."}, "a.parquet:1")
+        assert [(r.key, r.problem, r.detail) for r in rows[1:]] == [
+            ("r2", "bad_utf8", "invalid UTF-8 in 'headline'"),
+            ("r3", "missing_text", "no 'review_text' field, or it is null"),
+            ("r4", "wrong_column_type", "b.parquet: 'headline' is int64, expected a string or binary column"),
+        ]
+
+    def test_one_column_may_fill_two_placeholders_and_pass_through(self, tmp_path):
+        jsonl(tmp_path / "r.jsonl", [{"id": "r1", "text": "hello"}])
+        [row] = read(
+            tmp_path, "jsonl", prompt_columns={"a": "text", "b": "text"}, passthrough_columns=("text",)
+        )
+        assert row == SourceRow("r1", {"a": "hello", "b": "hello"}, "r.jsonl:1", ("hello",))
+
+    def test_without_prompt_columns_the_text_column_is_the_one_binding(self):
+        assert SourceSpec("x", "csv", text_column="body").bindings == {"body": "body"}
+        assert SourceSpec("x", "csv", prompt_columns={"t": "body"}).bindings == {"t": "body"}
+
+    @pytest.mark.parametrize(
+        ("options", "message"),
+        [
+            ({"format": "text", "prompt_columns": {"a": "b"}}, "one text per file"),
+            ({"format": "jsonl", "prompt_columns": {}}, "must map each placeholder"),
+            ({"format": "jsonl", "prompt_columns": {"not a name": "b"}}, "not a placeholder name"),
+            ({"format": "jsonl", "prompt_columns": {"a": ""}}, "must be a name"),
+        ],
+    )
+    def test_bad_prompt_columns(self, options, message):
+        with pytest.raises(ConfigError, match=message):
+            SourceSpec("x", **options)
+
+
+class TestBindPromptColumns:
+    @pytest.mark.parametrize(
+        ("placeholders", "source_format", "options", "bindings"),
+        [
+            ({"title", "body"}, "parquet", {}, {"body": "body", "title": "title"}),
+            (
+                {"title", "body"},
+                "csv",
+                {"prompt_columns": {"title": "h", "body": "b"}},
+                {"title": "h", "body": "b"},
+            ),
+            ({"transcript"}, "jsonl", {"text_column": "transcript"}, {"transcript": "transcript"}),
+            # A text column that is no placeholder fills the only one, as before prompt columns.
+            ({"transcript"}, "jsonl", {"text_column": "body"}, {"transcript": "body"}),
+            ({"transcript"}, "text", {}, {"transcript": "transcript"}),
+            ({"transcript"}, "transcribe", {"text_column": "transcript"}, {"transcript": "transcript"}),
+        ],
+    )
+    def test_bindings(self, placeholders, source_format, options, bindings):
+        assert bind_prompt_columns(placeholders, source_format, **options) == bindings
+
+    @pytest.mark.parametrize(
+        ("placeholders", "source_format", "options", "message"),
+        [
+            ({"a", "b"}, "csv", {"prompt_columns": {"a": "x"}}, r"placeholder\(s\) \['b'\] have no column"),
+            ({"a"}, "csv", {"prompt_columns": {"a": "x", "c": "y"}}, r"\['c'\] are not placeholders"),
+            ({"a", "b"}, "jsonl", {"text_column": "body"}, "bind each placeholder"),
+            ({"a", "b"}, "text", {}, "set text_column"),
+            ({"a", "b"}, "text", {"text_column": "a"}, r"fills only \{a\}"),
+            ({"a"}, "transcribe", {"text_column": "b"}, r"fills only \{b\}"),
+        ],
+    )
+    def test_placeholders_without_a_value_or_bindings_without_a_placeholder(
+        self, placeholders, source_format, options, message
+    ):
+        with pytest.raises(TemplateError, match=message):
+            bind_prompt_columns(placeholders, source_format, **options)
+
+    def test_one_record_per_file_formats_take_no_prompt_columns(self):
+        with pytest.raises(ConfigError, match="one text per file"):
+            bind_prompt_columns({"a"}, "text", prompt_columns={"a": "a"})
+
+    def test_spec_for_a_template(self):
+        spec = spec_for_template({"title", "body"}, uri="s3://b/p/", source_format="parquet", id_column="rid")
+        assert (spec.id_column, spec.bindings) == ("rid", {"body": "body", "title": "title"})
+        text = spec_for_template({"transcript"}, uri="/calls", source_format="text")
+        assert (text.prompt_columns, text.bindings) == (None, {"transcript": "transcript"})

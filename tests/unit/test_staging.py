@@ -11,9 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from bedrock_batch.config import QuotaConfig
-from bedrock_batch.errors import ConfigError
-from bedrock_batch.models import InferenceParams
+from bedrock_batch.errors import ConfigError, SchemaError, TemplateError
+from bedrock_batch.models import InferenceParams, family_for
 from bedrock_batch.prompts import load_template
+from bedrock_batch.replies import ReplyFormat
 from bedrock_batch.results import JobOutput
 from bedrock_batch.sources import SourceSpec
 from bedrock_batch.split import plan_shards, write_shards
@@ -32,6 +33,9 @@ from bedrock_batch.staging import (
     stage_source,
 )
 from bedrock_batch.storage import Storage
+from tests.conftest import REPO
+
+CALL_CENTER_SCHEMA = REPO / "include" / "pipelines" / "call_center_summarization" / "reply_schema.json"
 
 QUOTAS = QuotaConfig(
     min_records_per_job=10, max_records_per_job=40, max_records_per_file=15, below_minimum="on_demand"
@@ -154,10 +158,11 @@ def calls(folder: Path, count: int, *, empty: int = 0) -> Path:
 
 
 def stage(tmp_path: Path, source: Path, **options: object) -> dict:
+    spec = options.pop("spec", None) or SourceSpec(uri=str(source), format="text", text_column="transcript")
     return dict(
         stage_source(
             Storage(),
-            SourceSpec(uri=str(source), format="text"),
+            spec,  # type: ignore[arg-type]
             str(tmp_path / "staging" / "dag" / "2026-11-21"),
             template=load_template("call_center_summary", "v1"),
             model_id=MODEL,
@@ -198,6 +203,48 @@ class TestStageSource:
         run = stage(tmp_path, calls(tmp_path / "fewer", 45))
         staged = files_under(tmp_path / "staging" / "dag" / "2026-11-21" / "input")
         assert {name.split("/")[0] for name in staged} == {f"shard-{s['shard']:04d}" for s in run["shards"]}
+
+    def test_the_run_records_the_prompt_columns_and_the_reply_format(self, tmp_path):
+        reply = ReplyFormat.declare(CALL_CENTER_SCHEMA, model_id=MODEL, family=family_for(MODEL))
+        run = stage(tmp_path, calls(tmp_path / "calls", 12), reply=reply)
+        assert run["prompt_columns"] == {"transcript": "transcript"}
+        assert run["output_format"] == {
+            "mode": "prompt",
+            "name": "call_center_summarization",
+            "description": "A summary of one customer-service phone call, based on its transcript alone.",
+            "strict": False,
+            "prefill": True,
+        }
+        assert run["reply_schema"]["schema"]["properties"]["summary"]["maxSentences"] == 5
+        assert ReplyFormat.from_run(json.loads(json.dumps(run))) == reply
+
+    def test_a_source_that_does_not_fill_the_template_is_refused(self, tmp_path):
+        with pytest.raises(TemplateError, match=r"fills placeholders \['text'\].*\['transcript'\]"):
+            stage_source(
+                Storage(),
+                SourceSpec(uri=str(calls(tmp_path / "calls", 3)), format="text"),
+                str(tmp_path / "run"),
+                template=load_template("call_center_summary", "v1"),
+                model_id=MODEL,
+                quotas=QUOTAS,
+                params=InferenceParams(),
+            )
+
+    @pytest.mark.parametrize("name", ["status", "Raw_Text", "agent"])
+    def test_a_reply_property_named_like_another_column_is_refused(self, tmp_path, name):
+        schema = {
+            "type": "object",
+            "properties": {name: {"type": "string"}},
+            "required": [name],
+            "additionalProperties": False,
+        }
+        reply = ReplyFormat.declare(schema, model_id=MODEL, family=family_for(MODEL))
+        source = SourceSpec(
+            uri=str(tmp_path), format="jsonl", text_column="transcript", passthrough_columns=("agent",)
+        )
+        with pytest.raises(SchemaError, match=f'reply property "{name}"') as caught:
+            stage(tmp_path, tmp_path, reply=reply, spec=source)
+        assert caught.value.pointer == f"/properties/{name}"
 
 
 class TestStageRetryRound:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
@@ -15,7 +15,7 @@ from bedrock_batch.config import (
     as_optional_str,
     quota_config_for,
 )
-from bedrock_batch.models import INVOCATION_TYPES
+from bedrock_batch.models import INVOCATION_TYPES, STRUCTURED_OUTPUT_CHOICES
 from bedrock_batch.operators._base import STORAGE_TEMPLATE_FIELDS, StagingOperator
 from bedrock_batch.stage_results import ON_DEMAND_XCOM_KEY, RUN_XCOM_KEY, ShardDescriptor
 from bedrock_batch.staging import run_prefix_for, stage_source
@@ -28,15 +28,33 @@ class BedrockBatchPrepareOperator(StagingOperator):
     """Turn source rows into quota-respecting batch input shards in S3, in one streaming pass.
 
     Reads the source (text files, JSONL, CSV, Parquet or Amazon Transcribe JSON, from S3 or a local path),
-    renders the prompt template, builds each model request body, quarantines rows that cannot become a
-    record, plans shards within every service quota and uploads them with the record index and the
-    quarantine list (:func:`~bedrock_batch.staging.stage_source`). Only metadata goes to XCom: the return
-    value is the submit stage's shard list (``.expand(shard=prepare.output)``), the XCom key ``run``
-    describes the run (:class:`~bedrock_batch.stage_results.PreparedRun`: counts, URIs; what the collect and
-    publish stages take) and ``on_demand_uris`` lists the on-demand fallback's input files.
+    renders the prompt template with each row's prompt columns, builds each model request body with the
+    reply schema where the model takes one, quarantines rows that cannot become a record, plans shards
+    within every service quota and uploads them with the record index and the quarantine list
+    (:func:`~bedrock_batch.staging.stage_source`). Only metadata goes to XCom: the return value is the submit
+    stage's shard list (``.expand(shard=prepare.output)``), the XCom key ``run`` describes the run
+    (:class:`~bedrock_batch.stage_results.PreparedRun`: counts, URIs, the ``output_format`` and the
+    ``reply_schema`` itself, so collect and publish validate replies against the very schema sent) and
+    ``on_demand_uris`` lists the on-demand fallback's input files.
 
     A partition that exists but holds only marker objects (``_SUCCESS``) is an empty day: zero records,
     no error. A partition with files of another format is an error, never silently empty.
+
+    **Prompt columns.** Every placeholder of the template is filled from one source column: by default the
+    column of the same name (JSONL, CSV, Parquet); ``prompt_columns`` maps placeholders to other columns. A
+    ``text_column`` that is not a placeholder fills the template's only placeholder. For ``text`` and
+    ``transcribe`` sources the file's text fills the placeholder named ``text_column`` (default: the
+    template's only one). A row whose bound column is missing, null or not a string is quarantined
+    (``missing_text``, ``missing_column``, the detail naming the column, never the value).
+
+    **Reply schema.** With ``reply_schema``, the schema reaches the model as ``structured_output`` says:
+    ``native`` (the body's structured-output field), ``tool`` (one forced, strict tool) or ``prompt`` (the
+    whole schema appended to the system prompt, and an assistant prefill ``{`` where the model allows one);
+    ``auto`` takes the model's best (:func:`~bedrock_batch.models.structured_output_mode`). The schema sent
+    is :meth:`~bedrock_batch.schemas.ReplySchema.service_schema` (validator-only keywords such as
+    ``maxLength`` or ``maxSentences`` said in descriptions); its tokens count in the context-window check. A
+    schema outside the supported subset, or with a property named like a results column, fails the task
+    with a :class:`~bedrock_batch.errors.SchemaError` naming the file and the JSON pointer.
 
     :param source_uri: ``s3://bucket/prefix/``, an S3 object, a local directory or file. (templated)
     :param source_format: ``text``, ``jsonl``, ``csv``, ``parquet`` or ``transcribe``. (templated)
@@ -45,8 +63,17 @@ class BedrockBatchPrepareOperator(StagingOperator):
     :param prompt_name: prompt template name under ``include/prompts/``. (templated)
     :param prompt_version: prompt template version. (templated)
     :param id_column: source column with the row key (tabular formats). (templated)
-    :param text_column: source column with the transcript (tabular formats). (templated)
+    :param text_column: see **Prompt columns**; ``None``: the template's placeholders name the columns.
+        (templated)
+    :param prompt_columns: placeholder → source column (JSONL, CSV, Parquet); ``None``: every placeholder is
+        a column of the same name. (templated)
     :param passthrough_columns: source columns carried to the results table. (templated)
+    :param reply_schema: the reply's JSON Schema: a mapping, a path to a JSON file (relative paths are also
+        looked for in the project's ``include/``, e.g. ``pipelines/<name>/reply_schema.json``), or ``None``
+        for free-text replies. (templated)
+    :param reply_schema_name: the schema's name (structured-output name, tool name); default the schema
+        file's folder name, or the prompt name for a mapping. (templated)
+    :param structured_output: ``auto``, ``native``, ``tool`` or ``prompt``. (templated)
     :param invocation_type: ``InvokeModel`` or ``Converse``. (templated)
     :param model_family: override of the model family inferred from ``model_id``. (templated)
     :param max_tokens: the model's ``max_tokens`` per record. (templated)
@@ -69,7 +96,11 @@ class BedrockBatchPrepareOperator(StagingOperator):
         "prompt_version",
         "id_column",
         "text_column",
+        "prompt_columns",
         "passthrough_columns",
+        "reply_schema",
+        "reply_schema_name",
+        "structured_output",
         "invocation_type",
         "model_family",
         "max_tokens",
@@ -78,6 +109,7 @@ class BedrockBatchPrepareOperator(StagingOperator):
         "prompts_root",
         *STORAGE_TEMPLATE_FIELDS,
     )
+    template_fields_renderers = {"prompt_columns": "json", "reply_schema": "json"}
     ui_color = "#c8e6c9"
 
     def __init__(
@@ -90,8 +122,12 @@ class BedrockBatchPrepareOperator(StagingOperator):
         prompt_name: str,
         prompt_version: str = "v1",
         id_column: str = "id",
-        text_column: str = "text",
+        text_column: str | None = None,
+        prompt_columns: Mapping[str, str] | None = None,
         passthrough_columns: Sequence[str] = (),
+        reply_schema: Mapping[str, Any] | str | None = None,
+        reply_schema_name: str | None = None,
+        structured_output: str = "auto",
         invocation_type: str = "InvokeModel",
         model_family: str | None = None,
         max_tokens: int = 1024,
@@ -110,7 +146,11 @@ class BedrockBatchPrepareOperator(StagingOperator):
         self.prompt_version = prompt_version
         self.id_column = id_column
         self.text_column = text_column
+        self.prompt_columns = prompt_columns
         self.passthrough_columns = passthrough_columns
+        self.reply_schema = reply_schema
+        self.reply_schema_name = reply_schema_name
+        self.structured_output = structured_output
         self.invocation_type = invocation_type
         self.model_family = model_family
         self.max_tokens = max_tokens
@@ -124,33 +164,54 @@ class BedrockBatchPrepareOperator(StagingOperator):
         a :class:`~bedrock_batch.errors.ConfigError` names the argument and the value."""
         self.invocation_type = as_choice("invocation_type", self.invocation_type, INVOCATION_TYPES)
         self.model_family = as_optional_str(self.model_family)
+        self.text_column = as_optional_str(self.text_column)
+        self.reply_schema_name = as_optional_str(self.reply_schema_name)
+        self.structured_output = as_choice(
+            "structured_output", str(self.structured_output).strip(), STRUCTURED_OUTPUT_CHOICES
+        )
         self.max_tokens = as_int("max_tokens", self.max_tokens, minimum=1)
         self.temperature = as_optional_float("temperature", self.temperature, minimum=0)
         self.max_records = as_int("max_records", self.max_records or 0, minimum=0)
         self.prompts_root = as_optional_str(self.prompts_root)
 
     def execute(self, context: Context) -> list[ShardDescriptor]:
-        from bedrock_batch.models import InferenceParams
+        from bedrock_batch.models import InferenceParams, family_for
         from bedrock_batch.prompts import load_template
-        from bedrock_batch.sources import SourceSpec
+        from bedrock_batch.replies import ReplyFormat
+        from bedrock_batch.sources import spec_for_template
 
         self.resolve_arguments()
+        template = load_template(self.prompt_name, self.prompt_version, root=self.prompts_root)
+        source = spec_for_template(
+            template.fields,
+            uri=self.source_uri,
+            source_format=self.source_format,
+            id_column=self.id_column,
+            text_column=self.text_column,
+            prompt_columns=self.prompt_columns or None,
+            passthrough_columns=tuple(self.passthrough_columns or ()),
+        )
+        family = family_for(self.model_id, invocation_type=self.invocation_type, override=self.model_family)
+        reply = ReplyFormat.declare(
+            self.reply_schema,
+            model_id=self.model_id,
+            family=family,
+            invocation_type=self.invocation_type,
+            structured_output=self.structured_output,
+            name=self.reply_schema_name,
+            default_name=self.prompt_name,
+        )
         run = stage_source(
             self.storage(),
-            SourceSpec(
-                uri=self.source_uri,
-                format=self.source_format,  # type: ignore[arg-type]
-                id_column=self.id_column,
-                text_column=self.text_column,
-                passthrough_columns=tuple(self.passthrough_columns or ()),
-            ),
+            source,
             run_prefix_for(self.staging_uri, self.dag_id, context["ds"]),
-            template=load_template(self.prompt_name, self.prompt_version, root=self.prompts_root),
+            template=template,
             model_id=self.model_id,
             quotas=quota_config_for(self.quotas, self.model_id),
             params=InferenceParams(max_tokens=self.max_tokens, temperature=self.temperature),
             invocation_type=self.invocation_type,
             family=self.model_family,
+            reply=reply,
             max_records=int(self.max_records),
         )
         self.log.info(
