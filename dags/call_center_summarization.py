@@ -7,16 +7,17 @@ the on-demand price) and publish one row per call to the `call_summaries` table.
 | task | stage | what it does |
 |---|---|---|
 | `wait_for_source` | arrival | waits (deferred) until the day's source partition exists |
-| `prepare` | prepare, split, upload | streams the transcripts into batch records, quarantines bad rows, plans shards within every service quota, uploads them |
+| `prepare` | prepare, split, upload | streams the transcripts into batch records with the reply schema (`include/pipelines/call_center_summarization/reply_schema.json`) the way the model takes it, quarantines bad rows, plans shards within every service quota, uploads them |
 | `submit` | submit, wait | one job per shard (mapped), idempotent, never more than the model's concurrency quota; waits deferred |
 | `on_demand` | fallback | records too few for a job (under the service minimum) go through InvokeModel |
-| `collect` | collect | joins outputs to the source rows; stages retryable failures (throttling, 5xx, missing) as a retry round |
+| `collect` | collect | joins outputs to the source rows, validating every summary against the reply schema; stages retryable failures (throttling, 5xx, missing) as a retry round |
 | `submit_retry`, `on_demand_retry` | retry | the retry round, as a job or on demand depending on its size |
 | `publish` | publish | writes `call_summaries/ds=<ds>/` atomically and the run report (and registers the partition in Glue when `glue_database` is set); emits the `call_summaries` asset |
 
 Defaults come from `include/config/call_center_summarization.json`; every value can be overridden per run
 through the params. `source_uri` may contain `{ds}`, replaced by the run's date. Every input row ends in the
-table exactly once: `succeeded`, `failed` with its error code, or `quarantined` with a reason.
+table exactly once: `succeeded`, `invalid_output` (a summary that breaks the reply schema: `parse_error` says
+where, `raw_text` keeps it), `failed` with its error code, or `quarantined` with a reason.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ CALL_SUMMARIES = Asset(name="call_summaries", uri=CONFIG.table_uri("call_summari
 
 CONN = "{{ params.aws_conn_id }}"
 RUN_PREFIX = "{{ params.staging_uri.rstrip('/') }}/call_center_summarization/{{ ds }}"
+# Found in the project's include/ when the task runs (bedrock_batch.resources).
+REPLY_SCHEMA = "pipelines/call_center_summarization/reply_schema.json"
 # Every task that touches S3 checks the owner of each bucket (ExpectedBucketOwner) and encrypts what it writes
 # with the configured key; the jobs get the same key for their output and the staging bucket's owner.
 BUCKET_OWNERS: dict[str, Any] = {
@@ -110,6 +113,7 @@ with DAG(
         id_column=CONFIG.id_column,
         text_column=CONFIG.text_column,
         passthrough_columns=CONFIG.passthrough_columns,
+        reply_schema=REPLY_SCHEMA,
         invocation_type=CONFIG.invocation_type,
         max_tokens=CONFIG.max_tokens,
         max_records="{{ params.max_records }}",
@@ -176,6 +180,8 @@ with DAG(
         retry_on_demand=on_demand_retry.output,
         collected=collect.output["round"],
         results_uri="{{ params.results_uri }}",
+        table_name="call_summaries",
+        key_column="call_id",
         glue_database=CONFIG.glue_database,
         glue_table=CONFIG.glue_table,
         aws_conn_id=CONN,

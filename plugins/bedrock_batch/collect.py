@@ -1,6 +1,9 @@
 """Stage 6, collect: job output lines and manifests into Arrow, error classes, join to the record index.
 
-Streamed: output lines become record batches of :data:`OUTPUT_SCHEMA`, without the prompts they echo.
+Streamed: output lines become record batches of :data:`OUTPUT_SCHEMA`, without the prompts they echo. Each
+reply is read with the run's :class:`~bedrock_batch.replies.ReplyFormat`: parsed with the model family and
+the output format, and validated against the reply schema, so a reply that does not conform is
+``invalid_output`` with the path and reason of its first violation.
 """
 
 from __future__ import annotations
@@ -17,13 +20,16 @@ import pyarrow.compute as pc
 
 from bedrock_batch.errors import OutputFormatError, RecordIndexError, ResponseFormatError
 from bedrock_batch.models import ModelFamily
+from bedrock_batch.replies import INVALID_OUTPUT, SUCCEEDED, ReplyFormat
 
 log = logging.getLogger(__name__)
 
 ErrorClass = Literal["retryable", "permanent"]
 
-SUCCEEDED = "succeeded"
 FAILED = "failed"
+# How a record's outcomes rank when it has several output lines (a retry, a repair): a conforming reply,
+# then a reply that does not conform (it was answered and billed), then a failure.
+_RANK = {SUCCEEDED: 2, INVALID_OUTPUT: 1}
 
 # Error codes this module assigns itself; Bedrock's own codes are HTTP statuses kept as strings ("400").
 MISSING = "missing"  # the record is in the index but in no output line
@@ -51,6 +57,7 @@ OUTPUT_SCHEMA = pa.schema(
         pa.field("record_id", pa.string()),
         pa.field("status", pa.string(), nullable=False),
         pa.field("text", pa.string()),
+        pa.field("parse_error", pa.string()),
         pa.field("input_tokens", pa.int64()),
         pa.field("output_tokens", pa.int64()),
         pa.field("stop_reason", pa.string()),
@@ -63,13 +70,18 @@ OUTPUT_SCHEMA = pa.schema(
 """One row per output line, never the prompt (``modelInput`` is dropped).
 
 - ``record_id``: the line's ``recordId``; null when a line has none that can be read.
-- ``status``: ``succeeded`` or ``failed``.
-- ``text``: the reply text; for ``unparseable_output`` the raw ``modelOutput`` JSON, so nothing the model
-  returned (and was billed for) is lost; null for other failures.
+- ``status``: ``succeeded``, ``invalid_output`` (a reply that does not conform to the run's reply schema)
+  or ``failed``.
+- ``text``: the reply (see :class:`~bedrock_batch.replies.ReadReply`): with a reply schema and a conforming
+  reply, its value as compact JSON; otherwise the text the model wrote, prefill re-attached. For
+  ``unparseable_output`` the raw ``modelOutput`` JSON, so nothing the model returned (and was billed for) is
+  lost; null for other failures.
+- ``parse_error``: ``"<path>: <reason>"`` of the first violation of an ``invalid_output`` reply, else null;
+  never quotes the reply.
 - ``input_tokens``, ``output_tokens``, ``stop_reason``: as the model reported them, null if it did not.
 - ``error_code``: Bedrock's ``errorCode`` as a string (``"400"``, ``"429"``) or one of this module's
-  codes (``missing``, ``unreadable_line``, ``no_record_id``, ``no_output``, ``unparseable_output``);
-  null on success.
+  codes (``missing``, ``unreadable_line``, ``no_record_id``, ``no_output``, ``unparseable_output``,
+  ``invalid_output``); null on success.
 - ``error_message``: Bedrock's ``errorMessage`` or this module's explanation; null on success.
 - ``retryable``: whether resubmitting the record may succeed (see :func:`classify_error`); false on success.
 - ``job_arn``: the job whose output held the line (the on-demand fallback's label for its lines); null for
@@ -89,6 +101,7 @@ class OutputRecord(NamedTuple):
     record_id: str | None
     status: str
     text: str | None
+    parse_error: str | None
     input_tokens: int | None
     output_tokens: int | None
     stop_reason: str | None
@@ -140,7 +153,7 @@ def classify_error(code: str | int | None, message: str | None = None) -> ErrorC
 
 def _failure(record_id: str | None, code: str, message: str, text: str | None = None) -> OutputRecord:
     retryable = classify_error(code, message) == "retryable"
-    return OutputRecord(record_id, FAILED, text, None, None, None, code, message, retryable)
+    return OutputRecord(record_id, FAILED, text, None, None, None, None, code, message, retryable)
 
 
 def _unreadable(line: bytes) -> OutputRecord:
@@ -155,11 +168,16 @@ def _unreadable(line: bytes) -> OutputRecord:
     )
 
 
-def parse_output_line(line: bytes, family: ModelFamily) -> OutputRecord:
+_FREE_TEXT = ReplyFormat()
+
+
+def parse_output_line(line: bytes, family: ModelFamily, reply: ReplyFormat | None = None) -> OutputRecord:
     """Parse one line of a ``.jsonl.out`` file; a bad line becomes a failed record, never an exception.
 
     :param line: the raw line, with or without its newline.
     :param family: the model family of the job, to read ``modelOutput``.
+    :param reply: the run's reply format: a reply that does not conform to its schema is ``invalid_output``
+        (error code ``invalid_output``, not retryable); ``None``: free text.
     """
     try:
         obj = orjson.loads(line)
@@ -182,22 +200,30 @@ def parse_output_line(line: bytes, family: ModelFamily) -> OutputRecord:
     model_output = obj.get("modelOutput")
     if model_output is None:
         return _failure(record_id, NO_OUTPUT, "output line has neither modelOutput nor error")
+    reply = reply or _FREE_TEXT
     try:
-        reply = family.parse_response(model_output)
+        read = reply.read(family, model_output)
     except ResponseFormatError as exc:
         raw = orjson.dumps(model_output).decode()
         return _failure(record_id, UNPARSEABLE_OUTPUT, str(exc), text=raw)
+    invalid = read.status == INVALID_OUTPUT
     return OutputRecord(
         record_id,
-        SUCCEEDED,
-        reply.text,
-        reply.input_tokens,
-        reply.output_tokens,
-        reply.stop_reason,
-        None,
-        None,
+        read.status,
+        read.text,
+        read.parse_error,
+        read.input_tokens,
+        read.output_tokens,
+        read.stop_reason,
+        INVALID_OUTPUT if invalid else None,
+        _invalid_message(reply) if invalid else None,
         False,
     )
+
+
+def _invalid_message(reply: ReplyFormat) -> str:
+    name = reply.schema.name if reply.schema is not None else "?"
+    return f"the reply does not conform to the reply schema {name} (see parse_error)"
 
 
 def _to_batch(rows: list[OutputRecord], job_arn: str | None) -> pa.RecordBatch:
@@ -210,7 +236,12 @@ def _to_batch(rows: list[OutputRecord], job_arn: str | None) -> pa.RecordBatch:
 
 
 def iter_output_batches(
-    lines: Iterable[bytes], family: ModelFamily, *, batch_size: int = 8192, job_arn: str | None = None
+    lines: Iterable[bytes],
+    family: ModelFamily,
+    *,
+    reply: ReplyFormat | None = None,
+    batch_size: int = 8192,
+    job_arn: str | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Parse output lines into record batches of :data:`OUTPUT_SCHEMA`, in constant memory.
 
@@ -219,6 +250,7 @@ def iter_output_batches(
     :param lines: lines of one or more ``.jsonl.out`` files; a binary file object works, and one opened
         with a large buffer (``buffering=1 << 20``) reads the long lines much faster than the default.
     :param family: the model family of the job.
+    :param reply: the run's reply format (see :func:`parse_output_line`).
     :param batch_size: rows per record batch.
     :param job_arn: the job the lines come from, stored in every row's ``job_arn``.
     """
@@ -226,7 +258,7 @@ def iter_output_batches(
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     rows: list[OutputRecord] = []
     for line in lines:
-        record = parse_output_line(line, family)
+        record = parse_output_line(line, family, reply)
         # Only a line that failed to parse can be blank; checking here keeps the common path cheap.
         if record.error_code == UNREADABLE_LINE and not line.strip():
             continue
@@ -311,9 +343,10 @@ def _check_index(index: pa.Table) -> pa.Table:
 def join_with_report(index: pa.Table, outputs: Iterable[pa.RecordBatch]) -> JoinReport:
     """Join output rows to the record index on ``record_id``, reporting what did not fit.
 
-    Several rows for one record (a record in a resubmitted job, or repeated lines) are resolved
-    deterministically: a success wins over a failure, and among equals the row that comes later in
-    ``outputs`` wins, so pass the outputs of the oldest job first.
+    Several rows for one record (a record in a resubmitted job, a repaired reply, or repeated lines) are
+    resolved deterministically: a success wins over an ``invalid_output`` reply, which wins over a failure,
+    and among equals the row that comes later in ``outputs`` wins, so pass the outputs of the oldest job
+    first.
 
     :param index: the record index written by prepare (``record_id``, ``source_key``,
         ``source_position``, ``ordinal`` and passthrough columns).
@@ -330,8 +363,12 @@ def join_with_report(index: pa.Table, outputs: Iterable[pa.RecordBatch]) -> Join
     # Work on row numbers and copy the output columns once, at the end. Candidates are ordered best
     # first (success, then later in the stream), so index_in finds each record's winning row.
     known_rows = pc.indices_nonzero(known)
-    succeeded = pc.cast(pc.equal(out["status"].take(known_rows), SUCCEEDED), pa.uint64())
-    rank = pc.add(pc.multiply(succeeded, out.num_rows), known_rows)
+    statuses = out["status"].take(known_rows)
+    outcome = pc.add(
+        pc.multiply(pc.cast(pc.equal(statuses, SUCCEEDED), pa.uint64()), _RANK[SUCCEEDED]),
+        pc.multiply(pc.cast(pc.equal(statuses, INVALID_OUTPUT), pa.uint64()), _RANK[INVALID_OUTPUT]),
+    )
+    rank = pc.add(pc.multiply(outcome, out.num_rows), known_rows)
     candidates = known_rows.take(pc.array_sort_indices(rank, order="descending"))
     candidate_ids = out["record_id"].take(candidates)
     duplicates = len(candidates) - pc.count_distinct(candidate_ids).as_py()
@@ -385,8 +422,9 @@ class ResultSummary:
     """Counts and token totals of a results table, for the one log line per collect.
 
     :param records: rows in the table.
-    :param succeeded: records with a model reply.
-    :param failed: records without one.
+    :param succeeded: records with a conforming reply.
+    :param invalid_output: records whose reply does not conform to the reply schema.
+    :param failed: records without a reply.
     :param retryable: failed records that may succeed when resubmitted.
     :param missing: failed records that were in no output line.
     :param input_tokens: input tokens reported by the model, summed.
@@ -395,6 +433,7 @@ class ResultSummary:
 
     records: int
     succeeded: int
+    invalid_output: int
     failed: int
     retryable: int
     missing: int
@@ -418,6 +457,7 @@ def summarize_results(results: pa.Table) -> ResultSummary:
     return ResultSummary(
         records=results.num_rows,
         succeeded=count(pc.equal(results["status"], SUCCEEDED)),
+        invalid_output=count(pc.equal(results["status"], INVALID_OUTPUT)),
         failed=count(failed),
         retryable=count(pc.and_(failed, results["retryable"])),
         missing=count(pc.equal(results["error_code"], MISSING)),

@@ -346,6 +346,25 @@ def as_choice(name: str, value: Any, choices: Collection[str]) -> str:
     return str(value)
 
 
+_COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
+
+
+def as_column_name(name: str, value: Any) -> str:
+    """``value`` as a results-table column name Athena and Glue take (letters, digits and underscores, not
+    starting with a digit).
+
+    :param name: the argument's name, for the message.
+    :param value: the rendered value.
+    """
+    text = str(value).strip() if value is not None else ""
+    if not _COLUMN_NAME.fullmatch(text):
+        raise ConfigError(
+            f"{name} must be a column name of letters, digits and underscores, not starting with a digit, "
+            f"got {value!r}"
+        )
+    return text
+
+
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 

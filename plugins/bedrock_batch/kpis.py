@@ -1,6 +1,8 @@
 """Daily call-summary KPIs for analysts, computed from one partition of the results table.
 
-Calls, outcome counts, sentiment mix, resolution rate, top topics, average tokens and cost per call.
+Calls, outcome counts, sentiment mix, resolution rate, top topics, average tokens and cost per call. This
+module is the call-center pipeline's own: it reads the columns of its reply schema
+(``include/pipelines/call_center_summarization/reply_schema.json``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ KPI_SCHEMA = pa.schema(
         pa.field("succeeded", pa.int64()),
         pa.field("failed", pa.int64()),
         pa.field("quarantined", pa.int64()),
+        pa.field("invalid_output", pa.int64()),
         pa.field("sentiment_positive", pa.float64()),
         pa.field("sentiment_neutral", pa.float64()),
         pa.field("sentiment_negative", pa.float64()),
@@ -46,8 +49,11 @@ def _share(counts: Counter[str], key: str, total: int) -> float | None:
 def daily_kpis(results: pa.Table, ds: str, prices: PriceTable | None = None) -> pa.Table:
     """One KPI row for the day ``ds`` from its results rows.
 
-    Shares are over calls with a valid value for that field; averages are over succeeded calls. The cost is
-    None (unknown) when any model in the partition has no price, never 0.
+    ``calls`` is every row: ``succeeded`` + ``failed`` + ``quarantined`` + ``invalid_output`` (a summary that
+    does not conform to the reply schema; its columns are empty). Shares are over calls with a valid value
+    for that field. Average tokens and cost are over the calls the model answered, ``succeeded`` and
+    ``invalid_output`` alike: both were billed. The cost is None (unknown) when any model in the partition
+    has no price, never 0.
 
     :param results: the day's rows of the ``call_summaries`` table.
     :param ds: the day, ``YYYY-MM-DD``.
@@ -56,6 +62,7 @@ def daily_kpis(results: pa.Table, ds: str, prices: PriceTable | None = None) -> 
     status = Counter(results.column("status").to_pylist())
     ok = results.filter(pc.equal(results.column("status"), "succeeded"))
     succeeded = ok.num_rows
+    answered = results.filter(pc.is_in(results.column("status"), pa.array(["succeeded", "invalid_output"])))
 
     sentiments = Counter(s for s in ok.column("sentiment").to_pylist() if s)
     rated = sum(sentiments.values())
@@ -63,10 +70,10 @@ def daily_kpis(results: pa.Table, ds: str, prices: PriceTable | None = None) -> 
     resolved_total = sum(resolutions.values())
     topics = Counter(t.strip().lower() for t in ok.column("primary_topic").to_pylist() if t)
 
-    input_tokens = pc.sum(ok.column("input_tokens")).as_py() or 0
-    output_tokens = pc.sum(ok.column("output_tokens")).as_py() or 0
+    input_tokens = pc.sum(answered.column("input_tokens")).as_py() or 0
+    output_tokens = pc.sum(answered.column("output_tokens")).as_py() or 0
     cost: Decimal | None = Decimal(0)
-    grouped = ok.group_by("model_id").aggregate([("input_tokens", "sum"), ("output_tokens", "sum")])
+    grouped = answered.group_by("model_id").aggregate([("input_tokens", "sum"), ("output_tokens", "sum")])
     for model_id, model_in, model_out in zip(
         grouped.column("model_id").to_pylist(),
         grouped.column("input_tokens_sum").to_pylist(),
@@ -82,15 +89,16 @@ def daily_kpis(results: pa.Table, ds: str, prices: PriceTable | None = None) -> 
         "succeeded": succeeded,
         "failed": status["failed"],
         "quarantined": status["quarantined"],
+        "invalid_output": status["invalid_output"],
         "sentiment_positive": _share(sentiments, "positive", rated),
         "sentiment_neutral": _share(sentiments, "neutral", rated),
         "sentiment_negative": _share(sentiments, "negative", rated),
         "resolution_rate": _share(resolutions, "resolved", resolved_total),
         "escalation_rate": _share(resolutions, "escalated", resolved_total),
         "top_topics": [{"topic": t, "calls": n} for t, n in topics.most_common(TOP_TOPICS)],
-        "avg_input_tokens": input_tokens / succeeded if succeeded else None,
-        "avg_output_tokens": output_tokens / succeeded if succeeded else None,
-        "avg_cost_usd": float(cost / succeeded) if cost is not None and succeeded else None,
+        "avg_input_tokens": input_tokens / answered.num_rows if answered.num_rows else None,
+        "avg_output_tokens": output_tokens / answered.num_rows if answered.num_rows else None,
+        "avg_cost_usd": float(cost / answered.num_rows) if cost is not None and answered.num_rows else None,
     }
     return pa.Table.from_pylist([row], schema=KPI_SCHEMA)
 

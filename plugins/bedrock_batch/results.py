@@ -1,6 +1,8 @@
 """Stage 6 on storage: read job outputs and manifests, assemble the results table, publish a partition.
 
-Every input row ends in the table exactly once: succeeded, failed with its code, or quarantined with a reason.
+Every input row ends in the table exactly once: succeeded, invalid_output with its first violation, failed
+with its code, or quarantined with a reason. The table's columns come from the run's reply schema
+(:func:`result_schema`), so the library knows schemas, not calls.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from bedrock_batch.call_summaries import SUMMARY_FIELDS, summary_columns
 from bedrock_batch.collect import Manifest, iter_output_batches, join_results, parse_manifest
+from bedrock_batch.errors import ConfigError
 from bedrock_batch.models import ModelFamily
+from bedrock_batch.replies import RESULT_COLUMNS, SUCCEEDED, ReplyFormat
+from bedrock_batch.schemas import to_arrow
 from bedrock_batch.storage import Storage, StorageReadError, join_uri
 
 log = logging.getLogger(__name__)
@@ -34,28 +38,68 @@ PARTITION_FILE = "part-00000.parquet"
 QUARANTINED = "quarantined"
 QUARANTINE_COLUMNS = ("source_position", "source_key", "record_id", "reason", "detail")
 
-# Columns of the published table, in order; configured passthrough columns follow them.
-RESULT_SCHEMA = pa.schema(
-    [
-        pa.field("call_id", pa.string()),
-        pa.field("record_id", pa.string()),
-        pa.field("ds", pa.string()),
-        pa.field("model_id", pa.string()),
-        *SUMMARY_FIELDS,
-        pa.field("raw_text", pa.string()),
-        pa.field("input_tokens", pa.int64()),
-        pa.field("output_tokens", pa.int64()),
-        pa.field("stop_reason", pa.string()),
-        pa.field("status", pa.string()),
-        pa.field("error_code", pa.string()),
-        pa.field("error_message", pa.string()),
-        pa.field("retryable", pa.bool_()),
-        pa.field("job_arn", pa.string()),
-        pa.field("dag_run_id", pa.string()),
-        pa.field("processed_at", pa.timestamp("us", tz="UTC")),
-        pa.field("source_position", pa.string()),
-    ]
-)
+# Rows whose reply columns are built at once: the parsed replies of one chunk are in memory at a time.
+ASSEMBLE_CHUNK_ROWS = 8192
+
+# The types of the results table's own columns (replies.RESULT_COLUMNS), the key column's aside.
+_RESULT_TYPES: Mapping[str, pa.DataType] = {
+    "record_id": pa.string(),
+    "ds": pa.string(),
+    "model_id": pa.string(),
+    "parse_error": pa.string(),
+    "raw_text": pa.string(),
+    "input_tokens": pa.int64(),
+    "output_tokens": pa.int64(),
+    "stop_reason": pa.string(),
+    "status": pa.string(),
+    "error_code": pa.string(),
+    "error_message": pa.string(),
+    "retryable": pa.bool_(),
+    "job_arn": pa.string(),
+    "dag_run_id": pa.string(),
+    "processed_at": pa.timestamp("us", tz="UTC"),
+    "source_position": pa.string(),
+}
+assert tuple(_RESULT_TYPES) == RESULT_COLUMNS
+# Where the reply columns go: after these.
+_BEFORE_REPLY = 3
+
+
+def result_schema(
+    reply: ReplyFormat, key_column: str = "source_key", passthrough: Sequence[pa.Field] = ()
+) -> pa.Schema:
+    """The results table's columns, in order: ``<key_column>``, ``record_id``, ``ds``, ``model_id``, the
+    reply's columns (:attr:`~bedrock_batch.replies.ReplyFormat.columns`), ``parse_error``, ``raw_text``,
+    ``input_tokens``, ``output_tokens``, ``stop_reason``, ``status``, ``error_code``, ``error_message``,
+    ``retryable``, ``job_arn``, ``dag_run_id``, ``processed_at``, ``source_position``, then the passthrough
+    columns.
+
+    :param reply: the run's reply format.
+    :param key_column: the name of the source key column.
+    :param passthrough: the passthrough columns, with their types.
+    :raises ConfigError: when the key or a passthrough column is named like another column.
+    :raises SchemaError: when a reply property is named like another column.
+    """
+    passthrough_names = [f.name for f in passthrough]
+    taken = [key_column, *RESULT_COLUMNS, *passthrough_names]
+    lowered = [name.lower() for name in taken]
+    clashes = sorted({name for name in taken if lowered.count(name.lower()) > 1})
+    if clashes:
+        raise ConfigError(
+            f"results column name(s) {clashes} would appear twice; choose another key_column or rename the "
+            "passthrough columns"
+        )
+    reply.check_columns(taken)
+    own = [pa.field(name, data_type) for name, data_type in _RESULT_TYPES.items()]
+    return pa.schema(
+        [
+            pa.field(key_column, pa.string()),
+            *own[:_BEFORE_REPLY],
+            *reply.columns,
+            *own[_BEFORE_REPLY:],
+            *passthrough,
+        ]
+    )
 
 
 @dataclass(frozen=True)
@@ -71,7 +115,7 @@ class JobOutput:
 
 
 def read_output_batches(
-    storage: Storage, outputs: Sequence[JobOutput], family: ModelFamily
+    storage: Storage, outputs: Sequence[JobOutput], family: ModelFamily, reply: ReplyFormat | None = None
 ) -> Iterator[pa.RecordBatch]:
     """Record batches of every output line of ``outputs``, in the order given (oldest job first).
 
@@ -81,6 +125,7 @@ def read_output_batches(
     :param storage: local and S3 access.
     :param outputs: the outputs to read.
     :param family: the model family of the jobs.
+    :param reply: the run's reply format, every reply is read with; ``None``: free text.
     """
     for output in outputs:
         files = 0
@@ -93,7 +138,7 @@ def read_output_batches(
                 continue
             files += 1
             with storage.open_read(obj.uri) as stream:
-                yield from iter_output_batches(stream, family, job_arn=output.label)
+                yield from iter_output_batches(stream, family, reply=reply, job_arn=output.label)
         log.info("read %d output file(s) of %s", files, output.label)
 
 
@@ -113,7 +158,11 @@ def load_index(storage: Storage, uri: str) -> pa.Table:
 
 
 def join_outputs(
-    storage: Storage, index_uri: str, outputs: Sequence[JobOutput], family: ModelFamily
+    storage: Storage,
+    index_uri: str,
+    outputs: Sequence[JobOutput],
+    family: ModelFamily,
+    reply: ReplyFormat | None = None,
 ) -> pa.Table:
     """Every output line of ``outputs`` joined to the record index at ``index_uri`` (see
     :func:`~bedrock_batch.collect.join_results`): one row per record, ``missing`` where no output has it.
@@ -122,8 +171,10 @@ def join_outputs(
     :param index_uri: the record index prepare wrote.
     :param outputs: the outputs to read, oldest first (a later success replaces an earlier failure).
     :param family: the model family of the jobs.
+    :param reply: the run's reply format; ``None``: free text.
     """
-    return join_results(load_index(storage, index_uri), read_output_batches(storage, outputs, family))
+    batches = read_output_batches(storage, outputs, family, reply)
+    return join_results(load_index(storage, index_uri), batches)
 
 
 def load_quarantine(storage: Storage, uri: str) -> pa.Table:
@@ -136,57 +187,64 @@ def load_quarantine(storage: Storage, uri: str) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-def assemble_call_summaries(
+def assemble_results(
     joined: pa.Table,
     quarantine: pa.Table,
     *,
+    reply: ReplyFormat,
+    key_column: str = "source_key",
     ds: str,
     model_id: str,
     dag_run_id: str,
     processed_at: datetime,
     passthrough: Sequence[str] = (),
 ) -> pa.Table:
-    """The ``call_summaries`` table: joined records with their parsed summaries, then the quarantined rows.
+    """The results table of a run (:func:`result_schema`): the joined records, then the quarantined rows.
 
-    :param joined: the output of :func:`bedrock_batch.collect.join_results` over all rounds.
+    A ``succeeded`` record's reply becomes the reply columns: typed columns of the reply schema
+    (:func:`~bedrock_batch.schemas.to_arrow`), or the reply in ``text`` without one. Every other record has
+    null reply columns; what its model returned (and was billed for) is kept in ``raw_text``: the reply that
+    did not conform (``invalid_output``, with ``parse_error``), or a body the model family could not read.
+
+    :param joined: the output of :func:`bedrock_batch.collect.join_results` over all rounds, read with
+        ``reply``.
     :param quarantine: :func:`load_quarantine` output.
+    :param reply: the run's reply format (:meth:`~bedrock_batch.replies.ReplyFormat.from_run`).
+    :param key_column: the name of the source key column (``source_key`` in the record index).
     :param ds: the run's date partition.
     :param model_id: the model the records were sent to.
     :param dag_run_id: the Airflow run that produced the rows.
     :param processed_at: when the table was assembled (UTC).
-    :param passthrough: passthrough columns present in ``joined``, appended after :data:`RESULT_SCHEMA`.
+    :param passthrough: passthrough columns present in ``joined``, appended last.
+    :raises ConfigError: when the key or a passthrough column is named like another column.
+    :raises SchemaError: when a reply property is named like another column.
     """
-    summaries = summary_columns(joined["text"].to_pylist())
+    schema = result_schema(reply, key_column, [joined.schema.field(name) for name in passthrough])
     n = joined.num_rows
+    succeeded = pc.fill_null(pc.equal(joined["status"], SUCCEEDED), False)
     columns: dict[str, Any] = {
-        "call_id": joined["source_key"],
+        key_column: joined["source_key"],
         "record_id": joined["record_id"],
         "ds": pa.array([ds] * n, pa.string()),
         "model_id": pa.array([model_id] * n, pa.string()),
-        **{name: summaries[name] for name in SUMMARY_FIELDS.names},
-        # Keep what the model said when it could not be parsed, so nothing billed is lost.
-        "raw_text": pc.if_else(
-            pc.is_valid(summaries["parse_error"]), joined["text"], pa.nulls(n, pa.string())
-        ),
+        **_reply_columns(joined, succeeded, reply),
+        "parse_error": joined["parse_error"],
+        # Keep what the model said when it is not in the reply columns, so nothing billed is lost.
+        "raw_text": pc.if_else(succeeded, pa.nulls(n, pa.string()), joined["text"]),
         **{name: joined[name] for name in ("input_tokens", "output_tokens", "stop_reason", "status")},
         **{name: joined[name] for name in ("error_code", "error_message", "retryable", "job_arn")},
         "dag_run_id": pa.array([dag_run_id] * n, pa.string()),
         "processed_at": pa.array([processed_at] * n, pa.timestamp("us", tz="UTC")),
         "source_position": joined["source_position"],
+        **{name: joined[name] for name in passthrough},
     }
-    extra = [joined.schema.field(name) for name in passthrough]
-    schema = pa.schema([*RESULT_SCHEMA, *extra])
-    records = pa.table({**columns, **{f.name: joined[f.name] for f in extra}}, schema=schema)
+    records = pa.table({name: columns[name] for name in schema.names}, schema=schema)
 
     q = quarantine.num_rows
-    quarantined = {
-        name: pa.nulls(q, schema.field(name).type)
-        for name in schema.names
-        if name not in ("call_id", "record_id", "ds", "model_id", "status", "error_code", "error_message")
-    }
+    quarantined = {name: pa.nulls(q, schema.field(name).type) for name in schema.names}
     quarantined.update(
         {
-            "call_id": quarantine["source_key"],
+            key_column: quarantine["source_key"],
             "record_id": quarantine["record_id"],
             "ds": pa.array([ds] * q, pa.string()),
             "model_id": pa.array([model_id] * q, pa.string()),
@@ -201,6 +259,25 @@ def assemble_call_summaries(
     )
     quarantined_table = pa.table({name: quarantined[name] for name in schema.names}, schema=schema)
     return pa.concat_tables([records, quarantined_table])
+
+
+def _reply_columns(joined: pa.Table, succeeded: pa.ChunkedArray, reply: ReplyFormat) -> dict[str, Any]:
+    """The reply columns of the joined records: null unless ``succeeded``."""
+    if reply.schema is None:
+        return {"text": pc.if_else(succeeded, joined["text"], pa.nulls(joined.num_rows, pa.string()))}
+    schema = reply.schema
+    chunks: list[pa.Table] = []
+    for start in range(0, joined.num_rows, ASSEMBLE_CHUNK_ROWS):
+        texts = joined["text"].slice(start, ASSEMBLE_CHUNK_ROWS).to_pylist()
+        ok = succeeded.slice(start, ASSEMBLE_CHUNK_ROWS).to_pylist()
+        # A succeeded record's text is its conforming value as JSON (collect wrote it so).
+        values = [
+            orjson.loads(text) if good and text is not None else None
+            for text, good in zip(texts, ok, strict=True)
+        ]
+        chunks.append(to_arrow(values, schema))
+    table = pa.concat_tables(chunks) if chunks else to_arrow([], schema)
+    return {name: table[name] for name in table.column_names}
 
 
 def partition_uri(table_uri: str, ds: str) -> str:

@@ -199,14 +199,17 @@ class OnDemandResult(TypedDict):
 class CollectRound(TypedDict):
     """The first round's outcome and the retry round it staged (collect, XCom key ``round``).
 
-    - ``records``, ``succeeded``, ``failed``: the round's records, by outcome; ``retryable``: the failed ones
-      worth trying again (throttling, 5xx, timeouts, missing), of which ``missing`` were in no output at all.
+    - ``records``, ``succeeded``, ``invalid_output``, ``failed``: the round's records, by outcome
+      (``invalid_output``: a reply that does not conform to the reply schema; absent in runs of earlier
+      versions); ``retryable``: the failed ones worth trying again (throttling, 5xx, timeouts, missing), of
+      which ``missing`` were in no output at all.
     - ``retried``: the records staged for the retry round, in ``retry_shards`` new shards (collect's return
       value) and ``retry_on_demand_files`` on-demand input files (XCom key ``retry_on_demand``).
     """
 
     records: int
     succeeded: int
+    invalid_output: NotRequired[int]
     failed: int
     retryable: int
     missing: int

@@ -21,13 +21,13 @@ from bedrock_batch.catalog import (
     register_partition,
 )
 from bedrock_batch.hooks import BedrockBatchHook
-from bedrock_batch.results import RESULT_SCHEMA
+from tests.call_center_table import CALL_SUMMARIES_SCHEMA
 
 pytestmark = pytest.mark.integration
 
 ROOT = "s3://results/analytics/call_summaries"
 SCHEMA = pa.schema(
-    [*RESULT_SCHEMA, pa.field("agent_id", pa.string()), pa.field("duration_seconds", pa.int32())]
+    [*CALL_SUMMARIES_SCHEMA, pa.field("agent_id", pa.string()), pa.field("duration_seconds", pa.int32())]
 )
 
 

@@ -6,11 +6,10 @@ import orjson
 import pyarrow as pa
 import pytest
 
-from bedrock_batch.call_summaries import SUMMARY_FIELDS
 from bedrock_batch.catalog import CatalogError, check_name, glue_columns, hive_type
 from bedrock_batch.config import PipelineConfig
 from bedrock_batch.errors import ConfigError
-from bedrock_batch.results import RESULT_SCHEMA
+from tests.call_center_table import CALL_SUMMARIES_SCHEMA, SUMMARY_COLUMNS
 from tests.conftest import REPO
 
 
@@ -51,7 +50,9 @@ def test_types_athena_cannot_read_are_refused_by_column_name():
 
 
 def test_result_columns_map_without_the_partition_key():
-    schema = pa.schema([*RESULT_SCHEMA, pa.field("agent_id", pa.string()), pa.field("duration", pa.int32())])
+    schema = pa.schema(
+        [*CALL_SUMMARIES_SCHEMA, pa.field("agent_id", pa.string()), pa.field("duration", pa.int32())]
+    )
     columns = glue_columns(schema)
     names = [c["Name"] for c in columns]
     assert names == [n for n in schema.names if n != "ds"]
@@ -61,7 +62,7 @@ def test_result_columns_map_without_the_partition_key():
     assert types["retryable"] == "boolean"
     assert types["processed_at"] == "timestamp"
     assert types["duration"] == "int"
-    assert {types[n] for n in SUMMARY_FIELDS.names if n != "action_items"} == {"string"}
+    assert {types[n] for n in SUMMARY_COLUMNS.names if n != "action_items"} == {"string"}
 
 
 @pytest.mark.parametrize("name", ["analytics", "call_center_2", "a" * 255])

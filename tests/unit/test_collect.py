@@ -26,6 +26,7 @@ from bedrock_batch.collect import (
 )
 from bedrock_batch.errors import OutputFormatError
 from bedrock_batch.models import FAMILIES, InferenceParams
+from bedrock_batch.replies import ReplyFormat
 
 ANTHROPIC = FAMILIES["anthropic"]
 NOVA = FAMILIES["nova"]
@@ -91,7 +92,7 @@ class TestParseOutputLine:
     def test_success(self) -> None:
         record = parse_output_line(success_line("rec00000001", "The modem is down."), ANTHROPIC)
         assert record == OutputRecord(
-            "rec00000001", "succeeded", "The modem is down.", 30, 5, "end_turn", None, None, False
+            "rec00000001", "succeeded", "The modem is down.", None, 30, 5, "end_turn", None, None, False
         )
 
     def test_success_for_nova(self) -> None:
@@ -120,7 +121,16 @@ class TestParseOutputLine:
             error_line("rec00000002", 400, "Malformed input request: bad key"), ANTHROPIC
         )
         assert record == OutputRecord(
-            "rec00000002", "failed", None, None, None, None, "400", "Malformed input request: bad key", False
+            "rec00000002",
+            "failed",
+            None,
+            None,
+            None,
+            None,
+            None,
+            "400",
+            "Malformed input request: bad key",
+            False,
         )
 
     @pytest.mark.parametrize("code", [429, 500, 503])
@@ -170,6 +180,85 @@ class TestParseOutputLine:
     def test_windows_line_ending(self) -> None:
         record = parse_output_line(success_line("rec00000008").rstrip(b"\n") + b"\r\n", ANTHROPIC)
         assert record.status == "succeeded"
+
+
+REVIEW = {
+    "type": "object",
+    "properties": {
+        "sentiment": {"type": "string", "enum": ["positive", "neutral", "negative"]},
+        "stars": {"type": "integer", "minimum": 1, "maximum": 5},
+    },
+    "required": ["sentiment", "stars"],
+    "additionalProperties": False,
+}
+CLAUDE_3 = "anthropic.claude-3-haiku-20240307-v1:0"
+# Prompt mode with the assistant prefill "{": replies continue it.
+PROMPTED = ReplyFormat.declare(REVIEW, model_id=CLAUDE_3, family=ANTHROPIC, default_name="review")
+
+
+class TestReplyValidation:
+    def test_a_conforming_reply_succeeds_as_its_value(self) -> None:
+        line = success_line("rec00000001", '"sentiment": "Negative", "stars": 2}')
+        record = parse_output_line(line, ANTHROPIC, PROMPTED)
+        assert (record.status, record.parse_error, record.error_code) == ("succeeded", None, None)
+        assert orjson.loads(record.text or "") == {"sentiment": "negative", "stars": 2}
+
+    def test_a_reply_that_breaks_the_schema_is_invalid_output(self) -> None:
+        line = success_line("rec00000001", '"sentiment": "furious", "stars": 2}', input_tokens=40)
+        record = parse_output_line(line, ANTHROPIC, PROMPTED)
+        assert record == OutputRecord(
+            "rec00000001",
+            "invalid_output",
+            '{"sentiment": "furious", "stars": 2}',
+            "$.sentiment: is not one of the 3 allowed values",
+            40,
+            5,
+            "end_turn",
+            "invalid_output",
+            "the reply does not conform to the reply schema review (see parse_error)",
+            False,
+        )
+        assert "furious" not in (record.parse_error or "")
+
+    def test_a_reply_cut_at_max_tokens_is_invalid_output(self) -> None:
+        record = parse_output_line(success_line("a", '"sentiment": "neg'), ANTHROPIC, PROMPTED)
+        assert record.status == "invalid_output"
+        assert (record.parse_error or "").startswith("$: reply is not JSON")
+        assert record.retryable is False
+
+    def test_invalid_output_is_never_retried(self) -> None:
+        outputs = list(iter_output_batches([success_line("a", '"stars": 9}')], ANTHROPIC, reply=PROMPTED))
+        joined = join_results(index_table(["a"]), outputs)
+        assert joined["status"].to_pylist() == ["invalid_output"]
+        assert retryable_record_ids(joined) == []
+        assert summarize_results(joined).invalid_output == 1
+
+    @pytest.mark.parametrize("order", ["invalid first", "invalid last"])
+    def test_a_conforming_reply_wins_over_an_invalid_one_which_wins_over_a_failure(self, order: str) -> None:
+        valid = success_line("a", '"sentiment": "neutral", "stars": 3}')
+        invalid = success_line("a", '"sentiment": "neutral", "stars": 30}')
+        lines = [
+            invalid,
+            error_line("a", 500),
+            valid,
+            error_line("b", 429),
+            invalid.replace(b'"a"', b'"b"', 1),
+        ]
+        if order == "invalid last":
+            lines = [lines[2], lines[0], lines[1], lines[4], lines[3]]
+        outputs = list(iter_output_batches(lines, ANTHROPIC, reply=PROMPTED))
+        rows = rows_by_id(join_results(index_table(["a", "b"]), outputs))
+        assert rows["a"]["status"] == "succeeded"
+        assert (rows["b"]["status"], rows["b"]["parse_error"]) == (
+            "invalid_output",
+            "$.stars: is 30, above the maximum 5",
+        )
+
+    def test_a_later_invalid_reply_replaces_an_earlier_one(self) -> None:
+        lines = [success_line("a", '"stars": 9}'), success_line("a", '"sentiment": "neutral", "stars": 9}')]
+        outputs = list(iter_output_batches(lines, ANTHROPIC, reply=PROMPTED))
+        [row] = join_results(index_table(["a"]), outputs).to_pylist()
+        assert row["parse_error"] == "$.stars: is 9, above the maximum 5"
 
 
 class TestClassifyError:
@@ -293,7 +382,7 @@ class TestJoinResults:
         table = join_results(index, outputs)
         assert table.column_names == [
             *("record_id", "source_key", "source_position", "ordinal", "agent", "tags"),
-            *("status", "text", "input_tokens", "output_tokens", "stop_reason"),
+            *("status", "text", "parse_error", "input_tokens", "output_tokens", "stop_reason"),
             *("error_code", "error_message", "retryable", "job_arn"),
         ]
         assert table["record_id"].to_pylist() == ["a", "b", "c"]
@@ -393,7 +482,7 @@ class TestSummarizeResults:
             error_line("c", 400),
         )
         summary = summarize_results(join_results(index, outputs))
-        assert (summary.records, summary.succeeded, summary.failed) == (4, 2, 2)
+        assert (summary.records, summary.succeeded, summary.invalid_output, summary.failed) == (4, 2, 0, 2)
         assert (summary.retryable, summary.missing) == (1, 1)
         assert (summary.input_tokens, summary.output_tokens) == (150, 15)
 

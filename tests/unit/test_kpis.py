@@ -73,6 +73,24 @@ class TestDailyKpis:
         # (6000 * 0.001 + 600 * 0.002) / 1000 * 0.5 batch discount / 3 calls
         assert row["avg_cost_usd"] == pytest.approx(0.0036 / 3)
 
+    def test_invalid_output_rows_are_counted_and_their_tokens_billed(self):
+        table = results(
+            [
+                {"sentiment": "positive", "resolution": "resolved", "input_tokens": 1000, "output_tokens": 1},
+                # A summary that broke the reply schema: no values, but the model answered and was paid.
+                {"status": "invalid_output", "input_tokens": 3000, "output_tokens": 300},
+                {"status": "failed"},
+            ]
+        )
+        row = daily_kpis(table, "2026-11-21", prices=PRICES).to_pylist()[0]
+        assert (row["calls"], row["succeeded"], row["invalid_output"], row["failed"]) == (3, 1, 1, 1)
+        assert row["calls"] == row["succeeded"] + row["invalid_output"] + row["failed"] + row["quarantined"]
+        assert row["sentiment_positive"] == 1
+        assert row["resolution_rate"] == 1
+        assert row["avg_input_tokens"] == 2000
+        # (4000 * 0.001 + 301 * 0.002) / 1000 * 0.5 batch discount / 2 answered calls
+        assert row["avg_cost_usd"] == pytest.approx(0.002301 / 2)
+
     def test_unknown_price_gives_unknown_cost(self):
         table = results([{"model_id": "acme.unknown-v1", "input_tokens": 10, "output_tokens": 1}])
         assert daily_kpis(table, "2026-11-21", prices=PRICES).column("avg_cost_usd").to_pylist() == [None]

@@ -13,6 +13,8 @@ from bedrock_batch.hooks import BedrockBatchHook
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from bedrock_batch.models import ModelFamily
+    from bedrock_batch.replies import ReplyFormat
     from bedrock_batch.results import JobOutput
     from bedrock_batch.stage_results import PreparedRun
     from bedrock_batch.storage import Storage
@@ -87,18 +89,30 @@ class CollectingOperator(StagingOperator):
         """The rendered ``prepared`` argument."""
         return dict(self.prepared)  # type: ignore[arg-type,return-value]
 
-    def join(self, outputs: Sequence[JobOutput]) -> pa.Table:
-        """The outputs joined to the run's record index (see :func:`bedrock_batch.results.join_outputs`)."""
+    def family(self) -> ModelFamily:
+        """The model family the run's records were built for."""
         from bedrock_batch.models import family_for
-        from bedrock_batch.results import join_outputs
 
         run = self.run()
-        family = family_for(
+        return family_for(
             run["model_id"],
             invocation_type=run.get("invocation_type") or "InvokeModel",
             override=run.get("model_family"),
         )
-        return join_outputs(self.storage(), str(run["index_uri"]), outputs, family)
+
+    def reply(self) -> ReplyFormat:
+        """The run's reply format, as prepare recorded it (see :meth:`ReplyFormat.from_run`)."""
+        from bedrock_batch.replies import ReplyFormat
+
+        return ReplyFormat.from_run(self.run())
+
+    def join(self, outputs: Sequence[JobOutput]) -> pa.Table:
+        """The outputs joined to the run's record index, every reply read with the run's reply format (see
+        :func:`bedrock_batch.results.join_outputs`)."""
+        from bedrock_batch.results import join_outputs
+
+        run = self.run()
+        return join_outputs(self.storage(), str(run["index_uri"]), outputs, self.family(), self.reply())
 
 
 def as_mapping(value: Any) -> Mapping[str, Any] | None:

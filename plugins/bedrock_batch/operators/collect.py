@@ -24,10 +24,12 @@ if TYPE_CHECKING:
 class BedrockBatchCollectOperator(CollectingOperator):
     """Collect the first round and stage the retry round.
 
-    Joins every job's and the on-demand fallback's output to the record index, then writes the records
-    whose errors are retryable (throttling, 5xx, timeouts, records missing from the output) as a new
-    round (:func:`~bedrock_batch.staging.stage_retry_round`): shards of at least the service minimum go to
-    a new job (the return value, a shard list like prepare's), the rest to the on-demand fallback (XCom key
+    Joins every job's and the on-demand fallback's output to the record index, reading each reply with the
+    run's reply format (a reply that does not conform to the reply schema is ``invalid_output``, never
+    retried: the repair round may re-ask it), then writes the records whose errors are retryable
+    (throttling, 5xx, timeouts, records missing from the output) as a new round
+    (:func:`~bedrock_batch.staging.stage_retry_round`): shards of at least the service minimum go to a new
+    job (the return value, a shard list like prepare's), the rest to the on-demand fallback (XCom key
     ``retry_on_demand``). Non-retryable errors are kept as they are. The round's counts go under the XCom
     key ``round`` (:class:`~bedrock_batch.stage_results.CollectRound`).
 
@@ -63,9 +65,10 @@ class BedrockBatchCollectOperator(CollectingOperator):
         joined = self.join(job_outputs(jobs, as_mapping(self.on_demand), ON_DEMAND_LABEL))
         summary = summarize_results(joined)
         self.log.info(
-            "Round 1: %s records, %s succeeded, %s failed (%s retryable, %s missing)",
+            "Round 1: %s records, %s succeeded, %s invalid_output, %s failed (%s retryable, %s missing)",
             f"{summary.records:,}",
             f"{summary.succeeded:,}",
+            f"{summary.invalid_output:,}",
             f"{summary.failed:,}",
             f"{summary.retryable:,}",
             f"{summary.missing:,}",
@@ -85,6 +88,7 @@ class BedrockBatchCollectOperator(CollectingOperator):
         round_summary: CollectRound = {
             "records": summary.records,
             "succeeded": summary.succeeded,
+            "invalid_output": summary.invalid_output,
             "failed": summary.failed,
             "retryable": summary.retryable,
             "missing": summary.missing,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
-from bedrock_batch.config import as_optional_str
+from bedrock_batch.config import as_column_name, as_optional_str
 from bedrock_batch.errors import OutputAccountingError
 from bedrock_batch.operators._base import STORAGE_TEMPLATE_FIELDS, CollectingOperator, as_mapping
 from bedrock_batch.stage_results import CatalogRegistration, PublishResult
@@ -24,9 +24,17 @@ class BedrockBatchPublishOperator(CollectingOperator):
     """Publish a run: the results table partition, the run report, and the report through XCom.
 
     Joins the outputs of every round in order (first-round jobs, first-round on-demand, retry jobs, retry
-    on-demand), so a retried success replaces the earlier failure; adds the quarantined rows; parses each
-    reply into the call-summary columns; and replaces the ``ds`` partition of
-    ``<results_uri>/<table_name>/`` in one atomic write. The run report
+    on-demand), so a retried success replaces the earlier failure; reads every reply with the run's reply
+    format (the very schema prepare sent, from the ``run`` XCom): a conforming reply becomes the typed
+    columns of the reply schema, one that does not is ``invalid_output`` with ``parse_error``
+    (``"<path>: <reason>"`` of its first violation) and the reply in ``raw_text``; without a reply schema
+    the reply is the ``text`` column. Adds the quarantined rows and replaces the ``ds`` partition of
+    ``<results_uri>/<table_name>/`` in one atomic write. The table's columns
+    (:func:`~bedrock_batch.results.result_schema`): ``<key_column>``, ``record_id``, ``ds``, ``model_id``, the
+    reply columns, ``parse_error``, ``raw_text``, ``input_tokens``, ``output_tokens``, ``stop_reason``,
+    ``status`` (``succeeded``, ``invalid_output``, ``failed``, ``quarantined``), ``error_code``,
+    ``error_message``, ``retryable``, ``job_arn``, ``dag_run_id``, ``processed_at``, ``source_position``,
+    then the passthrough columns. The run report
     (:func:`~bedrock_batch.report.run_report`) goes to ``<results_uri>/reports/ds=<ds>/run_report.json`` and
     ``run_report.md`` and is printed to the log. Returns a
     :class:`~bedrock_batch.stage_results.PublishResult`.
@@ -39,6 +47,8 @@ class BedrockBatchPublishOperator(CollectingOperator):
     :param collected: the collect stage's ``round`` XCom (for the retry count). (templated)
     :param results_uri: root of the results tables and reports. (templated)
     :param table_name: name of the results table under ``results_uri``. (templated)
+    :param key_column: name of the table's first column, the source row's key (the id column's value, or the
+        file name). (templated)
     :param glue_database: an existing Glue database to register the table and the partition in, for Athena
         (see :func:`bedrock_batch.catalog.register_partition`); ``None`` or empty: no registration. Only
         results in S3 are registered. The XCom's ``catalog`` names what was registered. (templated)
@@ -57,6 +67,7 @@ class BedrockBatchPublishOperator(CollectingOperator):
         "collected",
         "results_uri",
         "table_name",
+        "key_column",
         "glue_database",
         "glue_table",
         *STORAGE_TEMPLATE_FIELDS,
@@ -71,6 +82,7 @@ class BedrockBatchPublishOperator(CollectingOperator):
         retry_on_demand: Mapping[str, Any] | str | None = None,
         collected: Mapping[str, Any] | str | None = None,
         table_name: str = "call_summaries",
+        key_column: str = "source_key",
         glue_database: str | None = None,
         glue_table: str = "call_summaries",
         **kwargs: Any,
@@ -81,25 +93,30 @@ class BedrockBatchPublishOperator(CollectingOperator):
         self.retry_on_demand = retry_on_demand
         self.collected = collected
         self.table_name = table_name
+        self.key_column = key_column
         self.glue_database = glue_database
         self.glue_table = glue_table
 
     def resolve_arguments(self) -> None:
-        """Coerce the rendered ``glue_database``: a null param renders ``"None"``, meaning no database."""
+        """Coerce the rendered ``glue_database`` (a null param renders ``"None"``, meaning no database) and
+        check ``key_column``."""
         self.glue_database = as_optional_str(self.glue_database)
+        self.key_column = as_column_name("key_column", self.key_column)
 
     def execute(self, context: Context) -> PublishResult:
         from bedrock_batch.report import run_report, write_report
-        from bedrock_batch.results import assemble_call_summaries, load_quarantine, write_partition
+        from bedrock_batch.results import assemble_results, load_quarantine, write_partition
 
         self.resolve_arguments()
         run, ds, storage = self.run(), str(context["ds"]), self.storage()
         first, retry = job_results(self.jobs), job_results(self.retry_jobs)
         outputs = job_outputs(first, as_mapping(self.on_demand), ON_DEMAND_LABEL)
         outputs += job_outputs(retry, as_mapping(self.retry_on_demand), ON_DEMAND_RETRY_LABEL)
-        table = assemble_call_summaries(
+        table = assemble_results(
             self.join(outputs),
             load_quarantine(storage, run["quarantine_uri"]),
+            reply=self.reply(),
+            key_column=self.key_column,
             ds=ds,
             model_id=run["model_id"],
             dag_run_id=str(context["run_id"]),
