@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from bedrock_batch.cost import estimate_cost
-from bedrock_batch.staging import ON_DEMAND_LABEL
+from bedrock_batch.staging import ON_DEMAND_LABEL, REPAIR_LABEL
 from bedrock_batch.storage import Storage, join_uri
 
 if TYPE_CHECKING:
@@ -32,7 +32,11 @@ class JobSummary:
 
 @dataclass(frozen=True)
 class RunReport:
-    """Counts of one pipeline run; every input record is in exactly one of the three outcome counts."""
+    """Counts of one pipeline run; every input record is in exactly one of the four outcome counts:
+    ``quarantined``, ``succeeded``, ``invalid_output`` (a reply that does not conform to the reply schema,
+    after the repair round if there was one) and ``failed``. ``repaired`` counts the succeeded records whose
+    conforming reply came from the repair round.
+    """
 
     ds: str
     dag_run_id: str
@@ -46,11 +50,14 @@ class RunReport:
     output_tokens: int
     estimated_cost_usd: Decimal | None
     jobs: list[JobSummary] = field(default_factory=list)
+    invalid_output: int = 0
+    repaired: int = 0
 
     @property
     def accounted(self) -> bool:
-        """True when quarantined + succeeded + failed adds up to the input records."""
-        return self.quarantined + self.succeeded + self.failed == self.input_records
+        """True when quarantined + succeeded + invalid_output + failed adds up to the input records."""
+        outcomes = self.quarantined + self.succeeded + self.invalid_output + self.failed
+        return outcomes == self.input_records
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form; the cost is a string so no precision is lost (None when unknown)."""
@@ -97,8 +104,10 @@ class RunReport:
             ("input_records", f"{self.input_records:,}"),
             ("quarantined", f"{self.quarantined:,}"),
             ("succeeded", f"{self.succeeded:,}"),
+            ("invalid_output", f"{self.invalid_output:,}"),
             ("failed", f"{self.failed:,}"),
             ("retried", f"{self.retried:,}"),
+            ("repaired", f"{self.repaired:,}"),
             ("jobs", f"{len(self.jobs):,}"),
             ("input_tokens", f"{self.input_tokens:,}"),
             ("output_tokens", f"{self.output_tokens:,}"),
@@ -136,9 +145,12 @@ def run_report(
 ) -> RunReport:
     """The report of a published run, from its results table.
 
-    Counts rows by ``status``; splits the tokens between batch jobs (billed at the batch discount) and the
-    on-demand fallback (rows whose ``job_arn`` is an :data:`~bedrock_batch.staging.ON_DEMAND_LABEL`
-    label, billed in full) for the estimated cost.
+    Counts rows by ``status``, and the succeeded rows whose reply came from the repair round (``job_arn``
+    :data:`~bedrock_batch.staging.REPAIR_LABEL`); splits the tokens between batch jobs (billed at the batch
+    discount) and the on-demand fallback and repair round (rows whose ``job_arn`` starts with
+    :data:`~bedrock_batch.staging.ON_DEMAND_LABEL`, billed in full) for the estimated cost. Only the tokens of
+    each record's final reply are in the table: an invalid reply that was repaired, or a retried failure,
+    is not counted.
 
     :param table: the results table (``status``, ``job_arn``, ``input_tokens``, ``output_tokens`` columns).
     :param ds: the run's date.
@@ -172,7 +184,12 @@ def run_report(
         input_records=input_records,
         quarantined=count("quarantined"),
         succeeded=count("succeeded"),
+        invalid_output=count("invalid_output"),
         failed=count("failed"),
+        repaired=int(
+            pc.sum(pc.and_(pc.equal(status, "succeeded"), pc.equal(table["job_arn"], REPAIR_LABEL))).as_py()
+            or 0
+        ),
         retried=retried,
         input_tokens=tokens("input_tokens"),
         output_tokens=tokens("output_tokens"),

@@ -244,8 +244,10 @@ class PublishResult(TypedDict):
     """The run report and where the run was published (publish's return value).
 
     - ``ds``, ``dag_run_id``, ``model_id``: the run.
-    - ``input_records``: source rows; each is ``quarantined``, ``succeeded`` or ``failed``, and
-      ``accounted`` says the three add up; ``retried``: records that went through the retry round.
+    - ``input_records``: source rows; each is ``quarantined``, ``succeeded``, ``invalid_output`` (a reply
+      that does not conform to the reply schema) or ``failed``, and ``accounted`` says the four add up;
+      ``retried``: records that went through the retry round; ``repaired``: succeeded records whose
+      conforming reply came from the repair round.
     - ``input_tokens``, ``output_tokens``: the tokens billed; ``estimated_cost_usd``: their estimated price as
       a decimal string (``None`` for a model without a price).
     - ``jobs``: every job of both rounds.
@@ -259,8 +261,10 @@ class PublishResult(TypedDict):
     input_records: int
     quarantined: int
     succeeded: int
+    invalid_output: int
     failed: int
     retried: int
+    repaired: int
     input_tokens: int
     output_tokens: int
     estimated_cost_usd: str | None

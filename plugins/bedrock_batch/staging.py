@@ -34,6 +34,8 @@ MARKER_PREFIXES = ("_", ".")
 # The output label (results table ``job_arn``) of the on-demand fallback's records, per round.
 ON_DEMAND_LABEL = "on-demand"
 ON_DEMAND_RETRY_LABEL = "on-demand-retry"
+# The output label of the repair round's records (invoked on demand, so it starts like the fallback's).
+REPAIR_LABEL = "on-demand-repair"
 
 
 def run_prefix_for(staging_uri: str, dag_id: str, ds: str) -> str:

@@ -44,14 +44,28 @@ class TestRunReport:
         assert make_report().accounted
         assert not make_report(failed=6).accounted
 
+    def test_invalid_output_is_an_outcome_of_its_own(self):
+        report = make_report(succeeded=1180, invalid_output=10, repaired=4)
+        assert report.accounted
+        assert not make_report(invalid_output=10).accounted
+        assert (report.to_dict()["invalid_output"], report.to_dict()["repaired"]) == (10, 4)
+        assert "| invalid_output | 10 |" in report.to_markdown()
+        assert "| repaired | 4 |" in report.to_markdown()
+        assert [line.split()[:2] for line in report.to_text().splitlines()[3:5]] == [
+            ["invalid_output", "10"],
+            ["failed", "7"],
+        ]
+
     def test_dict_has_the_documented_keys_and_serializes(self):
         data = make_report().to_dict()
         for key in (
             "input_records",
             "quarantined",
             "succeeded",
+            "invalid_output",
             "failed",
             "retried",
+            "repaired",
             "jobs",
             "input_tokens",
             "output_tokens",
@@ -133,7 +147,27 @@ class TestRunReportFromTheTable:
     def test_counts_rows_by_outcome(self):
         report = report_of(self.TABLE)
         assert (report.succeeded, report.failed, report.quarantined, report.retried) == (4, 1, 1, 2)
+        assert (report.invalid_output, report.repaired) == (0, 0)
         assert report.accounted
+
+    def test_invalid_output_and_repaired_records(self):
+        table = results_table(
+            [
+                ("succeeded", JOB, 1000, 100),
+                ("invalid_output", JOB, 1000, 100),
+                ("succeeded", "on-demand-repair", 1300, 90),
+                ("invalid_output", "on-demand-repair", 1300, 120),
+            ]
+        )
+        report = report_of(table)
+        assert (report.succeeded, report.invalid_output, report.repaired, report.failed) == (2, 2, 1, 0)
+        assert report.accounted
+        # The repair round is invoked on demand: its tokens are billed in full.
+        on_demand = estimate_cost(HAIKU, 2600, 210, batch=False)
+        batch = estimate_cost(HAIKU, 2000, 200)
+        assert on_demand is not None
+        assert batch is not None
+        assert report.estimated_cost_usd == batch + on_demand
 
     def test_sums_every_token(self):
         report = report_of(self.TABLE)

@@ -148,8 +148,9 @@ class BedrockBatchPublishOperator(CollectingOperator):
             }
         if not report.accounted:
             raise OutputAccountingError(
-                f"{report.input_records:,} input rows but {report.succeeded:,} succeeded + {report.failed:,} "
-                f"failed + {report.quarantined:,} quarantined; the published partition is {table_uri}"
+                f"{report.input_records:,} input rows but {report.succeeded:,} succeeded + "
+                f"{report.invalid_output:,} invalid_output + {report.failed:,} failed + "
+                f"{report.quarantined:,} quarantined; the published partition is {table_uri}"
             )
         where = {"results_uri": table_uri, "report_uri": report_uri, "catalog": catalog}
         return cast(PublishResult, {**report.to_dict(), **where})
