@@ -12,11 +12,14 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from bedrock_batch.cost import estimate_cost
+from bedrock_batch.stage_results import ManifestMismatch
 from bedrock_batch.staging import ON_DEMAND_LABEL, REPAIR_LABEL
 from bedrock_batch.storage import Storage, join_uri
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+    from bedrock_batch.results import ManifestCheck
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,8 @@ class RunReport:
     jobs: list[JobSummary] = field(default_factory=list)
     invalid_output: int = 0
     repaired: int = 0
+    manifest_mismatches: list[ManifestMismatch] = field(default_factory=list)
+    manifests_missing: list[str] = field(default_factory=list)
 
     @property
     def accounted(self) -> bool:
@@ -85,6 +90,17 @@ class RunReport:
                 for j in self.jobs
             ),
         ]
+        if self.manifest_mismatches:
+            lines += [
+                "",
+                "Jobs whose manifest.json.out does not match their output:",
+                "",
+                "| job | manifest processed | manifest success | manifest error | lines | replies | errors |",
+                "|---|---:|---:|---:|---:|---:|---:|",
+                *(f"| {' | '.join(_mismatch_cells(m))} |" for m in self.manifest_mismatches),
+            ]
+        if self.manifests_missing:
+            lines += ["", f"Jobs without a manifest.json.out: {', '.join(self.manifests_missing)}"]
         return "\n".join(lines) + "\n"
 
     def to_text(self) -> str:
@@ -96,6 +112,13 @@ class RunReport:
             f"{j.name:<40} {j.status:<20} {j.records:>8,} records  {_duration(j.duration_seconds):>8} s"
             for j in self.jobs
         )
+        rows.extend(
+            "manifest mismatch: job {} manifest processed/success/error {}/{}/{}, "
+            "output lines/replies/errors {}/{}/{}".format(*_mismatch_cells(m))
+            for m in self.manifest_mismatches
+        )
+        if self.manifests_missing:
+            rows.append(f"no manifest: {', '.join(self.manifests_missing)}")
         return "\n".join(rows)
 
     def _metrics(self) -> list[tuple[str, str]]:
@@ -113,6 +136,20 @@ class RunReport:
             ("output_tokens", f"{self.output_tokens:,}"),
             ("estimated_cost_usd", cost),
         ]
+
+
+def _mismatch_cells(mismatch: ManifestMismatch) -> list[str]:
+    manifest, read = mismatch["manifest"], mismatch["read"]
+    processed = manifest["processed"] if manifest["processed"] is not None else manifest["total"]
+    counts = [
+        processed,
+        manifest["success"],
+        manifest["error"],
+        read["total"],
+        read["success"],
+        read["error"],
+    ]
+    return [mismatch["job_id"], *("-" if n is None else f"{n:,}" for n in counts)]
 
 
 def _duration(seconds: float | None) -> str:
@@ -142,6 +179,7 @@ def run_report(
     input_records: int,
     retried: int,
     jobs: Iterable[Mapping[str, Any]],
+    manifests: ManifestCheck | None = None,
 ) -> RunReport:
     """The report of a published run, from its results table.
 
@@ -159,6 +197,8 @@ def run_report(
     :param input_records: the source rows the run read.
     :param retried: the records that went through the retry round.
     :param jobs: the submit results of both rounds, each with its ``duration_seconds`` if known.
+    :param manifests: each job's manifest against its output
+        (:func:`~bedrock_batch.results.reconcile_manifests`).
     """
     import pyarrow.compute as pc
 
@@ -197,6 +237,8 @@ def run_report(
         if batch_cost is None or fallback_cost is None
         else batch_cost + fallback_cost,
         jobs=job_summaries(jobs),
+        manifest_mismatches=list(manifests.mismatches) if manifests else [],
+        manifests_missing=list(manifests.missing) if manifests else [],
     )
 
 

@@ -23,11 +23,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from bedrock_batch.collect import Manifest, iter_output_batches, join_results, parse_manifest
-from bedrock_batch.errors import ConfigError
+from bedrock_batch.collect import (
+    FAILED,
+    NO_OUTPUT,
+    NO_RECORD_ID,
+    UNPARSEABLE_OUTPUT,
+    UNREADABLE_LINE,
+    Manifest,
+    iter_output_batches,
+    join_results,
+    parse_manifest,
+)
+from bedrock_batch.errors import ConfigError, OutputFormatError
 from bedrock_batch.models import ModelFamily
 from bedrock_batch.replies import RESULT_COLUMNS, SUCCEEDED, ReplyFormat
 from bedrock_batch.schemas import to_arrow
+from bedrock_batch.stage_results import ManifestMismatch
 from bedrock_batch.storage import Storage, StorageReadError, join_uri
 
 log = logging.getLogger(__name__)
@@ -114,8 +125,40 @@ class JobOutput:
     uri: str
 
 
+@dataclass
+class OutputCounts:
+    """What one output (a job's, or the fallback's) held, counted as its lines were read.
+
+    :param total: output lines.
+    :param success: lines with a ``modelOutput`` (conforming or not, readable or not).
+    :param error: lines with an ``error`` object.
+    """
+
+    total: int = 0
+    success: int = 0
+    error: int = 0
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        """Count the lines of one batch of :data:`~bedrock_batch.collect.OUTPUT_SCHEMA`."""
+        status, code = batch.column("status"), batch.column("error_code")
+        answered = pc.or_kleene(pc.not_equal(status, FAILED), pc.equal(code, UNPARSEABLE_OUTPUT))
+        self.total += batch.num_rows
+        self.success += int(pc.sum(pc.fill_null(answered, False)).as_py() or 0)
+        own_codes = pa.array(sorted(_OWN_ERROR_CODES))
+        errored = pc.and_kleene(pc.equal(status, FAILED), pc.invert(pc.is_in(code, value_set=own_codes)))
+        self.error += int(pc.sum(pc.fill_null(errored, False)).as_py() or 0)
+
+
+# Failed lines that are not error lines of the service: collect's own codes for lines it could not read.
+_OWN_ERROR_CODES = frozenset({UNREADABLE_LINE, NO_RECORD_ID, NO_OUTPUT, UNPARSEABLE_OUTPUT})
+
+
 def read_output_batches(
-    storage: Storage, outputs: Sequence[JobOutput], family: ModelFamily, reply: ReplyFormat | None = None
+    storage: Storage,
+    outputs: Sequence[JobOutput],
+    family: ModelFamily,
+    reply: ReplyFormat | None = None,
+    counts: dict[str, OutputCounts] | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Record batches of every output line of ``outputs``, in the order given (oldest job first).
 
@@ -126,6 +169,8 @@ def read_output_batches(
     :param outputs: the outputs to read.
     :param family: the model family of the jobs.
     :param reply: the run's reply format, every reply is read with; ``None``: free text.
+    :param counts: filled with what each output held, by its label, as its lines are read (see
+        :func:`reconcile_manifests`).
     """
     for output in outputs:
         files = 0
@@ -138,7 +183,10 @@ def read_output_batches(
                 continue
             files += 1
             with storage.open_read(obj.uri) as stream:
-                yield from iter_output_batches(stream, family, reply=reply, job_arn=output.label)
+                for batch in iter_output_batches(stream, family, reply=reply, job_arn=output.label):
+                    if counts is not None:
+                        counts.setdefault(output.label, OutputCounts()).add(batch)
+                    yield batch
         log.info("read %d output file(s) of %s", files, output.label)
 
 
@@ -149,6 +197,78 @@ def read_manifest(storage: Storage, output_uri: str) -> Manifest | None:
             return parse_manifest(stream.read())
     except StorageReadError:
         return None
+
+
+@dataclass(frozen=True)
+class ManifestCheck:
+    """Each job's manifest against what its output held.
+
+    :param mismatches: one :class:`~bedrock_batch.stage_results.ManifestMismatch` per job whose manifest
+        counts differ from its output lines.
+    :param missing: the ids of the jobs without a readable manifest (noted, not an error: a job stopped or
+        failed early writes none).
+    """
+
+    mismatches: list[ManifestMismatch]
+    missing: list[str]
+
+
+def reconcile_manifests(
+    storage: Storage, outputs: Sequence[JobOutput], counts: Mapping[str, OutputCounts]
+) -> ManifestCheck:
+    """Compare each job's ``manifest.json.out`` with what was read from its output.
+
+    A job matches when its output has as many lines as the manifest's processed records (its total records
+    when the manifest has no processed count), as many replies as its success count and as many error lines
+    as its error count; counts the manifest lacks are not compared. The on-demand outputs have no manifest
+    and are left out. Never raises for what it finds: the result is for the run report.
+
+    :param storage: local and S3 access.
+    :param outputs: the outputs that were read (jobs are those labelled with their ARN).
+    :param counts: what each output held (see :func:`read_output_batches`).
+    """
+    mismatches: list[ManifestMismatch] = []
+    missing: list[str] = []
+    for output in outputs:
+        if not output.label.startswith("arn:"):
+            continue
+        job_id = output.label.rsplit("/", 1)[-1]
+        try:
+            manifest = read_manifest(storage, output.uri)
+        except OutputFormatError as err:
+            log.warning("job %s: its manifest cannot be read (%s)", job_id, err)
+            manifest = None
+        if manifest is None:
+            missing.append(job_id)
+            continue
+        read = counts.get(output.label, OutputCounts())
+        lines = (
+            manifest.processed_records if manifest.processed_records is not None else manifest.total_records
+        )
+        expected = (lines, manifest.succeeded_records, manifest.failed_records)
+        found = (read.total, read.success, read.error)
+        if all(want is None or want == got for want, got in zip(expected, found, strict=True)):
+            continue
+        log.warning(
+            "job %s: its manifest says %s records processed (%s succeeded, %s failed), its output holds %s "
+            "lines (%s replies, %s errors)",
+            job_id,
+            *expected,
+            *found,
+        )
+        mismatches.append(
+            {
+                "job_id": job_id,
+                "manifest": {
+                    "total": manifest.total_records,
+                    "processed": manifest.processed_records,
+                    "success": manifest.succeeded_records,
+                    "error": manifest.failed_records,
+                },
+                "read": {"total": read.total, "success": read.success, "error": read.error},
+            }
+        )
+    return ManifestCheck(mismatches=mismatches, missing=missing)
 
 
 def load_index(storage: Storage, uri: str) -> pa.Table:
@@ -163,6 +283,7 @@ def join_outputs(
     outputs: Sequence[JobOutput],
     family: ModelFamily,
     reply: ReplyFormat | None = None,
+    counts: dict[str, OutputCounts] | None = None,
 ) -> pa.Table:
     """Every output line of ``outputs`` joined to the record index at ``index_uri`` (see
     :func:`~bedrock_batch.collect.join_results`): one row per record, ``missing`` where no output has it.
@@ -172,8 +293,9 @@ def join_outputs(
     :param outputs: the outputs to read, oldest first (a later success replaces an earlier failure).
     :param family: the model family of the jobs.
     :param reply: the run's reply format; ``None``: free text.
+    :param counts: filled with what each output held (see :func:`read_output_batches`).
     """
-    batches = read_output_batches(storage, outputs, family, reply)
+    batches = read_output_batches(storage, outputs, family, reply, counts)
     return join_results(load_index(storage, index_uri), batches)
 
 

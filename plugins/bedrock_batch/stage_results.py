@@ -205,6 +205,8 @@ class CollectRound(TypedDict):
       which ``missing`` were in no output at all.
     - ``retried``: the records staged for the retry round, in ``retry_shards`` new shards (collect's return
       value) and ``retry_on_demand_files`` on-demand input files (XCom key ``retry_on_demand``).
+    - ``manifest_mismatches``: the round's jobs whose manifest does not match their output (absent in runs
+      of earlier versions).
     """
 
     records: int
@@ -216,6 +218,35 @@ class CollectRound(TypedDict):
     retried: int
     retry_shards: int
     retry_on_demand_files: int
+    manifest_mismatches: NotRequired[list[ManifestMismatch]]
+
+
+class ManifestCounts(TypedDict):
+    """A job's counts as its ``manifest.json.out`` states them (``None``: the manifest lacks the count)."""
+
+    total: int | None
+    processed: int | None
+    success: int | None
+    error: int | None
+
+
+class OutputLineCounts(TypedDict):
+    """What a job's output held: ``total`` lines, ``success`` lines with a reply, ``error`` lines."""
+
+    total: int
+    success: int
+    error: int
+
+
+class ManifestMismatch(TypedDict):
+    """A job whose manifest does not match its output (a warning of the run report, never an error).
+
+    - ``job_id``: the job; ``manifest``: its manifest's counts; ``read``: what its output held.
+    """
+
+    job_id: str
+    manifest: ManifestCounts
+    read: OutputLineCounts
 
 
 class ReportJob(TypedDict):
@@ -251,6 +282,8 @@ class PublishResult(TypedDict):
     - ``input_tokens``, ``output_tokens``: the tokens billed; ``estimated_cost_usd``: their estimated price as
       a decimal string (``None`` for a model without a price).
     - ``jobs``: every job of both rounds.
+    - ``manifest_mismatches``: jobs whose ``manifest.json.out`` counts differ from their output
+      (:class:`ManifestMismatch`); ``manifests_missing``: ids of the jobs that have no manifest.
     - ``results_uri``: the partition written; ``report_uri``: the prefix of ``run_report.json`` and
       ``run_report.md``; ``catalog``: the Glue registration, or ``None``.
     """
@@ -269,6 +302,8 @@ class PublishResult(TypedDict):
     output_tokens: int
     estimated_cost_usd: str | None
     jobs: list[ReportJob]
+    manifest_mismatches: list[ManifestMismatch]
+    manifests_missing: list[str]
     accounted: bool
     results_uri: str
     report_uri: str

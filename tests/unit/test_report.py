@@ -88,6 +88,32 @@ class TestRunReport:
         assert "1,200" in report.to_text()
 
 
+class TestManifestWarnings:
+    MISMATCH = {
+        "job_id": "abc123def456",
+        "manifest": {"total": 200, "processed": 200, "success": 198, "error": 2},
+        "read": {"total": 150, "success": 149, "error": 1},
+    }
+
+    def test_mismatches_and_missing_manifests_are_listed_not_fatal(self):
+        report = make_report(manifest_mismatches=[self.MISMATCH], manifests_missing=["fff000fff000"])
+        assert report.accounted
+        data = json.loads(json.dumps(report.to_dict()))
+        assert (data["manifest_mismatches"], data["manifests_missing"]) == ([self.MISMATCH], ["fff000fff000"])
+        assert "| abc123def456 | 200 | 198 | 2 | 150 | 149 | 1 |" in report.to_markdown()
+        assert "Jobs without a manifest.json.out: fff000fff000" in report.to_markdown()
+        assert (
+            "manifest mismatch: job abc123def456 manifest processed/success/error 200/198/2"
+            in report.to_text()
+        )
+        assert "no manifest: fff000fff000" in report.to_text()
+
+    def test_none_by_default(self):
+        report = make_report()
+        assert (report.manifest_mismatches, report.manifests_missing) == ([], [])
+        assert "manifest" not in report.to_markdown()
+
+
 class TestJobSummaries:
     def test_from_submit_results(self):
         jobs = job_summaries(

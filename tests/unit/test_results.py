@@ -3,7 +3,9 @@ violation, and the call-center table exactly as it was before reply schemas."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -15,7 +17,17 @@ from bedrock_batch.collect import iter_output_batches, join_results
 from bedrock_batch.errors import ConfigError, SchemaError
 from bedrock_batch.models import FAMILIES
 from bedrock_batch.replies import ReplyFormat
-from bedrock_batch.results import QUARANTINE_COLUMNS, assemble_results, result_schema
+from bedrock_batch.results import (
+    QUARANTINE_COLUMNS,
+    JobOutput,
+    ManifestCheck,
+    OutputCounts,
+    assemble_results,
+    read_output_batches,
+    reconcile_manifests,
+    result_schema,
+)
+from bedrock_batch.storage import Storage
 from tests.call_center_table import CALL_SUMMARIES_SCHEMA
 from tests.conftest import REPO
 from tests.unit.test_collect import error_line, index_table, success_line
@@ -174,3 +186,70 @@ class TestColumnNames:
     def test_a_passthrough_column_named_like_a_reply_property(self):
         with pytest.raises(SchemaError, match='reply property "products"'):
             result_schema(reply(), "ticket_id", [pa.field("products", pa.string())])
+
+
+class TestManifests:
+    """Each job's manifest.json.out against what its output held: a warning, never a crash."""
+
+    JOB = "arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/abc123def456"
+
+    def job_output(
+        self, folder: Path, lines: list[bytes], manifest: dict[str, Any] | bytes | None
+    ) -> JobOutput:
+        folder.mkdir(parents=True)
+        (folder / "part-0001.jsonl.out").write_bytes(b"".join(lines))
+        if manifest is not None:
+            data = manifest if isinstance(manifest, bytes) else orjson.dumps(manifest)
+            (folder / "manifest.json.out").write_bytes(data)
+        return JobOutput(label=self.JOB.replace("abc123def456", folder.name), uri=str(folder) + "/")
+
+    def check(self, *outputs: JobOutput) -> ManifestCheck:
+        counts: dict[str, OutputCounts] = {}
+        for _ in read_output_batches(Storage(), outputs, ANTHROPIC, reply(), counts):
+            pass
+        return reconcile_manifests(Storage(), outputs, counts)
+
+    def lines(self) -> list[bytes]:
+        return [
+            success_line("a", prefilled(VALID)),
+            success_line("b", prefilled({**VALID, "confidence": 3})),  # invalid_output: still a reply
+            error_line("c", 400),
+            success_line("d")[:30],  # unreadable: a line, neither a reply nor an error
+        ]
+
+    def test_a_job_whose_counts_match(self, tmp_path):
+        manifest = {
+            "totalRecordCount": 4,
+            "processedRecordCount": 4,
+            "successRecordCount": 2,
+            "errorRecordCount": 1,
+        }
+        assert self.check(self.job_output(tmp_path / "job1", self.lines(), manifest)) == ManifestCheck([], [])
+
+    def test_a_mismatch_names_the_job_and_both_counts(self, tmp_path, caplog):
+        manifest = {
+            "totalRecordCount": 6,
+            "processedRecordCount": 6,
+            "successRecordCount": 4,
+            "errorRecordCount": 1,
+        }
+        with caplog.at_level(logging.WARNING, logger="bedrock_batch.results"):
+            check = self.check(self.job_output(tmp_path / "job2", self.lines(), manifest))
+        assert check.mismatches == [
+            {
+                "job_id": "job2",
+                "manifest": {"total": 6, "processed": 6, "success": 4, "error": 1},
+                "read": {"total": 4, "success": 2, "error": 1},
+            }
+        ]
+        assert "job job2: its manifest says 6 records processed" in caplog.text
+
+    def test_jobs_without_a_readable_manifest_are_noted_and_the_fallback_is_left_out(self, tmp_path):
+        none = self.job_output(tmp_path / "job3", self.lines(), None)
+        broken = self.job_output(tmp_path / "job4", self.lines(), b"{truncated")
+        fallback = JobOutput(label="on-demand", uri=str(tmp_path / "od") + "/")
+        assert self.check(none, broken, fallback) == ManifestCheck([], ["job3", "job4"])
+
+    def test_counts_a_manifest_lacks_are_not_compared(self, tmp_path):
+        manifest = {"totalRecordCount": 4}
+        assert self.check(self.job_output(tmp_path / "job5", self.lines(), manifest)).mismatches == []

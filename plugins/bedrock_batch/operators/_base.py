@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
     from bedrock_batch.models import ModelFamily
     from bedrock_batch.replies import ReplyFormat
-    from bedrock_batch.results import JobOutput
+    from bedrock_batch.results import JobOutput, ManifestCheck
     from bedrock_batch.stage_results import PreparedRun
     from bedrock_batch.storage import Storage
 
@@ -106,13 +106,16 @@ class CollectingOperator(StagingOperator):
 
         return ReplyFormat.from_run(self.run())
 
-    def join(self, outputs: Sequence[JobOutput]) -> pa.Table:
+    def join(self, outputs: Sequence[JobOutput]) -> tuple[pa.Table, ManifestCheck]:
         """The outputs joined to the run's record index, every reply read with the run's reply format (see
-        :func:`bedrock_batch.results.join_outputs`)."""
-        from bedrock_batch.results import join_outputs
+        :func:`bedrock_batch.results.join_outputs`), and each job's manifest against its output (see
+        :func:`bedrock_batch.results.reconcile_manifests`)."""
+        from bedrock_batch.results import OutputCounts, join_outputs, reconcile_manifests
 
-        run = self.run()
-        return join_outputs(self.storage(), str(run["index_uri"]), outputs, self.family(), self.reply())
+        run, storage = self.run(), self.storage()
+        counts: dict[str, OutputCounts] = {}
+        table = join_outputs(storage, str(run["index_uri"]), outputs, self.family(), self.reply(), counts)
+        return table, reconcile_manifests(storage, outputs, counts)
 
 
 def as_mapping(value: Any) -> Mapping[str, Any] | None:

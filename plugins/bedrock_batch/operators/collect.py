@@ -62,7 +62,7 @@ class BedrockBatchCollectOperator(CollectingOperator):
         self.resolve_arguments()
         run = self.run()
         jobs = job_results(self.jobs)
-        joined = self.join(job_outputs(jobs, as_mapping(self.on_demand), ON_DEMAND_LABEL))
+        joined, manifests = self.join(job_outputs(jobs, as_mapping(self.on_demand), ON_DEMAND_LABEL))
         summary = summarize_results(joined)
         self.log.info(
             "Round 1: %s records, %s succeeded, %s invalid_output, %s failed (%s retryable, %s missing)",
@@ -95,6 +95,7 @@ class BedrockBatchCollectOperator(CollectingOperator):
             "retried": retry.records,
             "retry_shards": len(retry.shards),
             "retry_on_demand_files": len(retry.on_demand_uris),
+            "manifest_mismatches": manifests.mismatches,
         }
         context["ti"].xcom_push(key=ROUND_XCOM_KEY, value=round_summary)
         return retry.shards

@@ -112,8 +112,9 @@ class BedrockBatchPublishOperator(CollectingOperator):
         first, retry = job_results(self.jobs), job_results(self.retry_jobs)
         outputs = job_outputs(first, as_mapping(self.on_demand), ON_DEMAND_LABEL)
         outputs += job_outputs(retry, as_mapping(self.retry_on_demand), ON_DEMAND_RETRY_LABEL)
+        joined, manifests = self.join(outputs)
         table = assemble_results(
-            self.join(outputs),
+            joined,
             load_quarantine(storage, run["quarantine_uri"]),
             reply=self.reply(),
             key_column=self.key_column,
@@ -133,6 +134,7 @@ class BedrockBatchPublishOperator(CollectingOperator):
             input_records=int(run.get("rows") or 0),
             retried=int((as_mapping(self.collected) or {}).get("retried") or 0),
             jobs=[{**job, "duration_seconds": self._duration(job)} for job in [*first, *retry]],
+            manifests=manifests,
         )
         report_uri = join_uri(self.results_uri, "reports", f"ds={ds}")
         write_report(storage, report, report_uri)
