@@ -251,8 +251,42 @@ class ModelFamily(ABC):
         reply = self._reply(body)
         return replace(reply, prefilled=True) if self.prefills(output) else reply
 
+    def follow_up(
+        self, body: Mapping[str, Any], reply: str, message: str, output: OutputFormat | None = None
+    ) -> dict[str, Any]:
+        """``body`` continued by one exchange: the model's ``reply`` as its turn, then ``message`` as the
+        user's (e.g. asking again for a reply that conforms). A request that ended with the assistant prefill
+        ends with it again, after ``message``; the reply schema (native field, forced tool) stays.
+
+        :param body: a ``modelInput`` :meth:`build_request` built with ``output``.
+        :param reply: the model's whole answer to it (:attr:`ModelReply.completed_text`).
+        :param message: the next user turn.
+        :param output: the reply schema ``body`` was built with.
+        :raises ConfigError: when ``body`` does not have this family's request shape.
+        """
+        followed: dict[str, Any] = orjson.loads(orjson.dumps(body, default=_plain_json))  # a deep copy
+        prefilled = self.prefills(output)
+        try:
+            if prefilled:
+                self._drop_prefill(followed)
+            self._add_exchange(followed, reply, message)
+        except (KeyError, TypeError, AttributeError, IndexError):
+            keys = sorted(followed) if isinstance(followed, dict) else type(followed).__name__
+            raise ConfigError(f"not a {self.name} request body (keys: {keys}); cannot continue it") from None
+        if prefilled:
+            self._add_prefill(followed)
+        return followed
+
     @abstractmethod
     def _body(self, system: str, user: str, params: InferenceParams) -> dict[str, Any]: ...
+
+    # The exchange follow_up adds, and taking back the prefill that ended the request.
+    @abstractmethod
+    def _add_exchange(self, body: dict[str, Any], reply: str, message: str) -> None: ...
+
+    def _drop_prefill(self, body: dict[str, Any]) -> None:
+        if body["messages"][-1]["role"] == "assistant":
+            body["messages"].pop()
 
     @abstractmethod
     def _reply(self, body: Mapping[str, Any]) -> ModelReply: ...
@@ -405,6 +439,12 @@ class AnthropicFamily(ModelFamily):
     def _add_prefill(self, body: dict[str, Any]) -> None:
         body["messages"].append({"role": "assistant", "content": [{"type": "text", "text": PREFILL}]})
 
+    def _add_exchange(self, body: dict[str, Any], reply: str, message: str) -> None:
+        body["messages"] += [
+            {"role": "assistant", "content": [{"type": "text", "text": reply}]},
+            {"role": "user", "content": [{"type": "text", "text": message}]},
+        ]
+
     def _reply(self, body: Mapping[str, Any]) -> ModelReply:
         content = body.get("content") if isinstance(body, _OBJECT) else None
         if not isinstance(content, list):
@@ -449,6 +489,12 @@ class ConverseFamily(ModelFamily):
 
     def _add_prefill(self, body: dict[str, Any]) -> None:
         body["messages"].append({"role": "assistant", "content": [{"text": PREFILL}]})
+
+    def _add_exchange(self, body: dict[str, Any], reply: str, message: str) -> None:
+        body["messages"] += [
+            {"role": "assistant", "content": [{"text": reply}]},
+            {"role": "user", "content": [{"text": message}]},
+        ]
 
     def _reply(self, body: Mapping[str, Any]) -> ModelReply:
         output = body.get("output") if isinstance(body, _OBJECT) else None
@@ -518,6 +564,15 @@ class LlamaFamily(ModelFamily):
     def _add_prefill(self, body: dict[str, Any]) -> None:
         body["prompt"] += PREFILL
 
+    def _drop_prefill(self, body: dict[str, Any]) -> None:
+        body["prompt"] = body["prompt"].removesuffix(PREFILL)
+
+    def _add_exchange(self, body: dict[str, Any], reply: str, message: str) -> None:
+        body["prompt"] += (
+            f"{reply}<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n{message}<|eot_id|>"
+            "<|start_header_id|>assistant<|end_header_id|>\n\n"
+        )
+
     def _reply(self, body: Mapping[str, Any]) -> ModelReply:
         text = body.get("generation") if isinstance(body, _OBJECT) else None
         if not isinstance(text, str):
@@ -550,6 +605,10 @@ class TitanFamily(ModelFamily):
             "inputText": _system_then_user(system, user),
             "textGenerationConfig": params.body_fields(self.PARAMS),
         }
+
+    def _add_exchange(self, body: dict[str, Any], reply: str, message: str) -> None:
+        # One text, no turns: the conversation goes on in it, in Titan's "User:"/"Bot:" chat convention.
+        body["inputText"] += f"\n\nBot: {reply}\n\nUser: {message}\n\nBot:"
 
     def _reply(self, body: Mapping[str, Any]) -> ModelReply:
         first, text = self._first_text(body, "results", "outputText")
@@ -586,6 +645,12 @@ class MistralFamily(ModelFamily):
 
     def _add_prefill(self, body: dict[str, Any]) -> None:
         body["prompt"] += PREFILL
+
+    def _drop_prefill(self, body: dict[str, Any]) -> None:
+        body["prompt"] = body["prompt"].removesuffix(PREFILL)
+
+    def _add_exchange(self, body: dict[str, Any], reply: str, message: str) -> None:
+        body["prompt"] += f"{reply}</s>[INST] {message} [/INST]"
 
     def _reply(self, body: Mapping[str, Any]) -> ModelReply:
         first, text = self._first_text(body, "outputs", "text")
@@ -628,6 +693,9 @@ class MistralChatFamily(ModelFamily):
         body["tools"] = [{"type": "function", "function": function}]
         # With a single tool, "any" forces exactly that one.
         body["tool_choice"] = "any"
+
+    def _add_exchange(self, body: dict[str, Any], reply: str, message: str) -> None:
+        body["messages"] += [{"role": "assistant", "content": reply}, {"role": "user", "content": message}]
 
     def _reply(self, body: Mapping[str, Any]) -> ModelReply:
         choices = body.get("choices") if isinstance(body, _OBJECT) else None

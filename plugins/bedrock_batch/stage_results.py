@@ -196,6 +196,21 @@ class OnDemandResult(TypedDict):
     reused: int
 
 
+class RepairResult(TypedDict):
+    """The repair round's work (its return value).
+
+    - ``output_uri``: the prefix of its ``.out`` files (``None`` when no record needed repair).
+    - ``records``: the ``invalid_output`` records asked again; ``repaired``: those whose new reply conforms;
+      ``still_invalid``: those whose new reply does not (or whose request failed): they keep their first
+      reply and stay ``invalid_output``.
+    """
+
+    output_uri: str | None
+    records: int
+    repaired: int
+    still_invalid: int
+
+
 class CollectRound(TypedDict):
     """The first round's outcome and the retry round it staged (collect, XCom key ``round``).
 

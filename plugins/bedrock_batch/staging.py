@@ -149,6 +149,32 @@ def job_outputs(
     return outputs
 
 
+def run_outputs(
+    jobs: Iterable[Mapping[str, Any]] | None,
+    on_demand: Mapping[str, Any] | None,
+    retry_jobs: Iterable[Mapping[str, Any]] | None = None,
+    retry_on_demand: Mapping[str, Any] | None = None,
+    repair: Mapping[str, Any] | None = None,
+) -> list[JobOutput]:
+    """Every output of a run, in the order its rounds ran: first-round jobs, first-round on-demand, retry
+    jobs, retry on-demand, then the repair round (labelled :data:`REPAIR_LABEL`). Later outputs win among
+    equal outcomes in the join, so a retried success or a repaired reply replaces what came before.
+
+    :param jobs: the first round's submit results.
+    :param on_demand: the first round's on-demand result.
+    :param retry_jobs: the retry round's submit results.
+    :param retry_on_demand: the retry round's on-demand result.
+    :param repair: the repair round's result (``output_uri``), if it ran.
+    """
+    from bedrock_batch.results import JobOutput
+
+    outputs = job_outputs(jobs, on_demand, ON_DEMAND_LABEL)
+    outputs += job_outputs(retry_jobs, retry_on_demand, ON_DEMAND_RETRY_LABEL)
+    if repair and repair.get("output_uri"):
+        outputs.append(JobOutput(label=REPAIR_LABEL, uri=str(repair["output_uri"])))
+    return outputs
+
+
 def job_results(value: Iterable[Any] | None) -> list[dict[str, Any]]:
     """The submit results in a mapped task's XCom (``None`` for a map index that returned nothing)."""
     return [dict(item) for item in (value or ()) if isinstance(item, Mapping)]

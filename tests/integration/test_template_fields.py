@@ -22,6 +22,7 @@ from bedrock_batch.operators import (
     BedrockBatchCollectOperator,
     BedrockBatchPrepareOperator,
     BedrockBatchPublishOperator,
+    BedrockBatchRepairOperator,
     BedrockBatchSubmitOperator,
     BedrockOnDemandOperator,
 )
@@ -48,6 +49,7 @@ REQUIRED: dict[type, dict[str, Any]] = {
     BedrockOnDemandOperator: {"input_uris": [], "output_uri": "s3://staging/od/", "model_id": "m"},
     BedrockBatchCollectOperator: {"prepared": PREPARED},
     BedrockBatchPublishOperator: {"prepared": PREPARED, "results_uri": "s3://results/"},
+    BedrockBatchRepairOperator: {"prepared": PREPARED, "output_uri": "s3://staging/repair/", "model_id": "m"},
     BedrockBatchJobSensor: {"job_arn": "abcdefabcdef"},
     SourcePartitionSensor: {"source_uri": "s3://source/calls/"},
 }
@@ -190,6 +192,37 @@ class TestRenderedValuesAreCoercedWhenTheTaskRuns:
             operator.prompts_root,
         ) == ("InvokeModel", None, 512, 0.2, 0, None)
 
+    def test_prepare_prompt_columns_and_reply_schema(self):
+        operator = build(
+            BedrockBatchPrepareOperator,
+            text_column="{{ params.text }}",
+            prompt_columns={"title": "{{ params.title }}", "body": "review_text"},
+            reply_schema="{{ params.schema }}",
+            reply_schema_name="{{ params.name }}",
+            structured_output="{{ params.mode }}",
+        )
+        render(
+            operator,
+            text=None,
+            title="headline",
+            schema="pipelines/reviews/reply_schema.json",
+            name=None,
+            mode="prompt",
+        )
+        operator.resolve_arguments()
+        assert operator.prompt_columns == {"title": "headline", "body": "review_text"}
+        assert (operator.text_column, operator.reply_schema_name, operator.structured_output) == (
+            None,
+            None,
+            "prompt",
+        )
+        assert operator.reply_schema == "pipelines/reviews/reply_schema.json"
+
+    def test_prepare_refuses_an_unknown_structured_output(self):
+        operator = render(build(BedrockBatchPrepareOperator, structured_output="{{ params.m }}"), m="json")
+        with pytest.raises(ConfigError, match="structured_output must be one of"):
+            operator.resolve_arguments()
+
     def test_prepare_refuses_a_bad_max_tokens(self):
         operator = render(build(BedrockBatchPrepareOperator, max_tokens="{{ params.n }}"), n="lots")
         with pytest.raises(ConfigError, match="max_tokens must be an integer, got 'lots'"):
@@ -225,6 +258,35 @@ class TestRenderedValuesAreCoercedWhenTheTaskRuns:
         )
         render(operator, table="reviews", database=None).resolve_arguments()
         assert (operator.table_name, operator.glue_database) == ("reviews", None)
+
+    def test_publish_key_column_and_repair(self):
+        operator = build(
+            BedrockBatchPublishOperator, key_column="{{ params.key }}", repair="{{ params.repair }}"
+        )
+        render(operator, key="review_id", repair=None).resolve_arguments()
+        assert (operator.key_column, operator.repair) == ("review_id", "None")
+        render(operator := build(BedrockBatchPublishOperator, key_column="{{ params.k }}"), k="review-id")
+        with pytest.raises(ConfigError, match="key_column must be a column name"):
+            operator.resolve_arguments()
+
+    def test_repair(self):
+        operator = build(
+            BedrockBatchRepairOperator,
+            output_uri="{{ params.out }}",
+            invocation_type="{{ params.type }}",
+            requests_per_second="{{ params.rps }}",
+            max_attempts="{{ params.attempts }}",
+        )
+        render(operator, out="s3://staging/r/", type="Converse", rps=1.5, attempts=2).resolve_arguments()
+        assert (operator.output_uri, operator.invocation_type, operator.requests_per_second) == (
+            "s3://staging/r/",
+            "Converse",
+            1.5,
+        )
+        assert operator.max_attempts == 2
+        render(operator := build(BedrockBatchRepairOperator, max_attempts="{{ params.n }}"), n=0)
+        with pytest.raises(ConfigError, match="max_attempts must be at least 1, got '0'"):
+            operator.resolve_arguments()
 
     def test_job_sensor(self):
         sensor = render(build(BedrockBatchJobSensor, strict="{{ params.strict }}"), strict=True)

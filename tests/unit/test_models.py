@@ -863,6 +863,80 @@ class TestPrefilledReplies:
         assert orjson.loads(reply.completed_text) == TOOL_INPUT
 
 
+class TestFollowUp:
+    """A request continued by one exchange: the reply as the model's turn, a message as the user's."""
+
+    REPLY = '{"summary": "Modem down.", "sentiment": "furious"}'
+    MESSAGE = (
+        "Your reply did not conform to the JSON Schema: $.sentiment: is not one of the 3 allowed values."
+    )
+
+    def follow(self, name: str, output: OutputFormat | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        family = FAMILIES[name]
+        body = family.build_request(SYSTEM, USER, SMALL, output)
+        return body, family.follow_up(body, self.REPLY, self.MESSAGE, output)
+
+    def test_anthropic_prompt_mode_puts_the_prefill_back_after_the_message(self) -> None:
+        body, followed = self.follow("anthropic", fmt("prompt"))
+        assert followed["messages"] == [
+            body["messages"][0],
+            {"role": "assistant", "content": [{"type": "text", "text": self.REPLY}]},
+            {"role": "user", "content": [{"type": "text", "text": self.MESSAGE}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "{"}]},
+        ]
+        assert body["messages"][-1]["content"][0]["text"] == "{"  # the original is not changed
+        assert {k: v for k, v in followed.items() if k != "messages"} == {
+            k: v for k, v in body.items() if k != "messages"
+        }
+
+    @pytest.mark.parametrize("mode", ["native", "tool"])
+    def test_the_reply_schema_stays_and_nothing_is_prefilled(self, mode: str) -> None:
+        body, followed = self.follow("anthropic", fmt(mode))
+        assert [m["role"] for m in followed["messages"]] == ["user", "assistant", "user"]
+        assert followed.get("output_config") == body.get("output_config")
+        assert followed.get("tools") == body.get("tools")
+
+    @pytest.mark.parametrize("name", ["converse", "nova"])
+    def test_converse_and_nova(self, name: str) -> None:
+        _, followed = self.follow(name, fmt("prompt"))
+        assert followed["messages"][1:] == [
+            {"role": "assistant", "content": [{"text": self.REPLY}]},
+            {"role": "user", "content": [{"text": self.MESSAGE}]},
+            {"role": "assistant", "content": [{"text": "{"}]},
+        ]
+
+    def test_llama_continues_its_chat_template(self) -> None:
+        body, followed = self.follow("llama", fmt("prompt"))
+        assert followed["prompt"] == (
+            body["prompt"][:-1]
+            + self.REPLY
+            + "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
+            + self.MESSAGE
+            + "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n{"
+        )
+
+    def test_mistral_text_and_chat(self) -> None:
+        body, followed = self.follow("mistral", fmt("prompt"))
+        assert followed["prompt"] == body["prompt"][:-1] + f"{self.REPLY}</s>[INST] {self.MESSAGE} [/INST]{{"
+        _, chat = self.follow("mistral_chat", fmt("native"))
+        assert chat["messages"][-2:] == [
+            {"role": "assistant", "content": self.REPLY},
+            {"role": "user", "content": self.MESSAGE},
+        ]
+        assert "response_format" in chat
+
+    def test_titan_goes_on_in_its_one_text(self) -> None:
+        body, followed = self.follow("titan", fmt("prompt"))
+        assert (
+            followed["inputText"]
+            == f"{body['inputText']}\n\nBot: {self.REPLY}\n\nUser: {self.MESSAGE}\n\nBot:"
+        )
+
+    def test_a_body_of_another_family_is_refused(self) -> None:
+        with pytest.raises(ConfigError, match="not a llama request body"):
+            FAMILIES["llama"].follow_up({"messages": []}, self.REPLY, self.MESSAGE)
+
+
 class TestMistralFamilyOverride:
     def test_override_sends_mistral_large_2402_chat_bodies(self) -> None:
         # AWS lists Mistral Large (24.02) on the chat-completion page too; text completion is the default.

@@ -27,6 +27,7 @@ from bedrock_batch.staging import (
     on_demand_output_uri,
     output_complete,
     remove_stale_files,
+    run_outputs,
     run_prefix_for,
     shard_descriptors,
     stage_retry_round,
@@ -140,6 +141,23 @@ class TestPartitionAndOutputs:
             JobOutput(label="on-demand", uri="s3://b/od/"),
         ]
         assert job_outputs(None, {"output_uri": None}, ON_DEMAND_LABEL) == []
+
+    def test_run_outputs_in_the_order_the_rounds_ran(self):
+        outputs = run_outputs(
+            [{"job_arn": "arn:1", "output_uri": "s3://o/1/"}],
+            {"output_uri": "s3://o/od/"},
+            [{"job_arn": "arn:2", "output_uri": "s3://o/2/"}],
+            {"output_uri": "s3://o/od-retry/"},
+            {"output_uri": "s3://o/repair/"},
+        )
+        assert [(o.label, o.uri) for o in outputs] == [
+            ("arn:1", "s3://o/1/"),
+            ("on-demand", "s3://o/od/"),
+            ("arn:2", "s3://o/2/"),
+            ("on-demand-retry", "s3://o/od-retry/"),
+            ("on-demand-repair", "s3://o/repair/"),
+        ]
+        assert run_outputs(None, None, repair={"output_uri": None}) == []
 
     def test_job_results_skip_map_indexes_without_a_result(self):
         assert job_results([{"job_arn": "a"}, None, {"job_arn": "b"}]) == [{"job_arn": "a"}, {"job_arn": "b"}]

@@ -7,6 +7,8 @@
 - ``on_demand``: :class:`BedrockOnDemandOperator` over :func:`bedrock_batch.on_demand.invoke_files`.
 - ``collect``: :class:`BedrockBatchCollectOperator` over :func:`bedrock_batch.results.join_outputs` and
   :func:`bedrock_batch.staging.stage_retry_round`.
+- ``repair``: :class:`BedrockBatchRepairOperator` over :func:`bedrock_batch.repair.repair_invalid` (optional:
+  re-asks each ``invalid_output`` record once).
 - ``publish``: :class:`BedrockBatchPublishOperator` over :mod:`bedrock_batch.results` and
   :func:`bedrock_batch.report.run_report`.
 
@@ -21,6 +23,7 @@ from bedrock_batch.operators.collect import BedrockBatchCollectOperator
 from bedrock_batch.operators.on_demand import BedrockOnDemandOperator
 from bedrock_batch.operators.prepare import BedrockBatchPrepareOperator
 from bedrock_batch.operators.publish import BedrockBatchPublishOperator
+from bedrock_batch.operators.repair import BedrockBatchRepairOperator
 from bedrock_batch.operators.submit import BedrockBatchSubmitOperator
 from bedrock_batch.stage_results import (
     ON_DEMAND_XCOM_KEY,
@@ -45,6 +48,7 @@ __all__ = [
     "BedrockBatchCollectOperator",
     "BedrockBatchPrepareOperator",
     "BedrockBatchPublishOperator",
+    "BedrockBatchRepairOperator",
     "BedrockBatchSubmitOperator",
     "BedrockOnDemandOperator",
     "OutputAccountingError",

@@ -12,7 +12,7 @@ from bedrock_batch.config import as_column_name, as_optional_str
 from bedrock_batch.errors import OutputAccountingError
 from bedrock_batch.operators._base import STORAGE_TEMPLATE_FIELDS, CollectingOperator, as_mapping
 from bedrock_batch.stage_results import CatalogRegistration, PublishResult
-from bedrock_batch.staging import ON_DEMAND_LABEL, ON_DEMAND_RETRY_LABEL, job_outputs, job_results
+from bedrock_batch.staging import job_results, run_outputs
 from bedrock_batch.storage import is_s3_uri, join_uri
 
 if TYPE_CHECKING:
@@ -24,7 +24,8 @@ class BedrockBatchPublishOperator(CollectingOperator):
     """Publish a run: the results table partition, the run report, and the report through XCom.
 
     Joins the outputs of every round in order (first-round jobs, first-round on-demand, retry jobs, retry
-    on-demand), so a retried success replaces the earlier failure; reads every reply with the run's reply
+    on-demand, then the repair round when ``repair`` is given), so a retried success replaces the earlier
+    failure and a repaired reply the one that did not conform; reads every reply with the run's reply
     format (the very schema prepare sent, from the ``run`` XCom): a conforming reply becomes the typed
     columns of the reply schema, one that does not is ``invalid_output`` with ``parse_error``
     (``"<path>: <reason>"`` of its first violation) and the reply in ``raw_text``; without a reply schema
@@ -45,6 +46,8 @@ class BedrockBatchPublishOperator(CollectingOperator):
     :param retry_jobs: the retry round's submit results. (templated)
     :param retry_on_demand: the retry round's on-demand result. (templated)
     :param collected: the collect stage's ``round`` XCom (for the retry count). (templated)
+    :param repair: the repair round's result (:class:`~bedrock_batch.operators.BedrockBatchRepairOperator`),
+        read as the run's last round; ``None``: no repair round. (templated)
     :param results_uri: root of the results tables and reports. (templated)
     :param table_name: name of the results table under ``results_uri``. (templated)
     :param key_column: name of the table's first column, the source row's key (the id column's value, or the
@@ -65,6 +68,7 @@ class BedrockBatchPublishOperator(CollectingOperator):
         "retry_jobs",
         "retry_on_demand",
         "collected",
+        "repair",
         "results_uri",
         "table_name",
         "key_column",
@@ -81,6 +85,7 @@ class BedrockBatchPublishOperator(CollectingOperator):
         retry_jobs: Sequence[Mapping[str, Any]] | str | None = None,
         retry_on_demand: Mapping[str, Any] | str | None = None,
         collected: Mapping[str, Any] | str | None = None,
+        repair: Mapping[str, Any] | str | None = None,
         table_name: str = "call_summaries",
         key_column: str = "source_key",
         glue_database: str | None = None,
@@ -92,6 +97,7 @@ class BedrockBatchPublishOperator(CollectingOperator):
         self.retry_jobs = retry_jobs
         self.retry_on_demand = retry_on_demand
         self.collected = collected
+        self.repair = repair
         self.table_name = table_name
         self.key_column = key_column
         self.glue_database = glue_database
@@ -110,8 +116,13 @@ class BedrockBatchPublishOperator(CollectingOperator):
         self.resolve_arguments()
         run, ds, storage = self.run(), str(context["ds"]), self.storage()
         first, retry = job_results(self.jobs), job_results(self.retry_jobs)
-        outputs = job_outputs(first, as_mapping(self.on_demand), ON_DEMAND_LABEL)
-        outputs += job_outputs(retry, as_mapping(self.retry_on_demand), ON_DEMAND_RETRY_LABEL)
+        outputs = run_outputs(
+            first,
+            as_mapping(self.on_demand),
+            retry,
+            as_mapping(self.retry_on_demand),
+            as_mapping(self.repair),
+        )
         joined, manifests = self.join(outputs)
         table = assemble_results(
             joined,

@@ -1,0 +1,130 @@
+"""The repair round: ask each invalid_output record again, once, on demand."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
+
+from bedrock_batch.config import as_choice, as_float, as_int
+from bedrock_batch.models import INVOCATION_TYPES
+from bedrock_batch.operators._base import STORAGE_TEMPLATE_FIELDS, CollectingOperator, as_mapping
+from bedrock_batch.stage_results import RepairResult
+from bedrock_batch.staging import job_results, run_outputs
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class BedrockBatchRepairOperator(CollectingOperator):
+    """Re-ask every ``invalid_output`` record once, after the retry round.
+
+    Joins the outputs of both rounds (as publish does) and, for each record whose reply does not conform to
+    the run's reply schema, sends through the on-demand runtime its original request, the reply that did not
+    conform as the model's turn, and the user turn "Your reply did not conform to the JSON Schema:
+    ``<path>: <reason>``. Reply again with one JSON object that conforms."
+    (:func:`~bedrock_batch.repair.repair_invalid`), at most ``requests_per_second`` with ``max_attempts``
+    per request, like :class:`~bedrock_batch.operators.BedrockOnDemandOperator`. The answers go to
+    ``<output_uri>/part-0001.jsonl.out`` in the batch output format under the same record ids; pass this
+    task's result to publish as ``repair=`` and a conforming answer replaces the invalid reply (the run
+    report counts it as ``repaired``). A rerun whose output is already complete invokes nothing. No reply
+    or request text reaches the log.
+
+    Returns a :class:`~bedrock_batch.stage_results.RepairResult`: ``output_uri`` (``None`` when no record
+    needed repair), ``records``, ``repaired``, ``still_invalid``.
+
+    :param prepared: the prepare stage's ``run`` XCom (its reply schema and output format). (templated)
+    :param jobs: the first round's submit results. (templated)
+    :param on_demand: the first round's on-demand result. (templated)
+    :param retry_jobs: the retry round's submit results. (templated)
+    :param retry_on_demand: the retry round's on-demand result. (templated)
+    :param output_uri: prefix for the repair output. (templated)
+    :param model_id: model id or inference-profile id to invoke (the run's model). (templated)
+    :param invocation_type: ``InvokeModel`` or ``Converse``, as the run's records. (templated)
+    :param requests_per_second: client-side rate limit; 0: none. (templated)
+    :param max_attempts: attempts per request for throttling and transient errors. (templated)
+    :param kms_key_id: KMS key of every object written (SSE-KMS). (templated)
+    :param expected_bucket_owner: account that must own every bucket touched; ``bucket_owners`` overrides it
+        per bucket. (templated)
+    """
+
+    template_fields: Sequence[str] = aws_template_fields(
+        "prepared",
+        "jobs",
+        "on_demand",
+        "retry_jobs",
+        "retry_on_demand",
+        "output_uri",
+        "model_id",
+        "invocation_type",
+        "requests_per_second",
+        "max_attempts",
+        *STORAGE_TEMPLATE_FIELDS,
+    )
+    ui_color = "#ffccbc"
+
+    def __init__(
+        self,
+        *,
+        output_uri: str,
+        model_id: str,
+        retry_jobs: Sequence[Mapping[str, Any]] | str | None = None,
+        retry_on_demand: Mapping[str, Any] | str | None = None,
+        invocation_type: str = "InvokeModel",
+        requests_per_second: float = 5.0,
+        max_attempts: int = 5,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.output_uri = output_uri
+        self.model_id = model_id
+        self.retry_jobs = retry_jobs
+        self.retry_on_demand = retry_on_demand
+        self.invocation_type = invocation_type
+        self.requests_per_second = requests_per_second
+        self.max_attempts = max_attempts
+
+    def resolve_arguments(self) -> None:
+        """Coerce and check the scalar arguments once templates are rendered (they may arrive as strings);
+        a :class:`~bedrock_batch.errors.ConfigError` names the argument and the value."""
+        self.invocation_type = as_choice("invocation_type", self.invocation_type, INVOCATION_TYPES)
+        self.requests_per_second = as_float("requests_per_second", self.requests_per_second, minimum=0)
+        self.max_attempts = as_int("max_attempts", self.max_attempts, minimum=1)
+
+    def execute(self, context: Context) -> RepairResult:
+        from bedrock_batch.on_demand import runtime_invoker
+        from bedrock_batch.repair import repair_invalid
+
+        self.resolve_arguments()
+        run = self.run()
+        outputs = run_outputs(
+            job_results(self.jobs),
+            as_mapping(self.on_demand),
+            job_results(self.retry_jobs),
+            as_mapping(self.retry_on_demand),
+        )
+        joined, _ = self.join(outputs)
+        outcome = repair_invalid(
+            self.storage(),
+            str(run["run_prefix"]),
+            joined,
+            self.output_uri,
+            runtime_invoker(self.hook.runtime_client, self.model_id, self.invocation_type),
+            family=self.family(),
+            reply=self.reply(),
+            requests_per_second=self.requests_per_second,
+            max_attempts=self.max_attempts,
+        )
+        self.log.info(
+            "Repair: %s invalid_output record(s) asked again, %s repaired, %s still invalid",
+            f"{outcome.records:,}",
+            f"{outcome.repaired:,}",
+            f"{outcome.still_invalid:,}",
+        )
+        return {
+            "output_uri": outcome.output_uri,
+            "records": outcome.records,
+            "repaired": outcome.repaired,
+            "still_invalid": outcome.still_invalid,
+        }
