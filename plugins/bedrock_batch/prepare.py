@@ -38,7 +38,7 @@ from bedrock_batch.models import (
 )
 from bedrock_batch.prompts import Placeholder, PromptTemplate
 from bedrock_batch.record_ids import RecordIdIndex
-from bedrock_batch.sources import ROW_PROBLEMS, SourceRow
+from bedrock_batch.sources import ROW_PROBLEMS, BatchRecord, SourceRow
 
 log = logging.getLogger(__name__)
 
@@ -339,10 +339,15 @@ class _Quarantine:
         self.counts: Counter[str] = Counter()
 
     def add(self, row: SourceRow, record_id: str | None, reason: str, detail: str | None) -> None:
+        self.add_entry(row.position, row.key, record_id, reason, detail)
+
+    def add_entry(
+        self, position: str, key: str | None, record_id: str | None, reason: str, detail: str | None
+    ) -> None:
         self.counts[reason] += 1
         entry = {
-            "source_position": row.position,
-            "source_key": row.key,
+            "source_position": position,
+            "source_key": key,
             "record_id": record_id,
             "reason": reason,
             "detail": detail,
@@ -420,8 +425,8 @@ def prepare(
 
     directory = Path(work_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    spool_path, sizes_path = directory / SPOOL_FILE, directory / SIZES_FILE
-    index_path, quarantine_path = directory / INDEX_FILE, directory / QUARANTINE_FILE
+    spool_path, index_path = directory / SPOOL_FILE, directory / INDEX_FILE
+    quarantine_path = directory / QUARANTINE_FILE
     sizes = array("q")
     row_count = 0
     total_bytes = 0
@@ -479,14 +484,79 @@ def prepare(
                 spool_write(line)
                 sizes_append(size)
                 total_bytes += size
-    np.save(sizes_path, np.frombuffer(sizes, dtype=np.int64) if sizes else np.zeros(0, dtype=np.int64))
+    return _finish(directory, sizes, quarantine.counts, row_count, total_bytes)
 
-    counts = {reason: quarantine.counts.get(reason, 0) for reason in QUARANTINE_REASONS}
+
+def prepare_records(
+    records: Iterable[BatchRecord], work_dir: str | os.PathLike[str], *, quotas: QuotaConfig
+) -> PrepareResult:
+    """Take records already in Bedrock's batch format (a ``bedrock`` source) as they are: the same outputs
+    as :func:`prepare`, with each record's own id as its record id and source key.
+
+    A line without a usable ``recordId`` or ``modelInput`` (see
+    :func:`~bedrock_batch.sources.batch_record`), a record id seen before (``duplicate_id``) or a line above
+    ``max_record_bytes`` is quarantined. The spool holds each record as ``{"recordId", "modelInput"}``,
+    other keys of the line dropped.
+
+    :param records: the source's records in source order
+        (:meth:`~bedrock_batch.sources.SourceReader.records`).
+    :param work_dir: local directory for the output files (created if missing).
+    :param quotas: limits; ``max_record_bytes`` caps one record line.
+    """
+    directory = Path(work_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    sizes = array("q")
+    seen: set[str] = set()
+    row_count = total_bytes = 0
+    max_record_bytes = quotas.max_record_bytes
+    with (
+        open(directory / SPOOL_FILE, "wb", buffering=_WRITE_BUFFER_BYTES) as spool,
+        open(directory / QUARANTINE_FILE, "wb", buffering=_WRITE_BUFFER_BYTES) as quarantine_stream,
+        _IndexWriter(directory / INDEX_FILE, {}) as index,
+    ):
+        quarantine = _Quarantine(quarantine_stream)
+        for record in records:
+            row_count += 1
+            record_id, position = record.record_id, record.position
+            if record.problem is not None or record_id is None or record.model_input is None:
+                valid_id = record.problem not in ("invalid_record_id", "missing_id")
+                reason = record.problem or "missing_model_input"
+                quarantine.add_entry(
+                    position, record_id, record_id if valid_id else None, reason, record.detail
+                )
+                continue
+            if record_id in seen:
+                quarantine.add_entry(
+                    position, record_id, record_id, "duplicate_id", "an earlier line has the same recordId"
+                )
+                continue
+            seen.add(record_id)
+            line = orjson.dumps(
+                {"recordId": record_id, "modelInput": record.model_input}, option=orjson.OPT_APPEND_NEWLINE
+            )
+            if len(line) > max_record_bytes:
+                detail = f"{len(line):,} bytes > max_record_bytes {max_record_bytes:,}"
+                quarantine.add_entry(position, record_id, record_id, "record_too_large", detail)
+                continue
+            index.add(record_id, record_id, position, len(sizes), ())
+            spool.write(line)
+            sizes.append(len(line))
+            total_bytes += len(line)
+    return _finish(directory, sizes, quarantine.counts, row_count, total_bytes)
+
+
+def _finish(
+    directory: Path, sizes: array[int], counted: Mapping[str, int], row_count: int, total_bytes: int
+) -> PrepareResult:
+    """Write the sizes file, log the one summary line, and describe what was prepared."""
+    sizes_path = directory / SIZES_FILE
+    np.save(sizes_path, np.frombuffer(sizes, dtype=np.int64) if sizes else np.zeros(0, dtype=np.int64))
+    counts = {reason: counted.get(reason, 0) for reason in QUARANTINE_REASONS}
     result = PrepareResult(
-        spool_path=str(spool_path),
+        spool_path=str(directory / SPOOL_FILE),
         sizes_path=str(sizes_path),
-        index_path=str(index_path),
-        quarantine_path=str(quarantine_path),
+        index_path=str(directory / INDEX_FILE),
+        quarantine_path=str(directory / QUARANTINE_FILE),
         rows=row_count,
         records=len(sizes),
         quarantined=sum(counts.values()),

@@ -237,6 +237,9 @@ class ReplyFormat:
     def read(self, family: ModelFamily, body: Mapping[str, Any]) -> ReadReply:
         """Read one ``modelOutput`` body: parse it with the family and the output format, validate the reply.
 
+        Without an output format (records built elsewhere) the reply may or may not continue a prefill ``{``:
+        both readings are tried.
+
         :param family: the model family of the job.
         :param body: the decoded ``modelOutput``.
         :raises ResponseFormatError: when the body does not have the family's shape.
@@ -245,7 +248,9 @@ class ReplyFormat:
         tokens = (reply.input_tokens, reply.output_tokens, reply.stop_reason)
         if self.schema is None:
             return ReadReply(SUCCEEDED, reply.completed_text, None, *tokens)
-        parsed = parse_reply(reply.text, self.schema.compiled, prefilled=reply.prefilled)
+        # Records built elsewhere (no output format) may have ended with the prefill: parse leniently.
+        prefilled = reply.prefilled or self.output is None
+        parsed = parse_reply(reply.text, self.schema.compiled, prefilled=prefilled)
         if parsed.violation is not None:
             return ReadReply(INVALID_OUTPUT, reply.completed_text, str(parsed.violation), *tokens)
         return ReadReply(SUCCEEDED, orjson.dumps(parsed.value).decode(), None, *tokens)

@@ -1,4 +1,5 @@
-"""Streaming readers of the rows to process: text files, JSONL, CSV, Parquet and Amazon Transcribe JSON.
+"""Streaming readers of the rows to process: text files, JSONL, CSV, Parquet and Amazon Transcribe JSON, and
+of records already in Bedrock's batch format (``bedrock``: JSONL lines ``{"recordId", "modelInput"}``).
 
 Each yields :class:`SourceRow` objects in constant memory; a bad row carries a problem code, not an error.
 A row carries the values of its *prompt columns*: one per placeholder of the prompt template
@@ -28,7 +29,7 @@ from bedrock_batch.storage import Storage, StoredObject
 
 log = logging.getLogger(__name__)
 
-SourceFormat = Literal["text", "jsonl", "csv", "parquet", "transcribe"]
+SourceFormat = Literal["text", "jsonl", "csv", "parquet", "transcribe", "bedrock"]
 
 # Formats with one record per file: the file's text is the only prompt value.
 ONE_PER_FILE = frozenset({"text", "transcribe"})
@@ -40,8 +41,11 @@ SUFFIXES: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "csv": (".csv",),
         "parquet": (".parquet", ".pq"),
         "transcribe": (".json",),
+        "bedrock": (".jsonl",),
     }
 )
+# A record id of Bedrock's batch format: 11 letters and digits.
+RECORD_ID_PATTERN = re.compile(r"[A-Za-z0-9]{11}")
 
 # Problems a reader can find in one row; prepare adds its own and quarantines them all.
 ROW_PROBLEMS: Mapping[str, str] = MappingProxyType(
@@ -57,6 +61,8 @@ ROW_PROBLEMS: Mapping[str, str] = MappingProxyType(
             "the row's CSV or Parquet file lacks a configured id, prompt or passthrough column, so none of "
             "its rows is read (a file without data rows gives one entry for the file)"
         ),
+        "invalid_record_id": "a bedrock-format line's recordId is not 11 letters and digits",
+        "missing_model_input": "a bedrock-format line has no modelInput object",
         "wrong_column_type": (
             "a Parquet column's type cannot hold the value: the id column is not a string or integer column, "
             "a prompt column not a string or binary column (every row of the file), or a passthrough value "
@@ -137,6 +143,11 @@ class SourceSpec:
     def __post_init__(self) -> None:
         if self.format not in SUFFIXES:
             raise ConfigError(f"source format must be one of {sorted(SUFFIXES)}, got {self.format!r}")
+        if self.format == "bedrock" and (self.passthrough_columns or self.prompt_columns is not None):
+            raise ConfigError(
+                "a bedrock source holds finished records ({recordId, modelInput}): it has no prompt or "
+                "passthrough columns; remove prompt_columns and passthrough_columns"
+            )
         if isinstance(self.passthrough_columns, str):
             raise ConfigError("passthrough_columns must be a tuple of column names, got a single string")
         if self.format == "text" and self.passthrough_columns:
@@ -238,6 +249,19 @@ class SourceReader:
                 f"the source format {self.spec.format!r} or set suffixes="
             )
 
+    def records(self) -> Iterator[BatchRecord]:
+        """Every line of a ``bedrock`` source, in key order and then line order (blank lines skipped).
+
+        :raises ConfigError: when the source is not of the ``bedrock`` format.
+        """
+        if self.spec.format != "bedrock":
+            raise ConfigError(f"records() reads bedrock sources, not {self.spec.format!r}: use rows()")
+        for stored in self.objects():
+            with self._storage.open_read(stored.uri) as stream:
+                for line_number, line in enumerate(stream, 1):
+                    if not line.isspace():
+                        yield batch_record(line, f"{stored.name}:{line_number}")
+
     def rows(self) -> Iterator[SourceRow]:
         """Every row of every object, in key order and then file order.
 
@@ -253,6 +277,8 @@ class SourceReader:
 
         :raises SourceError: when an object cannot be read at all (e.g. not a Parquet file).
         """
+        if self.spec.format == "bedrock":
+            raise ConfigError("a bedrock source holds finished records: read it with records()")
         read = {
             "text": self._read_text,
             "jsonl": self._read_jsonl,
@@ -554,6 +580,53 @@ class SourceReader:
         yield SourceRow(key, {self.spec.text_column: text}, stored.name, passthrough)
 
 
+class BatchRecord(NamedTuple):
+    """One line of a ``bedrock`` source: a record built elsewhere.
+
+    :param record_id: its ``recordId`` (the source key as well); ``None`` when the line has none.
+    :param model_input: its ``modelInput`` object; ``None`` when the line has a problem.
+    :param position: ``file.jsonl:17`` (1-based line).
+    :param problem: a :data:`ROW_PROBLEMS` code when the line cannot be used, else ``None``.
+    :param detail: what exactly is wrong (never the line's content), when ``problem`` is set.
+    """
+
+    record_id: str | None
+    model_input: dict[str, Any] | None
+    position: str
+    problem: str | None = None
+    detail: str | None = None
+
+
+def batch_record(line: bytes, position: str) -> BatchRecord:
+    """Read one line of Bedrock's batch input format; a bad line carries a problem code.
+
+    :param line: the line.
+    :param position: where it is, for the quarantine.
+    """
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        row = _unparsable(line, position, f"invalid JSON: {exc}")
+        return BatchRecord(None, None, position, row.problem, row.detail)
+    if type(record) is not dict:
+        detail = f"line holds a JSON {type(record).__name__}, expected an object"
+        return BatchRecord(None, None, position, "invalid_json", detail)
+    record_id = record.get("recordId")
+    if record_id is None:
+        return BatchRecord(None, None, position, "missing_id", "no 'recordId' field")
+    if type(record_id) is not str or not RECORD_ID_PATTERN.fullmatch(record_id):
+        detail = "'recordId' must be 11 letters and digits (it is the join key of the output)"
+        # Kept as the row's key when short and printable, so the entry can be found; never its content.
+        printable = type(record_id) is str and len(record_id) <= 64 and record_id.isprintable()
+        key = record_id if printable else None
+        return BatchRecord(key, None, position, "invalid_record_id", detail)
+    model_input = record.get("modelInput")
+    if type(model_input) is not dict:
+        kind = "absent" if model_input is None else f"a {type(model_input).__name__}"
+        return BatchRecord(record_id, None, position, "missing_model_input", f"'modelInput' is {kind}")
+    return BatchRecord(record_id, model_input, position)
+
+
 def bind_prompt_columns(
     placeholders: Collection[str],
     source_format: str,
@@ -599,6 +672,8 @@ def bind_prompt_columns(
                 f"{'; '.join(problems)}"
             )
         return dict(prompt_columns)
+    if source_format == "bedrock":
+        raise ConfigError("a bedrock source holds finished records: it fills no template")
     if source_format in ONE_PER_FILE:
         if text_column is None:
             if len(names) != 1:

@@ -185,7 +185,7 @@ def stage_source(
     source: SourceSpec,
     run_prefix: str,
     *,
-    template: PromptTemplate,
+    template: PromptTemplate | None,
     model_id: str,
     quotas: QuotaConfig,
     params: InferenceParams,
@@ -195,7 +195,8 @@ def stage_source(
     max_records: int = 0,
 ) -> PreparedRun:
     """Stage a run's first round: source rows to batch records, planned into shards, uploaded under
-    ``run_prefix`` with the record index and the quarantine list.
+    ``run_prefix`` with the record index and the quarantine list. A ``bedrock`` source's records are taken as
+    they are (:func:`~bedrock_batch.prepare.prepare_records`): only split and uploaded, their ids kept.
 
     A source partition that holds only marker objects (``_SUCCESS``) is an empty day: zero records, no error.
     Files an earlier run of the date staged and this plan does not write again are removed.
@@ -204,7 +205,7 @@ def stage_source(
     :param source: what to read and how; its :attr:`~bedrock_batch.sources.SourceSpec.bindings` fill the
         template's placeholders.
     :param run_prefix: the run's prefix (see :func:`run_prefix_for`).
-    :param template: the prompt template.
+    :param template: the prompt template (``None`` for a ``bedrock`` source).
     :param model_id: model id, inference-profile id or ARN.
     :param quotas: the model's limits.
     :param params: inference parameters of every record.
@@ -216,37 +217,48 @@ def stage_source(
     :raises TemplateError: when the source's prompt columns do not fill exactly the template's placeholders.
     :raises SchemaError: when a reply property would take the name of another results column.
     """
-    from bedrock_batch.prepare import prepare
+    from bedrock_batch.prepare import prepare, prepare_records
     from bedrock_batch.replies import RESULT_COLUMNS, ReplyFormat
     from bedrock_batch.sources import SourceReader
     from bedrock_batch.split import plan_shards, write_shards
 
-    if set(source.bindings) != template.fields:
-        raise TemplateError(
-            f"the source fills placeholders {sorted(source.bindings)} but template {template.label} has "
-            f"{sorted(template.fields)}; see bedrock_batch.sources.spec_for_template"
-        )
+    finished = source.format == "bedrock"
+    if not finished:
+        if template is None:
+            raise TemplateError(f"a {source.format} source needs a prompt template (prompt_name)")
+        if set(source.bindings) != template.fields:
+            raise TemplateError(
+                f"the source fills placeholders {sorted(source.bindings)} but template {template.label} has "
+                f"{sorted(template.fields)}; see bedrock_batch.sources.spec_for_template"
+            )
     reply = reply or ReplyFormat()
     reply.check_columns([*RESULT_COLUMNS, *source.passthrough_columns])
     reader = SourceReader(source, storage, max_object_bytes=quotas.max_record_bytes)
     empty = is_empty_partition(storage, source.uri)
     with tempfile.TemporaryDirectory(prefix="bedrock-batch-prepare-") as work:
-        rows = iter(()) if empty else iter(reader)
-        if max_records > 0:
-            rows = itertools.islice(rows, max_records)
-        prepared = prepare(
-            rows,
-            work,
-            template=template,
-            model_id=model_id,
-            quotas=quotas,
-            params=params,
-            invocation_type=invocation_type,
-            family=family,
-            output=reply.output,
-            instructions=reply.instructions,
-            passthrough_types={} if empty else reader.passthrough_types(),
-        )
+        if finished:
+            records = iter(()) if empty else reader.records()
+            if max_records > 0:
+                records = itertools.islice(records, max_records)
+            prepared = prepare_records(records, work, quotas=quotas)
+        else:
+            assert template is not None
+            rows = iter(()) if empty else iter(reader)
+            if max_records > 0:
+                rows = itertools.islice(rows, max_records)
+            prepared = prepare(
+                rows,
+                work,
+                template=template,
+                model_id=model_id,
+                quotas=quotas,
+                params=params,
+                invocation_type=invocation_type,
+                family=family,
+                output=reply.output,
+                instructions=reply.instructions,
+                passthrough_types={} if empty else reader.passthrough_types(),
+            )
         plan = plan_shards(prepared.load_sizes(), quotas)
         remove_stale_files(storage, join_uri(run_prefix, "input"), plan)
         manifest = write_shards(prepared.spool_path, plan, join_uri(run_prefix, "input"), storage=storage)
@@ -262,7 +274,7 @@ def stage_source(
         "model_id": model_id,
         "invocation_type": invocation_type,
         "model_family": family,
-        "prompt_columns": source.bindings,
+        **({} if finished else {"prompt_columns": source.bindings}),  # type: ignore[typeddict-item]
         "passthrough_columns": list(source.passthrough_columns),
         "rows": prepared.rows,
         "records": prepared.records,

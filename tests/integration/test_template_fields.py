@@ -218,6 +218,13 @@ class TestRenderedValuesAreCoercedWhenTheTaskRuns:
         )
         assert operator.reply_schema == "pipelines/reviews/reply_schema.json"
 
+    def test_prepare_needs_a_prompt_unless_the_records_are_finished(self):
+        with pytest.raises(ConfigError, match="prompt_name is required for a 'text' source"):
+            render(build(BedrockBatchPrepareOperator, prompt_name=None)).resolve_arguments()
+        render(
+            build(BedrockBatchPrepareOperator, prompt_name=None, source_format="bedrock")
+        ).resolve_arguments()
+
     def test_prepare_refuses_an_unknown_structured_output(self):
         operator = render(build(BedrockBatchPrepareOperator, structured_output="{{ params.m }}"), m="json")
         with pytest.raises(ConfigError, match="structured_output must be one of"):

@@ -21,12 +21,12 @@ from bedrock_batch import record_ids
 from bedrock_batch.config import QuotaConfig
 from bedrock_batch.errors import ConfigError
 from bedrock_batch.models import InferenceParams, family_for
-from bedrock_batch.prepare import QUARANTINE_REASONS, PrepareResult, RecordEncoder, prepare
+from bedrock_batch.prepare import QUARANTINE_REASONS, PrepareResult, RecordEncoder, prepare, prepare_records
 from bedrock_batch.prompts import PromptTemplate, load_template
 from bedrock_batch.record_ids import RecordIdIndex
 from bedrock_batch.replies import ReplyFormat
 from bedrock_batch.schemas import prompt_instructions, service_schema
-from bedrock_batch.sources import ROW_PROBLEMS, SourceReader, SourceRow, SourceSpec
+from bedrock_batch.sources import ROW_PROBLEMS, BatchRecord, SourceReader, SourceRow, SourceSpec
 
 CLAUDE = "us.anthropic.claude-3-haiku-20240307-v1:0"
 SECRET = "SECRET-TRANSCRIPT-MARKER"
@@ -488,3 +488,52 @@ class TestReplySchema:
             instructions=reply.instructions,
         )
         assert result.quarantine_counts["context_window_exceeded"] == 1
+
+
+class TestPrepareRecords:
+    """A bedrock source: records built elsewhere, taken as they are."""
+
+    BODY = {"anthropic_version": "bedrock-2023-05-31", "messages": [{"role": "user", "content": SECRET}]}
+
+    def test_records_keep_their_ids_and_bodies(self, tmp_path):
+        records = [
+            BatchRecord("A0000000001", self.BODY, "in.jsonl:1"),
+            BatchRecord("A0000000002", {**self.BODY, "max_tokens": 9}, "in.jsonl:2"),
+        ]
+        result = prepare_records(records, tmp_path / "work", quotas=QuotaConfig())
+        assert spool_lines(result) == [
+            {"recordId": "A0000000001", "modelInput": self.BODY},
+            {"recordId": "A0000000002", "modelInput": {**self.BODY, "max_tokens": 9}},
+        ]
+        assert result.load_sizes().tolist() == [
+            len(line) for line in Path(result.spool_path).read_bytes().splitlines(keepends=True)
+        ]
+        assert pq.read_table(result.index_path).to_pydict() == {
+            "record_id": ["A0000000001", "A0000000002"],
+            "source_key": ["A0000000001", "A0000000002"],
+            "source_position": ["in.jsonl:1", "in.jsonl:2"],
+            "ordinal": [0, 1],
+        }
+
+    def test_every_bad_line_is_quarantined_with_its_reason_and_never_its_content(self, tmp_path):
+        records = [
+            BatchRecord("A0000000001", self.BODY, "in.jsonl:1"),
+            BatchRecord(None, None, "in.jsonl:2", "invalid_json", "invalid JSON: unexpected character"),
+            BatchRecord("short", None, "in.jsonl:3", "invalid_record_id", "'recordId' must be 11 letters"),
+            BatchRecord("A0000000004", None, "in.jsonl:4", "missing_model_input", "'modelInput' is absent"),
+            BatchRecord("A0000000001", self.BODY, "in.jsonl:5"),
+            BatchRecord("A0000000006", {"text": SECRET * 300}, "in.jsonl:6"),
+        ]
+        result = prepare_records(records, tmp_path / "work", quotas=QuotaConfig(max_record_bytes=4000))
+        assert (result.rows, result.records, result.quarantined) == (6, 1, 5)
+        assert [
+            (e["source_position"], e["source_key"], e["record_id"], e["reason"])
+            for e in quarantine_entries(result)
+        ] == [
+            ("in.jsonl:2", None, None, "invalid_json"),
+            ("in.jsonl:3", "short", None, "invalid_record_id"),
+            ("in.jsonl:4", "A0000000004", "A0000000004", "missing_model_input"),
+            ("in.jsonl:5", "A0000000001", "A0000000001", "duplicate_id"),
+            ("in.jsonl:6", "A0000000006", "A0000000006", "record_too_large"),
+        ]
+        assert SECRET.encode() not in Path(result.quarantine_path).read_bytes()

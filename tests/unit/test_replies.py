@@ -184,6 +184,13 @@ class TestRead:
         assert read.parse_error.startswith("$: reply is not JSON")
         assert "happy" not in read.parse_error
 
+    @pytest.mark.parametrize(
+        "text", ['{"sentiment": "neutral", "stars": 3}', '"sentiment": "neutral", "stars": 3}']
+    )
+    def test_records_built_elsewhere_are_read_with_or_without_a_prefill(self, text):
+        read = declare(family=None).read(self.family, anthropic(text))
+        assert (read.status, orjson.loads(read.text)) == (SUCCEEDED, {"sentiment": "neutral", "stars": 3})
+
     def test_free_text_is_kept_as_written(self):
         read = ReplyFormat().read(self.family, anthropic("A short summary."))
         assert (read.status, read.text, read.parse_error) == (SUCCEEDED, "A short summary.", None)

@@ -17,6 +17,7 @@ from bedrock_batch.sources import (
     SourceReader,
     SourceRow,
     SourceSpec,
+    batch_record,
     bind_prompt_columns,
     render_transcribe,
     spec_for_template,
@@ -547,6 +548,8 @@ def test_every_problem_a_reader_reports_is_documented():
         "file_too_large",
         "missing_column",
         "wrong_column_type",
+        "invalid_record_id",
+        "missing_model_input",
     }
 
 
@@ -710,3 +713,60 @@ class TestBindPromptColumns:
         assert (spec.id_column, spec.bindings) == ("rid", {"body": "body", "title": "title"})
         text = spec_for_template({"transcript"}, uri="/calls", source_format="text")
         assert (text.prompt_columns, text.bindings) == (None, {"transcript": "transcript"})
+
+
+class TestBedrockRecords:
+    """Lines already in Bedrock's batch format: read as they are, a bad line a problem record."""
+
+    BODY = {"anthropic_version": "bedrock-2023-05-31", "messages": [{"role": "user", "content": SECRET}]}
+
+    @pytest.mark.parametrize(
+        ("line", "record_id", "problem", "detail"),
+        [
+            (b"{not json", None, "invalid_json", "invalid JSON"),
+            (b"[1]", None, "invalid_json", "JSON list"),
+            (b'{"modelInput": {}}', None, "missing_id", "no 'recordId' field"),
+            (
+                b'{"recordId": "short", "modelInput": {}}',
+                "short",
+                "invalid_record_id",
+                "11 letters and digits",
+            ),
+            (b'{"recordId": 12345678901, "modelInput": {}}', None, "invalid_record_id", "11 letters"),
+            (b'{"recordId": "abcdefghijk"}', "abcdefghijk", "missing_model_input", "'modelInput' is absent"),
+            (
+                b'{"recordId": "abcdefghijk", "modelInput": "x"}',
+                "abcdefghijk",
+                "missing_model_input",
+                "a str",
+            ),
+        ],
+    )
+    def test_bad_lines(self, line, record_id, problem, detail):
+        record = batch_record(line, "in.jsonl:3")
+        assert (record.record_id, record.model_input, record.problem) == (record_id, None, problem)
+        assert detail in str(record.detail)
+
+    def test_records_in_key_and_line_order(self, tmp_path):
+        jsonl(tmp_path / "b.jsonl", [{"recordId": "B0000000001", "modelInput": self.BODY}])
+        jsonl(
+            tmp_path / "a.jsonl",
+            [{"recordId": "A0000000001", "modelInput": self.BODY, "extra": 1}, b"\n", b"{broken\n"],
+        )
+        records = list(SourceReader(SourceSpec(str(tmp_path), "bedrock")).records())
+        assert [(r.record_id, r.position, r.problem) for r in records] == [
+            ("A0000000001", "a.jsonl:1", None),
+            (None, "a.jsonl:3", "invalid_json"),
+            ("B0000000001", "b.jsonl:1", None),
+        ]
+        assert records[0].model_input == self.BODY
+        assert SECRET not in str(records[1].detail)
+
+    def test_a_bedrock_source_has_no_columns_and_no_rows(self, tmp_path):
+        with pytest.raises(ConfigError, match="no prompt or passthrough columns"):
+            SourceSpec("x", "bedrock", passthrough_columns=("a",))
+        jsonl(tmp_path / "a.jsonl", [{"recordId": "A0000000001", "modelInput": {}}])
+        with pytest.raises(ConfigError, match="records\\(\\)"):
+            list(SourceReader(SourceSpec(str(tmp_path), "bedrock")).rows())
+        with pytest.raises(ConfigError, match="fills no template"):
+            bind_prompt_columns({"a"}, "bedrock")

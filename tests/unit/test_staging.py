@@ -182,7 +182,7 @@ def stage(tmp_path: Path, source: Path, **options: object) -> dict:
             Storage(),
             spec,  # type: ignore[arg-type]
             str(tmp_path / "staging" / "dag" / "2026-11-21"),
-            template=load_template("call_center_summary", "v1"),
+            template=options.pop("template", load_template("call_center_summary", "v1")),  # type: ignore[arg-type]
             model_id=MODEL,
             quotas=options.pop("quotas", QUOTAS),  # type: ignore[arg-type]
             params=InferenceParams(max_tokens=256),
@@ -263,6 +263,32 @@ class TestStageSource:
         with pytest.raises(SchemaError, match=f'reply property "{name}"') as caught:
             stage(tmp_path, tmp_path, reply=reply, spec=source)
         assert caught.value.pointer == f"/properties/{name}"
+
+    def test_a_bedrock_source_is_split_and_uploaded_as_it_is(self, tmp_path):
+        source = tmp_path / "records"
+        source.mkdir()
+        body = {"anthropic_version": "bedrock-2023-05-31", "messages": [{"role": "user", "content": "hi"}]}
+        lines = [orjson.dumps({"recordId": f"R{n:010d}", "modelInput": body}) for n in range(45)]
+        lines.insert(3, b'{"recordId": "bad", "modelInput": {}}')
+        (source / "part-1.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+        reply = ReplyFormat.declare(CALL_CENTER_SCHEMA, model_id=MODEL, family=None)
+        run = stage(
+            tmp_path, source, spec=SourceSpec(uri=str(source), format="bedrock"), template=None, reply=reply
+        )
+        assert (run["rows"], run["records"], run["quarantine_counts"]) == (46, 45, {"invalid_record_id": 1})
+        assert "prompt_columns" not in run
+        assert run["output_format"] is None
+        assert run["reply_schema"]["name"] == "call_center_summarization"
+        staged = [
+            orjson.loads(line)
+            for path in sorted((tmp_path / "staging").rglob("part-*.jsonl"))
+            for line in path.read_bytes().splitlines()
+        ]
+        assert sorted(r["recordId"] for r in staged) == [f"R{n:010d}" for n in range(45)]
+        assert pq.read_table(run["index_uri"]).column("source_key").to_pylist()[:2] == [
+            "R0000000000",
+            "R0000000001",
+        ]
 
 
 class TestStageRetryRound:

@@ -15,6 +15,7 @@ from bedrock_batch.config import (
     as_optional_str,
     quota_config_for,
 )
+from bedrock_batch.errors import ConfigError
 from bedrock_batch.models import INVOCATION_TYPES, STRUCTURED_OUTPUT_CHOICES
 from bedrock_batch.operators._base import STORAGE_TEMPLATE_FIELDS, StagingOperator
 from bedrock_batch.stage_results import ON_DEMAND_XCOM_KEY, RUN_XCOM_KEY, ShardDescriptor
@@ -40,6 +41,13 @@ class BedrockBatchPrepareOperator(StagingOperator):
     A partition that exists but holds only marker objects (``_SUCCESS``) is an empty day: zero records,
     no error. A partition with files of another format is an error, never silently empty.
 
+    **Records already in Bedrock's format.** ``source_format="bedrock"`` reads JSONL lines
+    ``{"recordId", "modelInput"}`` built elsewhere and only splits and uploads them: each record keeps its id
+    (11 letters and digits, also its source key), the record index is written so that collect and publish
+    work as for any run, and a line without a usable ``recordId`` or ``modelInput``, a repeated id or an
+    oversized line is quarantined with its reason. No template is rendered (``prompt_name`` is not needed);
+    a ``reply_schema`` only validates the replies (their bodies carry whatever the records asked for).
+
     **Prompt columns.** Every placeholder of the template is filled from one source column: by default the
     column of the same name (JSONL, CSV, Parquet); ``prompt_columns`` maps placeholders to other columns. A
     ``text_column`` that is not a placeholder fills the template's only placeholder. For ``text`` and
@@ -57,10 +65,12 @@ class BedrockBatchPrepareOperator(StagingOperator):
     with a :class:`~bedrock_batch.errors.SchemaError` naming the file and the JSON pointer.
 
     :param source_uri: ``s3://bucket/prefix/``, an S3 object, a local directory or file. (templated)
-    :param source_format: ``text``, ``jsonl``, ``csv``, ``parquet`` or ``transcribe``. (templated)
+    :param source_format: ``text``, ``jsonl``, ``csv``, ``parquet``, ``transcribe`` or ``bedrock``.
+        (templated)
     :param staging_uri: S3 prefix (or local directory) for shards, outputs and run files. (templated)
     :param model_id: model id, inference-profile id or ARN. (templated)
-    :param prompt_name: prompt template name under ``include/prompts/``. (templated)
+    :param prompt_name: prompt template name under ``include/prompts/``; required unless the source is
+        ``bedrock``. (templated)
     :param prompt_version: prompt template version. (templated)
     :param id_column: source column with the row key (tabular formats). (templated)
     :param text_column: see **Prompt columns**; ``None``: the template's placeholders name the columns.
@@ -119,7 +129,7 @@ class BedrockBatchPrepareOperator(StagingOperator):
         source_format: str,
         staging_uri: str,
         model_id: str,
-        prompt_name: str,
+        prompt_name: str | None = None,
         prompt_version: str = "v1",
         id_column: str = "id",
         text_column: str | None = None,
@@ -164,6 +174,9 @@ class BedrockBatchPrepareOperator(StagingOperator):
         a :class:`~bedrock_batch.errors.ConfigError` names the argument and the value."""
         self.invocation_type = as_choice("invocation_type", self.invocation_type, INVOCATION_TYPES)
         self.model_family = as_optional_str(self.model_family)
+        self.prompt_name = as_optional_str(self.prompt_name)
+        if self.prompt_name is None and self.source_format != "bedrock":
+            raise ConfigError(f"prompt_name is required for a {self.source_format!r} source")
         self.text_column = as_optional_str(self.text_column)
         self.reply_schema_name = as_optional_str(self.reply_schema_name)
         self.structured_output = as_choice(
@@ -176,30 +189,43 @@ class BedrockBatchPrepareOperator(StagingOperator):
 
     def execute(self, context: Context) -> list[ShardDescriptor]:
         from bedrock_batch.models import InferenceParams, family_for
-        from bedrock_batch.prompts import load_template
+        from bedrock_batch.prompts import PromptTemplate, load_template
         from bedrock_batch.replies import ReplyFormat
-        from bedrock_batch.sources import spec_for_template
+        from bedrock_batch.sources import SourceSpec, spec_for_template
 
         self.resolve_arguments()
-        template = load_template(self.prompt_name, self.prompt_version, root=self.prompts_root)
-        source = spec_for_template(
-            template.fields,
-            uri=self.source_uri,
-            source_format=self.source_format,
-            id_column=self.id_column,
-            text_column=self.text_column,
-            prompt_columns=self.prompt_columns or None,
-            passthrough_columns=tuple(self.passthrough_columns or ()),
-        )
         family = family_for(self.model_id, invocation_type=self.invocation_type, override=self.model_family)
+        template: PromptTemplate | None = None
+        if self.source_format == "bedrock":  # finished records: no template
+            if self.prompt_name is not None:
+                self.log.info("A bedrock source's records are sent as they are: prompt_name is not used")
+            source = SourceSpec(
+                uri=self.source_uri,
+                format="bedrock",
+                prompt_columns=self.prompt_columns or None,
+                passthrough_columns=tuple(self.passthrough_columns or ()),
+            )
+        else:
+            assert self.prompt_name is not None  # resolve_arguments
+            template = load_template(self.prompt_name, self.prompt_version, root=self.prompts_root)
+            source = spec_for_template(
+                template.fields,
+                uri=self.source_uri,
+                source_format=self.source_format,
+                id_column=self.id_column,
+                text_column=self.text_column,
+                prompt_columns=self.prompt_columns or None,
+                passthrough_columns=tuple(self.passthrough_columns or ()),
+            )
         reply = ReplyFormat.declare(
             self.reply_schema,
             model_id=self.model_id,
-            family=family,
+            # Records built elsewhere carry whatever they asked for: the schema only validates the replies.
+            family=None if source.format == "bedrock" else family,
             invocation_type=self.invocation_type,
             structured_output=self.structured_output,
             name=self.reply_schema_name,
-            default_name=self.prompt_name,
+            default_name=self.prompt_name or "reply",
         )
         run = stage_source(
             self.storage(),
