@@ -218,6 +218,22 @@ class TestRenderedValuesAreCoercedWhenTheTaskRuns:
         )
         assert operator.reply_schema == "pipelines/reviews/reply_schema.json"
 
+    @pytest.mark.parametrize("cls", [BedrockBatchPrepareOperator, BedrockBatchPublishOperator])
+    def test_the_partition_is_the_runs_ds_unless_given(self, cls):
+        operator = render(build(cls))  # render() gives ds 2026-11-21
+        operator.resolve_arguments()
+        assert operator.partition == "2026-11-21"
+        operator = render(build(cls, partition="{{ params.day }}"), day="2026-02-03")
+        operator.resolve_arguments()
+        assert operator.partition == "2026-02-03"
+
+    @pytest.mark.parametrize("day", ["", "None", "2026-02-30", "20260203", "2026-02-03T00:00:00"])
+    @pytest.mark.parametrize("cls", [BedrockBatchPrepareOperator, BedrockBatchPublishOperator])
+    def test_a_partition_that_is_not_a_date_is_refused_when_the_task_runs(self, cls, day):
+        operator = render(build(cls, partition="{{ params.day }}"), day=day)
+        with pytest.raises(ConfigError, match="partition must be a date YYYY-MM-DD"):
+            operator.resolve_arguments()
+
     def test_prepare_needs_a_prompt_unless_the_records_are_finished(self):
         with pytest.raises(ConfigError, match="prompt_name is required for a 'text' source"):
             render(build(BedrockBatchPrepareOperator, prompt_name=None)).resolve_arguments()

@@ -10,6 +10,7 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from bedrock_batch.config import (
     QuotasArgument,
     as_choice,
+    as_date,
     as_int,
     as_optional_float,
     as_optional_str,
@@ -84,6 +85,10 @@ class BedrockBatchPrepareOperator(StagingOperator):
     :param reply_schema_name: the schema's name (structured-output name, tool name); default the schema
         file's folder name, or the prompt name for a mapping. (templated)
     :param structured_output: ``auto``, ``native``, ``tool`` or ``prompt``. (templated)
+    :param partition: the run's date partition, ``YYYY-MM-DD``: its files are staged under
+        ``<staging_uri>/<dag_id>/<partition>/``. The default ``{{ ds }}`` needs a logical date, which runs
+        triggered without one (API with ``logical_date: null``, asset-triggered) do not have: pass a
+        template that gives the date another way. Checked when the task runs. (templated)
     :param invocation_type: ``InvokeModel`` or ``Converse``. (templated)
     :param model_family: override of the model family inferred from ``model_id``. (templated)
     :param max_tokens: the model's ``max_tokens`` per record. (templated)
@@ -111,6 +116,7 @@ class BedrockBatchPrepareOperator(StagingOperator):
         "reply_schema",
         "reply_schema_name",
         "structured_output",
+        "partition",
         "invocation_type",
         "model_family",
         "max_tokens",
@@ -138,6 +144,7 @@ class BedrockBatchPrepareOperator(StagingOperator):
         reply_schema: Mapping[str, Any] | str | None = None,
         reply_schema_name: str | None = None,
         structured_output: str = "auto",
+        partition: str = "{{ ds }}",
         invocation_type: str = "InvokeModel",
         model_family: str | None = None,
         max_tokens: int = 1024,
@@ -161,6 +168,7 @@ class BedrockBatchPrepareOperator(StagingOperator):
         self.reply_schema = reply_schema
         self.reply_schema_name = reply_schema_name
         self.structured_output = structured_output
+        self.partition = partition
         self.invocation_type = invocation_type
         self.model_family = model_family
         self.max_tokens = max_tokens
@@ -178,6 +186,7 @@ class BedrockBatchPrepareOperator(StagingOperator):
         if self.prompt_name is None and self.source_format != "bedrock":
             raise ConfigError(f"prompt_name is required for a {self.source_format!r} source")
         self.text_column = as_optional_str(self.text_column)
+        self.partition = as_date("partition", self.partition)
         self.reply_schema_name = as_optional_str(self.reply_schema_name)
         self.structured_output = as_choice(
             "structured_output", str(self.structured_output).strip(), STRUCTURED_OUTPUT_CHOICES
@@ -230,7 +239,7 @@ class BedrockBatchPrepareOperator(StagingOperator):
         run = stage_source(
             self.storage(),
             source,
-            run_prefix_for(self.staging_uri, self.dag_id, context["ds"]),
+            run_prefix_for(self.staging_uri, self.dag_id, self.partition),
             template=template,
             model_id=self.model_id,
             quotas=quota_config_for(self.quotas, self.model_id),

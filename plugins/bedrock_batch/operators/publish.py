@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
-from bedrock_batch.config import as_column_name, as_optional_str
+from bedrock_batch.config import as_column_name, as_date, as_optional_str
 from bedrock_batch.errors import OutputAccountingError
 from bedrock_batch.operators._base import STORAGE_TEMPLATE_FIELDS, CollectingOperator, as_mapping
 from bedrock_batch.stage_results import CatalogRegistration, PublishResult
@@ -29,16 +29,18 @@ class BedrockBatchPublishOperator(CollectingOperator):
     format (the very schema prepare sent, from the ``run`` XCom): a conforming reply becomes the typed
     columns of the reply schema, one that does not is ``invalid_output`` with ``parse_error``
     (``"<path>: <reason>"`` of its first violation) and the reply in ``raw_text``; without a reply schema
-    the reply is the ``text`` column. Adds the quarantined rows and replaces the ``ds`` partition of
-    ``<results_uri>/<table_name>/`` in one atomic write. The table's columns
+    the reply is the ``text`` column. Adds the quarantined rows and replaces the ``ds=<partition>`` partition
+    of ``<results_uri>/<table_name>/`` in one atomic write. The table's columns
     (:func:`~bedrock_batch.results.result_schema`): ``<key_column>``, ``record_id``, ``ds``, ``model_id``, the
     reply columns, ``parse_error``, ``raw_text``, ``input_tokens``, ``output_tokens``, ``stop_reason``,
     ``status`` (``succeeded``, ``invalid_output``, ``failed``, ``quarantined``), ``error_code``,
     ``error_message``, ``retryable``, ``job_arn``, ``dag_run_id``, ``processed_at``, ``source_position``,
-    then the passthrough columns. The run report
-    (:func:`~bedrock_batch.report.run_report`) goes to ``<results_uri>/reports/ds=<ds>/run_report.json`` and
-    ``run_report.md`` and is printed to the log. Returns a
-    :class:`~bedrock_batch.stage_results.PublishResult`.
+    then the passthrough columns. The run report (:func:`~bedrock_batch.report.run_report`: the counts of
+    each status, ``repaired``, tokens, cost, jobs, and each job whose ``manifest.json.out`` does not match
+    its output) goes to ``<results_uri>/reports/ds=<partition>/run_report.json`` and ``run_report.md`` and is
+    printed to the log. Returns a :class:`~bedrock_batch.stage_results.PublishResult`; a run whose outcomes
+    do not add up to its input rows fails with :class:`~bedrock_batch.errors.OutputAccountingError` after
+    publishing.
 
     :param prepared: the prepare stage's ``run`` XCom. (templated)
     :param jobs: the first round's submit results. (templated)
@@ -52,6 +54,10 @@ class BedrockBatchPublishOperator(CollectingOperator):
     :param table_name: name of the results table under ``results_uri``. (templated)
     :param key_column: name of the table's first column, the source row's key (the id column's value, or the
         file name). (templated)
+    :param partition: the run's date partition, ``YYYY-MM-DD``: the ``ds=`` partition written and the report's
+        date. The default ``{{ ds }}`` needs a logical date, which runs triggered without one do not have:
+        pass a template that gives the date another way (the same as prepare's). Checked when the task
+        runs. (templated)
     :param glue_database: an existing Glue database to register the table and the partition in, for Athena
         (see :func:`bedrock_batch.catalog.register_partition`); ``None`` or empty: no registration. Only
         results in S3 are registered. The XCom's ``catalog`` names what was registered. (templated)
@@ -72,6 +78,7 @@ class BedrockBatchPublishOperator(CollectingOperator):
         "results_uri",
         "table_name",
         "key_column",
+        "partition",
         "glue_database",
         "glue_table",
         *STORAGE_TEMPLATE_FIELDS,
@@ -88,6 +95,7 @@ class BedrockBatchPublishOperator(CollectingOperator):
         repair: Mapping[str, Any] | str | None = None,
         table_name: str = "call_summaries",
         key_column: str = "source_key",
+        partition: str = "{{ ds }}",
         glue_database: str | None = None,
         glue_table: str = "call_summaries",
         **kwargs: Any,
@@ -100,21 +108,23 @@ class BedrockBatchPublishOperator(CollectingOperator):
         self.repair = repair
         self.table_name = table_name
         self.key_column = key_column
+        self.partition = partition
         self.glue_database = glue_database
         self.glue_table = glue_table
 
     def resolve_arguments(self) -> None:
         """Coerce the rendered ``glue_database`` (a null param renders ``"None"``, meaning no database) and
-        check ``key_column``."""
+        check ``key_column`` and ``partition``."""
         self.glue_database = as_optional_str(self.glue_database)
         self.key_column = as_column_name("key_column", self.key_column)
+        self.partition = as_date("partition", self.partition)
 
     def execute(self, context: Context) -> PublishResult:
         from bedrock_batch.report import run_report, write_report
         from bedrock_batch.results import assemble_results, load_quarantine, write_partition
 
         self.resolve_arguments()
-        run, ds, storage = self.run(), str(context["ds"]), self.storage()
+        run, ds, storage = self.run(), self.partition, self.storage()
         first, retry = job_results(self.jobs), job_results(self.retry_jobs)
         outputs = run_outputs(
             first,
