@@ -496,7 +496,8 @@ def prepare_records(
     A line without a usable ``recordId`` or ``modelInput`` (see
     :func:`~bedrock_batch.sources.batch_record`), a record id seen before (``duplicate_id``) or a line above
     ``max_record_bytes`` is quarantined. The spool holds each record as ``{"recordId", "modelInput"}``,
-    other keys of the line dropped.
+    other keys of the line dropped. Besides the line sizes, the set of record ids seen is held in memory
+    (about 80 bytes a record).
 
     :param records: the source's records in source order
         (:meth:`~bedrock_batch.sources.SourceReader.records`).
