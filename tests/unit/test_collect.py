@@ -27,6 +27,7 @@ from bedrock_batch.collect import (
 from bedrock_batch.errors import OutputFormatError
 from bedrock_batch.models import FAMILIES, InferenceParams
 from bedrock_batch.replies import ReplyFormat
+from tests.unit.review_schema import REVIEW
 
 ANTHROPIC = FAMILIES["anthropic"]
 NOVA = FAMILIES["nova"]
@@ -182,15 +183,6 @@ class TestParseOutputLine:
         assert record.status == "succeeded"
 
 
-REVIEW = {
-    "type": "object",
-    "properties": {
-        "sentiment": {"type": "string", "enum": ["positive", "neutral", "negative"]},
-        "stars": {"type": "integer", "minimum": 1, "maximum": 5},
-    },
-    "required": ["sentiment", "stars"],
-    "additionalProperties": False,
-}
 CLAUDE_3 = "anthropic.claude-3-haiku-20240307-v1:0"
 # Prompt mode with the assistant prefill "{": replies continue it.
 PROMPTED = ReplyFormat.declare(REVIEW, model_id=CLAUDE_3, family=ANTHROPIC, default_name="review")

@@ -27,6 +27,7 @@ from bedrock_batch.record_ids import RecordIdIndex
 from bedrock_batch.replies import ReplyFormat
 from bedrock_batch.schemas import prompt_instructions, service_schema
 from bedrock_batch.sources import ROW_PROBLEMS, BatchRecord, SourceReader, SourceRow, SourceSpec
+from tests.unit.review_schema import REVIEW
 
 CLAUDE = "us.anthropic.claude-3-haiku-20240307-v1:0"
 SECRET = "SECRET-TRANSCRIPT-MARKER"
@@ -411,23 +412,12 @@ def test_memory_does_not_grow_with_input_beyond_compact_arrays(tmp_path, templat
     assert peaks[25_000] - peaks[5_000] < 20_000 * 100
 
 
-REVIEW_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "sentiment": {"type": "string", "enum": ["positive", "neutral", "negative"]},
-        "stars": {"type": "integer", "minimum": 1, "maximum": 5},
-    },
-    "required": ["sentiment", "stars"],
-    "additionalProperties": False,
-}
-
-
 class TestReplySchema:
     """The reply schema reaches each model the way its mode says; prepare counts it in the context window."""
 
     def reply(self, model_id: str, **options: Any) -> ReplyFormat:
         return ReplyFormat.declare(
-            REVIEW_SCHEMA, model_id=model_id, family=family_for(model_id), default_name="review", **options
+            REVIEW, model_id=model_id, family=family_for(model_id), default_name="review", **options
         )
 
     def test_prompt_mode_appends_the_schema_to_the_system_prompt_and_prefills(self, tmp_path, template):
@@ -437,7 +427,7 @@ class TestReplySchema:
         result = run(tmp_path, rows(2), template, output=reply.output, instructions=reply.instructions)
         body = spool_lines(result)[0]["modelInput"]
         system, _ = template.render({"transcript": "x"})
-        assert body["system"] == f"{system}\n\n{prompt_instructions(REVIEW_SCHEMA)}"
+        assert body["system"] == f"{system}\n\n{prompt_instructions(REVIEW)}"
         assert '"maximum":5' in body["system"]  # the prompt carries the whole schema, constraints included
         assert body["messages"][-1] == {"role": "assistant", "content": [{"type": "text", "text": "{"}]}
         encoder = RecordEncoder(
@@ -451,7 +441,7 @@ class TestReplySchema:
         result = run(tmp_path, rows(1), template, model_id=model, output=reply.output)
         body = spool_lines(result)[0]["modelInput"]
         sent = body["output_config"]["format"]["schema"]
-        assert sent == service_schema(REVIEW_SCHEMA)
+        assert sent == service_schema(REVIEW)
         assert "minimum" not in sent["properties"]["stars"]
         assert body["messages"][-1]["role"] == "user"  # no prefill
         system, _ = template.render({"transcript": "x"})
@@ -463,7 +453,7 @@ class TestReplySchema:
         result = run(tmp_path, rows(1), template, model_id=model, output=reply.output)
         config = spool_lines(result)[0]["modelInput"]["toolConfig"]
         assert config["toolChoice"] == {"tool": {"name": "review"}}
-        assert config["tools"][0]["toolSpec"]["inputSchema"] == {"json": service_schema(REVIEW_SCHEMA)}
+        assert config["tools"][0]["toolSpec"]["inputSchema"] == {"json": service_schema(REVIEW)}
 
     def test_the_schema_counts_in_the_context_window(self, tmp_path, template):
         # Titan Text Lite: 4,096 tokens, 1,024 of them for the answer; a prompt of ~2,900 tokens fits alone..
@@ -471,7 +461,7 @@ class TestReplySchema:
         model = "amazon.titan-text-lite-v1"
         assert run(tmp_path / "plain", [long], template, model_id=model).records == 1
         big = {
-            **REVIEW_SCHEMA,
+            **REVIEW,
             "properties": {
                 f"aspect_{n}": {"type": "string", "description": "what the review says about it " * 3}
                 for n in range(20)

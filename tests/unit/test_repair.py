@@ -17,20 +17,12 @@ from bedrock_batch.replies import ReplyFormat
 from bedrock_batch.results import read_output_batches
 from bedrock_batch.staging import REPAIR_LABEL, run_outputs
 from bedrock_batch.storage import Storage
+from tests.unit.review_schema import REVIEW
 from tests.unit.test_collect import index_table
 
 ANTHROPIC = FAMILIES["anthropic"]
 CLAUDE_3 = "anthropic.claude-3-haiku-20240307-v1:0"
 SECRET = "SECRET-REVIEW-TEXT"
-REVIEW = {
-    "type": "object",
-    "properties": {
-        "sentiment": {"type": "string", "enum": ["positive", "neutral", "negative"]},
-        "stars": {"type": "integer", "minimum": 1, "maximum": 5},
-    },
-    "required": ["sentiment", "stars"],
-    "additionalProperties": False,
-}
 REPLY = ReplyFormat.declare(REVIEW, model_id=CLAUDE_3, family=ANTHROPIC, default_name="review")
 
 

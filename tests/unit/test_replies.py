@@ -21,20 +21,12 @@ from bedrock_batch.replies import (
     load_reply_schema,
 )
 from tests.conftest import REPO
+from tests.unit.review_schema import REVIEW
 
 CLAUDE_3 = "anthropic.claude-3-haiku-20240307-v1:0"
 CLAUDE_45 = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 NOVA = "amazon.nova-lite-v1:0"
 CALL_CENTER = REPO / "include" / "pipelines" / "call_center_summarization" / "reply_schema.json"
-REVIEW = {
-    "type": "object",
-    "properties": {
-        "sentiment": {"type": "string", "enum": ["positive", "neutral", "negative"]},
-        "stars": {"type": "integer", "minimum": 1, "maximum": 5},
-    },
-    "required": ["sentiment", "stars"],
-    "additionalProperties": False,
-}
 
 
 def declare(schema: Any = REVIEW, model_id: str = CLAUDE_3, **options: Any) -> ReplyFormat:

@@ -7,13 +7,15 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 
-from bedrock_batch.config import QuotasArgument
+from bedrock_batch.config import QuotasArgument, as_choice, as_float, as_int
 from bedrock_batch.hooks import BedrockBatchHook
+from bedrock_batch.models import INVOCATION_TYPES
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
     from bedrock_batch.models import ModelFamily
+    from bedrock_batch.on_demand import Invoke
     from bedrock_batch.replies import ReplyFormat
     from bedrock_batch.results import JobOutput, ManifestCheck
     from bedrock_batch.stage_results import PreparedRun
@@ -21,6 +23,10 @@ if TYPE_CHECKING:
 
 # Templated by every operator that reads or writes S3 through Storage.
 STORAGE_TEMPLATE_FIELDS = ("kms_key_id", "expected_bucket_owner", "bucket_owners")
+# Templated by every operator that invokes the model on demand.
+RUNTIME_TEMPLATE_FIELDS = ("model_id", "invocation_type", "requests_per_second", "max_attempts")
+# Templated by every operator that reads the outputs of both rounds.
+ROUNDS_TEMPLATE_FIELDS = ("prepared", "jobs", "on_demand", "retry_jobs", "retry_on_demand")
 
 
 class StagingOperator(AwsBaseOperator[BedrockBatchHook]):
@@ -116,6 +122,76 @@ class CollectingOperator(StagingOperator):
         counts: dict[str, OutputCounts] = {}
         table = join_outputs(storage, str(run["index_uri"]), outputs, self.family(), self.reply(), counts)
         return table, reconcile_manifests(storage, outputs, counts)
+
+
+class InvokingOperator(StagingOperator):
+    """An operator that invokes the model record by record through the runtime (on-demand fallback, repair).
+
+    :param model_id: model id or inference-profile id. (templated)
+    :param invocation_type: ``InvokeModel`` or ``Converse``. (templated)
+    :param requests_per_second: client-side rate limit; 0: none. (templated)
+    :param max_attempts: attempts per record for throttling and transient errors. (templated)
+    """
+
+    def __init__(
+        self,
+        *,
+        model_id: str,
+        invocation_type: str = "InvokeModel",
+        requests_per_second: float = 5.0,
+        max_attempts: int = 5,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.model_id = model_id
+        self.invocation_type = invocation_type
+        self.requests_per_second = requests_per_second
+        self.max_attempts = max_attempts
+
+    def resolve_arguments(self) -> None:
+        """Coerce and check the scalar arguments once templates are rendered (they may arrive as strings);
+        a :class:`~bedrock_batch.errors.ConfigError` names the argument and the value."""
+        self.invocation_type = as_choice("invocation_type", self.invocation_type, INVOCATION_TYPES)
+        self.requests_per_second = as_float("requests_per_second", self.requests_per_second, minimum=0)
+        self.max_attempts = as_int("max_attempts", self.max_attempts, minimum=1)
+
+    def invoker(self) -> Invoke:
+        """The runtime call for this task's model and invocation type (bodies kept out of the SDK's logs)."""
+        from bedrock_batch.on_demand import runtime_invoker
+
+        return runtime_invoker(self.hook.runtime_client, self.model_id, self.invocation_type)
+
+
+class RoundsOperator(CollectingOperator):
+    """An operator that reads the outputs of every round of a run (repair, publish).
+
+    :param retry_jobs: the retry round's submit results (all map indexes).
+    :param retry_on_demand: the retry round's on-demand result.
+    """
+
+    def __init__(
+        self,
+        *,
+        retry_jobs: Sequence[Mapping[str, Any]] | str | None = None,
+        retry_on_demand: Mapping[str, Any] | str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.retry_jobs = retry_jobs
+        self.retry_on_demand = retry_on_demand
+
+    def outputs(self, repair: Any = None) -> list[JobOutput]:
+        """Every output of the run, in the order its rounds ran (see
+        :func:`bedrock_batch.staging.run_outputs`), the repair round's last when given."""
+        from bedrock_batch.staging import job_results, run_outputs
+
+        return run_outputs(
+            job_results(self.jobs),
+            as_mapping(self.on_demand),
+            job_results(self.retry_jobs),
+            as_mapping(self.retry_on_demand),
+            as_mapping(repair),
+        )
 
 
 def as_mapping(value: Any) -> Mapping[str, Any] | None:

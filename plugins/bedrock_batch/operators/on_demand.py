@@ -7,16 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
-from bedrock_batch.config import as_choice, as_float, as_int
-from bedrock_batch.models import INVOCATION_TYPES
-from bedrock_batch.operators._base import STORAGE_TEMPLATE_FIELDS, StagingOperator
+from bedrock_batch.operators._base import RUNTIME_TEMPLATE_FIELDS, STORAGE_TEMPLATE_FIELDS, InvokingOperator
 from bedrock_batch.stage_results import OnDemandResult
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class BedrockOnDemandOperator(StagingOperator):
+class BedrockOnDemandOperator(InvokingOperator):
     """Invoke the model record by record for input files too small for a batch job.
 
     Writes ``<output_uri>/<file>.out`` in the batch output line format, so collection treats these records
@@ -35,13 +33,7 @@ class BedrockOnDemandOperator(StagingOperator):
     """
 
     template_fields: Sequence[str] = aws_template_fields(
-        "input_uris",
-        "output_uri",
-        "model_id",
-        "invocation_type",
-        "requests_per_second",
-        "max_attempts",
-        *STORAGE_TEMPLATE_FIELDS,
+        "input_uris", "output_uri", *RUNTIME_TEMPLATE_FIELDS, *STORAGE_TEMPLATE_FIELDS
     )
     ui_color = "#ffe0b2"
 
@@ -50,29 +42,14 @@ class BedrockOnDemandOperator(StagingOperator):
         *,
         input_uris: Sequence[str] | str,
         output_uri: str,
-        model_id: str,
-        invocation_type: str = "InvokeModel",
-        requests_per_second: float = 5.0,
-        max_attempts: int = 5,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.input_uris = input_uris
         self.output_uri = output_uri
-        self.model_id = model_id
-        self.invocation_type = invocation_type
-        self.requests_per_second = requests_per_second
-        self.max_attempts = max_attempts
-
-    def resolve_arguments(self) -> None:
-        """Coerce and check the scalar arguments once templates are rendered (they may arrive as strings);
-        a :class:`~bedrock_batch.errors.ConfigError` names the argument and the value."""
-        self.invocation_type = as_choice("invocation_type", self.invocation_type, INVOCATION_TYPES)
-        self.requests_per_second = as_float("requests_per_second", self.requests_per_second, minimum=0)
-        self.max_attempts = as_int("max_attempts", self.max_attempts, minimum=1)
 
     def execute(self, context: Context) -> OnDemandResult:
-        from bedrock_batch.on_demand import invoke_files, runtime_invoker
+        from bedrock_batch.on_demand import invoke_files
 
         self.resolve_arguments()
         uris = [self.input_uris] if isinstance(self.input_uris, str) else list(self.input_uris or ())
@@ -80,7 +57,7 @@ class BedrockOnDemandOperator(StagingOperator):
             self.storage(),
             uris,
             self.output_uri,
-            runtime_invoker(self.hook.runtime_client, self.model_id, self.invocation_type),
+            self.invoker(),
             requests_per_second=self.requests_per_second,
             max_attempts=self.max_attempts,
         )

@@ -10,9 +10,14 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
 from bedrock_batch.config import as_column_name, as_date, as_optional_str
 from bedrock_batch.errors import OutputAccountingError
-from bedrock_batch.operators._base import STORAGE_TEMPLATE_FIELDS, CollectingOperator, as_mapping
+from bedrock_batch.operators._base import (
+    ROUNDS_TEMPLATE_FIELDS,
+    STORAGE_TEMPLATE_FIELDS,
+    RoundsOperator,
+    as_mapping,
+)
 from bedrock_batch.stage_results import CatalogRegistration, PublishResult
-from bedrock_batch.staging import job_results, run_outputs
+from bedrock_batch.staging import job_results
 from bedrock_batch.storage import is_s3_uri, join_uri
 
 if TYPE_CHECKING:
@@ -20,7 +25,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class BedrockBatchPublishOperator(CollectingOperator):
+class BedrockBatchPublishOperator(RoundsOperator):
     """Publish a run: the results table partition, the run report, and the report through XCom.
 
     Joins the outputs of every round in order (first-round jobs, first-round on-demand, retry jobs, retry
@@ -68,11 +73,7 @@ class BedrockBatchPublishOperator(CollectingOperator):
     """
 
     template_fields: Sequence[str] = aws_template_fields(
-        "prepared",
-        "jobs",
-        "on_demand",
-        "retry_jobs",
-        "retry_on_demand",
+        *ROUNDS_TEMPLATE_FIELDS,
         "collected",
         "repair",
         "results_uri",
@@ -89,8 +90,6 @@ class BedrockBatchPublishOperator(CollectingOperator):
         self,
         *,
         results_uri: str,
-        retry_jobs: Sequence[Mapping[str, Any]] | str | None = None,
-        retry_on_demand: Mapping[str, Any] | str | None = None,
         collected: Mapping[str, Any] | str | None = None,
         repair: Mapping[str, Any] | str | None = None,
         table_name: str = "call_summaries",
@@ -102,8 +101,6 @@ class BedrockBatchPublishOperator(CollectingOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.results_uri = results_uri
-        self.retry_jobs = retry_jobs
-        self.retry_on_demand = retry_on_demand
         self.collected = collected
         self.repair = repair
         self.table_name = table_name
@@ -126,14 +123,7 @@ class BedrockBatchPublishOperator(CollectingOperator):
         self.resolve_arguments()
         run, ds, storage = self.run(), self.partition, self.storage()
         first, retry = job_results(self.jobs), job_results(self.retry_jobs)
-        outputs = run_outputs(
-            first,
-            as_mapping(self.on_demand),
-            retry,
-            as_mapping(self.retry_on_demand),
-            as_mapping(self.repair),
-        )
-        joined, manifests = self.join(outputs)
+        joined, manifests = self.join(self.outputs(self.repair))
         table = assemble_results(
             joined,
             load_quarantine(storage, run["quarantine_uri"]),

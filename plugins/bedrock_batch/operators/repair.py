@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
-from bedrock_batch.config import as_choice, as_float, as_int
-from bedrock_batch.models import INVOCATION_TYPES
-from bedrock_batch.operators._base import STORAGE_TEMPLATE_FIELDS, CollectingOperator, as_mapping
+from bedrock_batch.operators._base import (
+    ROUNDS_TEMPLATE_FIELDS,
+    RUNTIME_TEMPLATE_FIELDS,
+    STORAGE_TEMPLATE_FIELDS,
+    InvokingOperator,
+    RoundsOperator,
+)
 from bedrock_batch.stage_results import RepairResult
-from bedrock_batch.staging import job_results, run_outputs
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class BedrockBatchRepairOperator(CollectingOperator):
+class BedrockBatchRepairOperator(RoundsOperator, InvokingOperator):
     """Re-ask every ``invalid_output`` record once, after the retry round.
 
     Joins the outputs of both rounds (as publish does) and, for each record whose reply does not conform to
@@ -50,67 +53,26 @@ class BedrockBatchRepairOperator(CollectingOperator):
     """
 
     template_fields: Sequence[str] = aws_template_fields(
-        "prepared",
-        "jobs",
-        "on_demand",
-        "retry_jobs",
-        "retry_on_demand",
-        "output_uri",
-        "model_id",
-        "invocation_type",
-        "requests_per_second",
-        "max_attempts",
-        *STORAGE_TEMPLATE_FIELDS,
+        *ROUNDS_TEMPLATE_FIELDS, "output_uri", *RUNTIME_TEMPLATE_FIELDS, *STORAGE_TEMPLATE_FIELDS
     )
     ui_color = "#ffccbc"
 
-    def __init__(
-        self,
-        *,
-        output_uri: str,
-        model_id: str,
-        retry_jobs: Sequence[Mapping[str, Any]] | str | None = None,
-        retry_on_demand: Mapping[str, Any] | str | None = None,
-        invocation_type: str = "InvokeModel",
-        requests_per_second: float = 5.0,
-        max_attempts: int = 5,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *, output_uri: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.output_uri = output_uri
-        self.model_id = model_id
-        self.retry_jobs = retry_jobs
-        self.retry_on_demand = retry_on_demand
-        self.invocation_type = invocation_type
-        self.requests_per_second = requests_per_second
-        self.max_attempts = max_attempts
-
-    def resolve_arguments(self) -> None:
-        """Coerce and check the scalar arguments once templates are rendered (they may arrive as strings);
-        a :class:`~bedrock_batch.errors.ConfigError` names the argument and the value."""
-        self.invocation_type = as_choice("invocation_type", self.invocation_type, INVOCATION_TYPES)
-        self.requests_per_second = as_float("requests_per_second", self.requests_per_second, minimum=0)
-        self.max_attempts = as_int("max_attempts", self.max_attempts, minimum=1)
 
     def execute(self, context: Context) -> RepairResult:
-        from bedrock_batch.on_demand import runtime_invoker
         from bedrock_batch.repair import repair_invalid
 
         self.resolve_arguments()
         run = self.run()
-        outputs = run_outputs(
-            job_results(self.jobs),
-            as_mapping(self.on_demand),
-            job_results(self.retry_jobs),
-            as_mapping(self.retry_on_demand),
-        )
-        joined, _ = self.join(outputs)
+        joined, _ = self.join(self.outputs())
         outcome = repair_invalid(
             self.storage(),
             str(run["run_prefix"]),
             joined,
             self.output_uri,
-            runtime_invoker(self.hook.runtime_client, self.model_id, self.invocation_type),
+            self.invoker(),
             family=self.family(),
             reply=self.reply(),
             requests_per_second=self.requests_per_second,
