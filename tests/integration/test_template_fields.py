@@ -48,7 +48,7 @@ REQUIRED: dict[type, dict[str, Any]] = {
     BedrockBatchSubmitOperator: {"shard": SHARD, "model_id": "m", "role_arn": "arn:aws:iam::1:role/r"},
     BedrockOnDemandOperator: {"input_uris": [], "output_uri": "s3://staging/od/", "model_id": "m"},
     BedrockBatchCollectOperator: {"prepared": PREPARED},
-    BedrockBatchPublishOperator: {"prepared": PREPARED, "results_uri": "s3://results/"},
+    BedrockBatchPublishOperator: {"prepared": PREPARED, "results_uri": "s3://results/", "table_name": "t"},
     BedrockBatchRepairOperator: {"prepared": PREPARED, "output_uri": "s3://staging/repair/", "model_id": "m"},
     BedrockBatchJobSensor: {"job_arn": "abcdefabcdef"},
     SourcePartitionSensor: {"source_uri": "s3://source/calls/"},

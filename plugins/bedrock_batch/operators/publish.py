@@ -66,7 +66,7 @@ class BedrockBatchPublishOperator(RoundsOperator):
     :param glue_database: an existing Glue database to register the table and the partition in, for Athena
         (see :func:`bedrock_batch.catalog.register_partition`); ``None`` or empty: no registration. Only
         results in S3 are registered. The XCom's ``catalog`` names what was registered. (templated)
-    :param glue_table: the table's name in that database. (templated)
+    :param glue_table: the table's name in that database; default ``table_name``. (templated)
     :param kms_key_id: KMS key of every object written (SSE-KMS). (templated)
     :param expected_bucket_owner: account that must own every bucket touched; ``bucket_owners`` overrides it
         per bucket. (templated)
@@ -90,13 +90,13 @@ class BedrockBatchPublishOperator(RoundsOperator):
         self,
         *,
         results_uri: str,
+        table_name: str,
         collected: Mapping[str, Any] | str | None = None,
         repair: Mapping[str, Any] | str | None = None,
-        table_name: str = "call_summaries",
         key_column: str = "source_key",
         partition: str = "{{ ds }}",
         glue_database: str | None = None,
-        glue_table: str = "call_summaries",
+        glue_table: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -113,6 +113,7 @@ class BedrockBatchPublishOperator(RoundsOperator):
         """Coerce the rendered ``glue_database`` (a null param renders ``"None"``, meaning no database) and
         check ``key_column`` and ``partition``."""
         self.glue_database = as_optional_str(self.glue_database)
+        self.glue_table = as_optional_str(self.glue_table)
         self.key_column = as_column_name("key_column", self.key_column)
         self.partition = as_date("partition", self.partition)
 
@@ -182,7 +183,7 @@ class BedrockBatchPublishOperator(RoundsOperator):
         registration = register_partition(
             self.hook.glue_client,
             database=str(self.glue_database),
-            table=str(self.glue_table),
+            table=str(self.glue_table or self.table_name),
             location=table_root,
             schema=schema,
             partition_value=ds,
