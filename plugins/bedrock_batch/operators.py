@@ -9,7 +9,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
@@ -409,8 +409,25 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
                     botocore_config=self.botocore_config,
                 ),
                 method_name="execute_complete",
+                timeout=self._execution_time_left(context),
             )
         return self._result(self._poll_until_done(job), reused)
+
+    def _execution_time_left(self, context: Context) -> timedelta | None:
+        """What is left of ``execution_timeout`` since this try started, as the job wait's deferral timeout.
+
+        Airflow 3.3 does not apply ``execution_timeout`` to a deferral (its Execution API stores only the
+        deferral's own timeout), so without this a deferred task would wait past it. When the deferral times
+        out, Airflow resumes the task to fail it and :meth:`resume_execution` stops the job.
+        """
+        if self.execution_timeout is None:
+            return None
+        started = getattr(context["ti"], "start_date", None)
+        if started is None:
+            return self.execution_timeout
+        if started.tzinfo is None:
+            started = started.replace(tzinfo=UTC)
+        return max(self.execution_timeout - (datetime.now(UTC) - started), timedelta(seconds=1))
 
     # --- wait -----------------------------------------------------------------------------------------
 
