@@ -137,6 +137,10 @@ with DAG(
         "input_bucket_owner": STAGING_OWNER,
         "output_bucket_owner": STAGING_OWNER,
         **({"pool": CONFIG.pool} if CONFIG.pool else {}),
+        # Past it the job is stopped and the task fails without a retry (a retry would pay for the shard again).
+        "execution_timeout": timedelta(minutes=CONFIG.job_wait_timeout_minutes)
+        if CONFIG.job_wait_timeout_minutes
+        else None,
     }
     on_demand_settings = {
         "model_id": "{{ params.model_id }}",

@@ -417,6 +417,9 @@ class PipelineConfig:
     source_timeout_hours: float = 18.0
     on_demand_requests_per_second: float = 5.0
     pool: str | None = None
+    # Stop a job that is still running this many minutes after its submit task started, and fail the task
+    # (the execution_timeout of submit and submit_retry); None waits up to the job's own timeout.
+    job_wait_timeout_minutes: int | None = None
     retries: int = 2
     retry_delay_seconds: float = 300.0
     quotas: Mapping[str, Any] = field(default_factory=dict)
@@ -470,6 +473,12 @@ class PipelineConfig:
 
             check_name(config.glue_database, f"{path}: glue_database")
             check_name(config.glue_table, f"{path}: glue_table")
+        timeout = config.job_wait_timeout_minutes
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1):
+            raise ConfigError(
+                f"{path}: job_wait_timeout_minutes must be a whole number of minutes, at least 1, or null "
+                f"to wait up to the job's own timeout (timeout_hours), got {timeout!r}"
+            )
         check_kms_key_id(config.kms_key_id, f"{path}: kms_key_id")
         check_account_id(config.expected_bucket_owner, f"{path}: expected_bucket_owner")
         if not isinstance(config.bucket_owners, Mapping):

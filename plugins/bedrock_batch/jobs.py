@@ -596,13 +596,18 @@ class CallBudget:
 
     :meth:`acquire` hands out turns in the order it is called (each caller reserves the next free turn, then
     sleeps until it), so a thousand waiters that ask at once are served one turn apart, none starves, and no
-    second is ever busier than ``burst`` calls plus the rate. A rate of 0 (or less) means no limit. Safe to
+    second is ever busier than ``burst`` calls plus the rate. A waiter that wakes more than half a turn late
+    (its event loop was blocked past its turn, as a triggerer's loop is by a trigger that blocks) takes a new
+    turn instead of calling at once, so the waiters a stall held up do not call in one burst when it ends; it
+    does so at most :attr:`MAX_LATE_RETURNS` times, then calls. A rate of 0 (or less) means no limit. Safe to
     share between event loops and threads.
 
     :param calls_per_second: the sustained rate.
     :param burst: how many calls may go at once after a quiet spell.
     :param clock: a monotonic clock in seconds.
     """
+
+    MAX_LATE_RETURNS = 2
 
     def __init__(
         self, calls_per_second: float, *, burst: int = 1, clock: Callable[[], float] = time.monotonic
@@ -629,7 +634,13 @@ class CallBudget:
 
     async def acquire(self) -> float:
         """Wait for a turn; returns the seconds waited."""
-        wait = self.reserve()
-        if wait > 0:
+        started = self._clock()
+        for _ in range(self.MAX_LATE_RETURNS + 1):
+            wait = self.reserve()
+            if wait <= 0:
+                break
+            turn = self._clock() + wait
             await asyncio.sleep(wait)
-        return wait
+            if self._clock() - turn <= 0.5 / self.calls_per_second:
+                break
+        return self._clock() - started

@@ -27,8 +27,19 @@ from tests.reliability.harness import (
 DAG_ID = "call_center_summarization"
 KPI_DAG_ID = "call_summary_kpis"
 # Jobs of at most 100 records (the service minimum stays 100), so a few hundred calls make a mapped submit
-# of several shards plus an on-demand remainder, on both workers.
-DEPLOYMENT_CONFIG: Mapping[str, Any] = {"quotas": {"max_records_per_job": 100}}
+# of several shards plus an on-demand remainder, on both workers. At most 2 active jobs of the model: two runs
+# of 200 calls want 4 at once, so the quota binds (test_faults.py); no other scenario needs more than 2.
+# job_wait_timeout_minutes (the submit tasks' execution_timeout) is the smallest the setting allows, for the
+# scenario that lets it pass (test_faults.py, test_execution_timeout_while_deferred_...). It is set for the
+# whole session because the DAG reads its configuration whenever its file is parsed, by the DAG processor
+# every ~30 s and by each task process: changing it for one test would leave the scheduler's and the
+# workers' copies of the DAG apart for a while. Every other scenario releases its jobs well within the
+# minute (each prints when; at most about 20 s after its submit tasks' start), and a clean run's jobs take
+# seconds.
+DEPLOYMENT_CONFIG: Mapping[str, Any] = {
+    "quotas": {"max_records_per_job": 100, "max_concurrent_jobs": 2},
+    "job_wait_timeout_minutes": 1,
+}
 
 
 def logical_date_of(ds: str) -> str:
@@ -120,6 +131,18 @@ def unpause_without_catch_up_run(client: AirflowClient, dag_id: str, *, timeout:
         # A running run cannot be deleted; failing it first also cancels its deferred source sensor.
         client.set_dag_run_state(dag_id, str(run["dag_run_id"]), "failed")
         client.delete_dag_run(dag_id, str(run["dag_run_id"]))
+
+
+def clear_job_slots(s3: Any, config: Mapping[str, Any]) -> int:
+    """Delete the job slots under the configured ``staging_uri`` (``_job_slots/``, as the DAG derives them);
+    how many there were. After the emulator forgot its jobs, a slot naming one is stale: the next claim would
+    look that job up first (a GetModelInvocationJob a slow-call fault would hold)."""
+    bucket, _, prefix = str(config["staging_uri"]).removeprefix("s3://").partition("/")
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix.rstrip('/')}/_job_slots/".lstrip("/"))
+    keys = [item["Key"] for item in listed.get("Contents", [])]
+    for key in keys:
+        s3.delete_object(Bucket=bucket, Key=key)
+    return len(keys)
 
 
 def end_unfinished_runs(client: AirflowClient, dag_ids: Iterable[str]) -> None:

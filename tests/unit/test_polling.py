@@ -195,6 +195,30 @@ class TestCallBudget:
         with pytest.raises(ValueError, match="burst"):
             CallBudget(1.0, burst=0)
 
+    def test_waiters_a_blocked_loop_held_up_do_not_call_in_one_burst(self):
+        # A trigger that blocks the triggerer's loop for half a second holds up every waiter whose turn falls
+        # in it; when the loop runs again they take new turns instead of all calling at once.
+        budget = CallBudget(20.0)
+
+        async def main() -> list[float]:
+            async def one() -> float:
+                await budget.acquire()
+                return time.monotonic()
+
+            async def block() -> None:
+                await asyncio.sleep(0.12)
+                time.sleep(0.5)  # the blocking call under test
+
+            waiters = [asyncio.create_task(one()) for _ in range(20)]
+            await block()
+            return sorted(await asyncio.gather(*waiters))
+
+        times = asyncio.run(main())
+        assert len(times) == 20
+        # Turns 50 ms apart, each taken within half a turn: a quarter second holds at most 1 + 5.5 calls.
+        busiest = max(sum(t <= u < t + 0.25 for u in times) for t in times)
+        assert busiest <= 6, f"{busiest} calls within 0.25 s after the loop was blocked"
+
     def test_concurrent_acquires_are_paced_in_real_time(self):
         budget = CallBudget(100.0)
 

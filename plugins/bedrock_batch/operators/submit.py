@@ -249,10 +249,27 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
                     botocore_config=self.botocore_config,
                 ),
                 method_name="execute_complete",
+                timeout=self._execution_time_left(context),
             )
         # Not deferrable: the trigger's wait (the same JobWatch), run in the worker.
         event = wait_until_ended(watch, step, self.hook.get_job, reconnect=self._new_client, log=self.log)
         return self._finished(event, submitted.reused)
+
+    def _execution_time_left(self, context: Context) -> timedelta | None:
+        """What is left of ``execution_timeout`` since this try started, as the job wait's deferral timeout.
+
+        Airflow 3.3 does not apply ``execution_timeout`` to a deferral (its Execution API stores only the
+        deferral's own timeout), so without this a deferred task would wait past it. When the deferral times
+        out, Airflow resumes the task to fail it and :meth:`resume_execution` stops the job.
+        """
+        if self.execution_timeout is None:
+            return None
+        started = getattr(context["ti"], "start_date", None)
+        if started is None:
+            return self.execution_timeout
+        if started.tzinfo is None:
+            started = started.replace(tzinfo=UTC)
+        return max(self.execution_timeout - (datetime.now(UTC) - started), timedelta(seconds=1))
 
     def _new_client(self) -> Any:
         """GetModelInvocationJob through a new hook (credentials read again), after credentials expired."""
