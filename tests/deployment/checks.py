@@ -146,7 +146,12 @@ def clear_job_slots(s3: Any, config: Mapping[str, Any]) -> int:
 
 
 def end_unfinished_runs(client: AirflowClient, dag_ids: Iterable[str]) -> None:
-    """Mark every queued or running run of ``dag_ids`` failed, so the next scenario starts from none."""
+    """Mark every queued or running run of ``dag_ids`` failed and drop the asset events queued for them, so
+    the next scenario starts from none: a scenario's published partition queues an event for the KPI DAG,
+    which a later scenario's KPI run would otherwise consume together with its own."""
+    dag_ids = list(dag_ids)
+    for dag_id in dag_ids:
+        client.delete_queued_asset_events(dag_id)  # first: a run the scheduler creates meanwhile is ended
     for dag_id in dag_ids:
         for run in client.dag_runs(dag_id, state=["queued", "running"]):
             client.set_dag_run_state(dag_id, str(run["dag_run_id"]), "failed")

@@ -364,6 +364,16 @@ class AirflowClient:
         Each has ``uri``, ``name``, ``extra``, ``source_dag_id``, ``source_run_id``, ``created_dagruns``."""
         return self._pages("/api/v2/assets/events", "asset_events", {"order_by": "timestamp", **filters})
 
+    def delete_queued_asset_events(self, dag_id: str) -> bool:
+        """Drop the asset events queued for ``dag_id`` that no run of it has consumed; whether there were."""
+        try:
+            self.request("DELETE", f"/api/v2/dags/{_segment(dag_id)}/assets/queuedEvents")
+        except AirflowApiError as error:
+            if error.status == 404:  # none queued
+                return False
+            raise
+        return True
+
     # --- configuration objects -------------------------------------------------------------------------
 
     def put_connection(self, connection: Mapping[str, Any]) -> dict[str, Any]:
