@@ -15,6 +15,23 @@ class ConfigError(BedrockBatchError):
     """A configuration value is missing, malformed or contradicts a service limit."""
 
 
+class ParameterError(ConfigError):
+    """A run's parameter fails the checks made before any job (:mod:`bedrock_batch.preflight`): a location
+    without a scheme, a bucket that does not exist, a role that is not a role ARN, a model the service does
+    not know.
+
+    :param argument: the argument's name (``results_uri``, ``model_id``, …).
+    :param value: the value given.
+    :param problem: what is wrong with it and how to fix it.
+    """
+
+    def __init__(self, argument: str, value: object, problem: str) -> None:
+        super().__init__(f"{argument} {value!r}: {problem}")
+        self.argument = argument
+        self.value = value
+        self.problem = problem
+
+
 class UnknownModelError(ConfigError):
     """The model id does not map to a supported model family."""
 

@@ -1,4 +1,5 @@
-"""Airflow hook for Bedrock batch inference: the four model invocation job operations, sync and async.
+"""Airflow hook for Bedrock batch inference: the four model invocation job operations, sync and async, and
+the foundation-model catalogue.
 
 Also hands out S3, Glue and bedrock-runtime clients built from the same connection (per-service endpoints
 included), and one async client per connection shared by all the triggers of a triggerer.
@@ -214,6 +215,24 @@ class BedrockBatchHook(AwsBaseHook):
             self.log.info("Job %s already %s; nothing to stop", job_identifier, status)
             return False
         return True
+
+    def get_foundation_model(self, model_identifier: str) -> dict[str, Any] | None:
+        """Describe a foundation model (GetFoundationModel), or ``None`` when the service does not know it.
+
+        The service answers an unknown, well-formed id with ValidationException ("Could not find model with
+        identifier …"), although its error list also has ResourceNotFoundException: both mean "no such
+        model". Other errors (access denied, throttling) are raised.
+
+        :param model_identifier: a foundation-model id or ARN (not a profile id: see
+            :func:`bedrock_batch.preflight.model_identity`).
+        """
+        try:
+            response = self.conn.get_foundation_model(modelIdentifier=model_identifier)
+        except ClientError as error:
+            if error_code(error) in ("ValidationException", "ResourceNotFoundException"):
+                return None
+            raise
+        return dict(response.get("modelDetails") or {})
 
     async def get_job_async(self, job_identifier: str, client: Any | None = None) -> dict[str, Any]:
         """Describe a job through the async (aiobotocore) client, for triggers.

@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.sensors.base_aws import AwsBaseSensor
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
-from airflow.providers.common.compat.sdk import AirflowSensorTimeout, conf
+from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSensorTimeout, conf
 from airflow.sdk import PokeReturnValue
+from botocore.exceptions import ClientError
 
-from bedrock_batch.aws_errors import describe_error, is_transient
+from bedrock_batch.aws_errors import describe_error, error_code, is_transient
 from bedrock_batch.config import as_bool
-from bedrock_batch.errors import JobWaitTimeoutError
+from bedrock_batch.errors import ConfigError, JobWaitTimeoutError
 from bedrock_batch.hooks import BedrockBatchHook
 from bedrock_batch.jobs import (
     DEFAULT_WAIT_MARGIN,
@@ -152,6 +153,11 @@ class SourcePartitionSensor(AwsBaseSensor[BedrockBatchHook]):
     A partition holding only a marker such as ``_SUCCESS`` counts as present: that is how an upstream
     system says "this day had no calls", and prepare turns it into an empty run.
 
+    A missing partition is "not yet"; a location that can never hold one fails the task at once, without
+    retry and without waiting for ``timeout``: a ``source_uri`` without a scheme (see
+    :func:`~bedrock_batch.preflight.check_location`), a bucket that does not exist, or one that refuses
+    access (403, including a bucket of another account than ``expected_bucket_owner``).
+
     Deferrable: between two checks the task waits in the triggerer, holding no worker slot; ``timeout``
     still applies, counted from the first check.
 
@@ -187,18 +193,31 @@ class SourcePartitionSensor(AwsBaseSensor[BedrockBatchHook]):
         self.deferrable = deferrable
 
     def poke(self, context: Context) -> bool:
+        """Whether the partition holds an object. A missing partition is "not yet"; a location that can never
+        hold it (no scheme, a bucket that does not exist or refuses access) fails at once, without retry."""
+        from bedrock_batch.preflight import bucket_of, bucket_problem, check_location
         from bedrock_batch.storage import Storage, StorageReadError, is_s3_uri
 
+        try:
+            source_uri = check_location("source_uri", self.source_uri)
+        except ConfigError as error:
+            raise AirflowFailException(str(error)) from error
         storage = Storage(
-            self.hook.s3_client if is_s3_uri(self.source_uri) else None,
+            self.hook.s3_client if is_s3_uri(source_uri) else None,
             expected_bucket_owner=self.expected_bucket_owner,
             bucket_owners=self.bucket_owners,
         )
         try:
-            found = next(iter(storage.list_objects(self.source_uri)), None) is not None
-        except StorageReadError:
+            found = next(iter(storage.list_objects(source_uri)), None) is not None
+        except StorageReadError as error:
+            bucket = bucket_of(source_uri)
+            cause = error.__cause__
+            if bucket is not None and isinstance(cause, ClientError):
+                problem = bucket_problem(bucket, error_code(cause), storage.expected_owner(bucket))
+                if problem is not None:
+                    raise AirflowFailException(f"source_uri {source_uri}: {problem}") from error
             found = False
-        self.log.info("Source partition %s %s", self.source_uri, "is present" if found else "not there yet")
+        self.log.info("Source partition %s %s", source_uri, "is present" if found else "not there yet")
         return found
 
     def execute(self, context: Context) -> Any:

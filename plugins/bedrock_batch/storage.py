@@ -27,6 +27,8 @@ from bedrock_batch.config import check_account_id, check_kms_key_id
 from bedrock_batch.errors import ConfigError, StorageReadError, StorageWriteError
 
 S3_SCHEME = "s3://"
+# An explicit local location (file:///abs/path); a bare absolute path means the same.
+FILE_SCHEME = "file://"
 
 # Large enough to keep per-call overhead negligible, small enough to be irrelevant to peak memory.
 COPY_CHUNK_BYTES = 1 << 20
@@ -73,6 +75,14 @@ def is_s3_uri(uri: str) -> bool:
     return uri.startswith(S3_SCHEME)
 
 
+def path_of(uri: str) -> str:
+    """The path of a local location: ``file:///data/x`` → ``/data/x``; a path is returned as it is.
+
+    :param uri: a ``file://`` URI or a local path.
+    """
+    return uri[len(FILE_SCHEME) :] if uri.startswith(FILE_SCHEME) else uri
+
+
 def split_s3_uri(uri: str) -> tuple[str, str]:
     """``s3://bucket/some/key`` → ``("bucket", "some/key")``.
 
@@ -95,6 +105,8 @@ def join_uri(base: str, *names: str) -> str:
     """
     if is_s3_uri(base):
         return "/".join([base.rstrip("/"), *names])
+    if base.startswith(FILE_SCHEME):
+        return FILE_SCHEME + str(Path(path_of(base), *names))
     return str(Path(base, *names))
 
 
@@ -351,7 +363,7 @@ class Storage:
         yield StoredObject(uri=uri, name=key.rsplit("/", 1)[-1], size=int(head["ContentLength"]))
 
     def _list_local(self, uri: str) -> Iterator[StoredObject]:
-        root = Path(uri)
+        root = Path(path_of(uri))
         if root.is_file():
             yield StoredObject(uri=str(root), name=root.name, size=root.stat().st_size)
             return
@@ -369,7 +381,7 @@ class Storage:
         """
         if not is_s3_uri(uri):
             try:
-                return open(uri, "rb", buffering=COPY_CHUNK_BYTES)
+                return open(path_of(uri), "rb", buffering=COPY_CHUNK_BYTES)
             except OSError as exc:
                 raise StorageReadError(f"cannot read {uri}: {exc.strerror}") from exc
         bucket, key = split_s3_uri(uri)
@@ -409,11 +421,12 @@ class Storage:
         :raises StorageWriteError: when the destination cannot be written.
         """
         if not is_s3_uri(uri):
-            if Path(local_path).resolve() == Path(uri).resolve():
+            target = path_of(uri)
+            if Path(local_path).resolve() == Path(target).resolve():
                 return
             try:
-                Path(uri).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(local_path, uri)
+                Path(target).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(local_path, target)
             except OSError as exc:
                 raise StorageWriteError(f"cannot write {uri}: {exc.strerror}") from exc
             return
@@ -443,7 +456,7 @@ class Storage:
         :raises StorageWriteError: when the destination cannot be written or the source is too short.
         """
         if not is_s3_uri(uri):
-            return _write_range_local(local_path, offset, length, uri)
+            return _write_range_local(local_path, offset, length, path_of(uri))
         with _HashingRangeReader(local_path, offset, length) as reader:
             self._upload_stream(reader, uri)
             return reader.sha256.hexdigest()
@@ -461,7 +474,7 @@ class Storage:
                 by_bucket.setdefault(bucket, []).append(key)
                 continue
             try:
-                Path(uri).unlink(missing_ok=True)
+                Path(path_of(uri)).unlink(missing_ok=True)
             except OSError as exc:
                 raise StorageWriteError(f"cannot delete {uri}: {exc.strerror}") from exc
         for bucket, keys in by_bucket.items():

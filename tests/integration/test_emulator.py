@@ -678,10 +678,26 @@ class TestRequestValidation:
             loose_bedrock.create_model_invocation_job(**_request(jobName="a" + "-" * 60 + "!"))
         assert time.monotonic() - started < 5, "the name pattern must not backtrack exponentially"
 
-    def test_unknown_model_family_is_refused(self, bedrock):
+    @pytest.mark.parametrize(
+        "model",
+        [
+            "acme.unknown-model-v1",  # no such provider
+            "anthropic.claude-3-haiku-20990101-v1:0",  # a known family, a version the catalogue lacks
+            "us.anthropic.claude-3-haiku-20990101-v1:0",  # a profile of no known model
+            "amazon.titan-embed-text-v2:0",  # known, but an embedding model
+        ],
+    )
+    def test_a_model_the_catalogue_does_not_know_is_refused(self, stack, bedrock, model):
         with pytest.raises(bedrock.exceptions.ValidationException) as excinfo:
-            bedrock.create_model_invocation_job(**_request(modelId="acme.unknown-model-v1"))
-        assert "model identifier is invalid" in error_of(excinfo)[1]
+            bedrock.create_model_invocation_job(**_request(modelId=model))
+        assert error_of(excinfo) == ("ValidationException", "The provided model identifier is invalid.")
+        assert stack.admin.created_job_count() == 0
+
+    def test_a_model_the_catalogue_does_not_know_is_refused_for_converse_jobs_too(self, bedrock):
+        with pytest.raises(bedrock.exceptions.ValidationException):
+            bedrock.create_model_invocation_job(
+                **_request(modelId="anthropic.claude-9-20990101-v1:0", modelInvocationType="Converse")
+            )
 
     def test_valid_names_and_model_forms_are_accepted(self, stack, bedrock):
         stack.admin.configure(submitted_seconds=10**6)
@@ -695,6 +711,79 @@ class TestRequestValidation:
                 **_request(jobName=name, modelId=model, timeoutDurationInHours=24)
             )
         assert stack.admin.created_job_count() == 4
+
+
+class TestFoundationModels:
+    def test_get_answers_the_details_of_a_known_model(self, bedrock):
+        details = bedrock.get_foundation_model(modelIdentifier=CLAUDE)["modelDetails"]
+        assert details == {
+            "modelArn": f"arn:aws:bedrock:us-east-1::foundation-model/{CLAUDE}",
+            "modelId": CLAUDE,
+            "modelName": "Claude 3 Haiku",
+            "providerName": "Anthropic",
+            "inputModalities": ["TEXT", "IMAGE"],
+            "outputModalities": ["TEXT"],
+            "responseStreamingSupported": True,
+            "customizationsSupported": [],
+            "inferenceTypesSupported": ["ON_DEMAND"],
+            "modelLifecycle": {"status": "ACTIVE"},
+        }
+
+    def test_get_by_foundation_model_arn(self, bedrock):
+        arn = f"arn:aws:bedrock:us-east-1::foundation-model/{NOVA}"
+        assert bedrock.get_foundation_model(modelIdentifier=arn)["modelDetails"]["modelArn"] == arn
+
+    def test_legacy_and_embedding_models_say_so(self, bedrock):
+        legacy = bedrock.get_foundation_model(modelIdentifier="anthropic.claude-3-sonnet-20240229-v1:0")
+        assert legacy["modelDetails"]["modelLifecycle"]["status"] == "LEGACY"
+        embedding = bedrock.get_foundation_model(modelIdentifier="amazon.titan-embed-text-v2:0")
+        assert embedding["modelDetails"]["outputModalities"] == ["EMBEDDING"]
+
+    @pytest.mark.parametrize(
+        "identifier",
+        [
+            "anthropic.claude-3-haiku-20990101-v1:0",
+            "acme.unknown-model-v1",
+            "us.anthropic.claude-3-haiku-20240307-v1:0",  # a profile id is not a foundation model id
+        ],
+    )
+    def test_a_well_formed_unknown_id_is_a_validation_error_naming_it(self, bedrock, identifier):
+        with pytest.raises(bedrock.exceptions.ValidationException) as excinfo:
+            bedrock.get_foundation_model(modelIdentifier=identifier)
+        assert error_of(excinfo)[1] == f"Could not find model with identifier {identifier}"
+
+    def test_a_malformed_id_fails_the_pattern(self, loose_bedrock):
+        with pytest.raises(loose_bedrock.exceptions.ValidationException) as excinfo:
+            loose_bedrock.get_foundation_model(modelIdentifier="claude haiku")
+        assert "at 'modelIdentifier' failed to satisfy constraint" in error_of(excinfo)[1]
+
+    def test_list_filters_like_the_service(self, bedrock):
+        every = bedrock.list_foundation_models()["modelSummaries"]
+        ids = {model["modelId"] for model in every}
+        assert {CLAUDE, NOVA, LLAMA, TITAN} <= ids
+        meta = bedrock.list_foundation_models(byProvider="meta")["modelSummaries"]
+        assert len(meta) > 1
+        assert {model["providerName"] for model in meta} == {"Meta"}
+        embeddings = bedrock.list_foundation_models(byOutputModality="EMBEDDING")["modelSummaries"]
+        assert [model["modelId"] for model in embeddings] == ["amazon.titan-embed-text-v2:0"]
+        on_demand = bedrock.list_foundation_models(byInferenceType="ON_DEMAND")["modelSummaries"]
+        assert len(on_demand) == len(every)
+        assert bedrock.list_foundation_models(byProvider="Acme")["modelSummaries"] == []
+
+    def test_list_refuses_a_value_outside_the_enums(self, loose_bedrock):
+        with pytest.raises(loose_bedrock.exceptions.ValidationException) as excinfo:
+            loose_bedrock.list_foundation_models(byOutputModality="AUDIO")
+        assert "at 'byOutputModality' failed to satisfy constraint" in error_of(excinfo)[1]
+
+    def test_text_models_are_active_or_legacy(self, bedrock):
+        text = bedrock.list_foundation_models(byOutputModality="TEXT")["modelSummaries"]
+        statuses = {model["modelLifecycle"]["status"] for model in text}
+        assert statuses == {"ACTIVE", "LEGACY"}
+
+    def test_access_denied_fault(self, stack, bedrock):
+        stack.admin.set_faults(access_denied_operations=["GetFoundationModel"])
+        with pytest.raises(bedrock.exceptions.AccessDeniedException):
+            bedrock.get_foundation_model(modelIdentifier=CLAUDE)
 
 
 class TestLookups:
@@ -968,6 +1057,14 @@ class TestRuntime:
         assert "Malformed input request" in error_of(excinfo)[1]
         with pytest.raises(runtime.exceptions.ValidationException):
             runtime.invoke_model(modelId="acme.unknown-v1", body=b"{}")
+        with pytest.raises(runtime.exceptions.ValidationException) as excinfo:
+            runtime.invoke_model(modelId="anthropic.claude-3-haiku-20990101-v1:0", body=b"{}")
+        assert error_of(excinfo)[1] == "The provided model identifier is invalid."
+        with pytest.raises(runtime.exceptions.ValidationException):
+            runtime.converse(
+                modelId="anthropic.claude-3-haiku-20990101-v1:0",
+                messages=[{"role": "user", "content": [{"text": "hello"}]}],
+            )
         with pytest.raises(runtime.exceptions.ValidationException):
             runtime.invoke_model(modelId=CLAUDE, body=b"not json")
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from typing import Any
 
 import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException
 
+from bedrock_batch.sensors import SourcePartitionSensor
+from tests.conftest import connection_json
 from tests.integration.bedrock_shards import load_test_dags
+from tests.integration.denying_s3 import DenyingS3
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -60,3 +65,43 @@ class TestSourcePartitionSensor:
         dags = load_test_dags("source_partition_sensor")
         run = dags.deferrable_timeout.test(run_conf={"source_uri": f"s3://{BUCKET}/never/2026-11-20/"})
         assert sensor_state(run) == "failed"
+
+
+class TestLocationsThatCanNeverHoldThePartition:
+    """Not "not yet": the sensor fails at once, naming the location, instead of waiting hours."""
+
+    @pytest.mark.parametrize("variant", ["patient", "patient_reschedule"])
+    @pytest.mark.parametrize(
+        "source_uri",
+        ["s3://no-such-bucket-for-calls/2026-11-20/", "calls/2026-11-20/"],
+        ids=["bucket", "scheme"],
+    )
+    def test_fails_well_before_its_timeout(self, s3, variant, source_uri):
+        dags = load_test_dags("source_partition_sensor")
+        started = time.monotonic()
+        run = getattr(dags, variant).test(run_conf={"source_uri": source_uri})
+        assert sensor_state(run) == "failed"
+        assert time.monotonic() - started < 60, "it must fail at once, not after its 150 s timeout"
+
+    def test_a_missing_bucket_is_named(self, s3):
+        sensor = SourcePartitionSensor(task_id="wait", source_uri="s3://no-such-bucket-for-calls/2026-11-20/")
+        with pytest.raises(AirflowFailException, match="bucket no-such-bucket-for-calls does not exist"):
+            sensor.poke({})
+
+    def test_a_location_without_a_scheme_is_named(self, s3):
+        sensor = SourcePartitionSensor(task_id="wait", source_uri="no-such-bucket/2026-11-20/")
+        with pytest.raises(AirflowFailException, match=r"did you mean s3://no-such-bucket/2026-11-20/\?"):
+            sensor.poke({})
+
+    def test_a_refused_bucket_is_named(self, local_stack, monkeypatch):
+        with DenyingS3() as denying:
+            connection = json.loads(connection_json(local_stack))
+            connection["extra"]["service_config"]["s3"]["endpoint_url"] = denying.url
+            monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(connection))
+            sensor = SourcePartitionSensor(task_id="wait", source_uri=f"s3://{BUCKET}/2026-11-20/")
+            with pytest.raises(AirflowFailException, match=f"access denied to bucket {BUCKET}"):
+                sensor.poke({})
+
+    def test_a_missing_partition_of_an_existing_bucket_is_still_not_yet(self, s3):
+        sensor = SourcePartitionSensor(task_id="wait", source_uri=f"s3://{BUCKET}/not-yet/2026-11-20/")
+        assert sensor.poke({}) is False

@@ -19,6 +19,7 @@ from airflow.sdk import DAG
 
 from bedrock_batch.errors import ConfigError
 from bedrock_batch.operators import (
+    BedrockBatchCheckOperator,
     BedrockBatchCollectOperator,
     BedrockBatchPrepareOperator,
     BedrockBatchPublishOperator,
@@ -38,6 +39,7 @@ PREPARED = {"run_prefix": "s3://staging/run", "model_id": "m", "index_uri": "s3:
 
 # The smallest valid construction of each class.
 REQUIRED: dict[type, dict[str, Any]] = {
+    BedrockBatchCheckOperator: {"model_id": "m"},
     BedrockBatchPrepareOperator: {
         "source_uri": "s3://source/calls/",
         "source_format": "text",
@@ -281,6 +283,21 @@ class TestRenderedValuesAreCoercedWhenTheTaskRuns:
         )
         render(operator, table="reviews", database=None).resolve_arguments()
         assert (operator.table_name, operator.glue_database) == ("reviews", None)
+
+    @pytest.mark.parametrize(
+        ("value", "expected"),
+        [("s3://results/tables", "s3://results/tables"), ("file:///data/results", "/data/results")],
+    )
+    def test_publish_takes_an_s3_uri_or_an_explicit_local_path(self, value, expected):
+        operator = render(build(BedrockBatchPublishOperator, results_uri="{{ params.out }}"), out=value)
+        operator.resolve_arguments()
+        assert operator.results_uri == expected
+
+    @pytest.mark.parametrize("value", ["results/", "results-bucket/tables", "None"])
+    def test_publish_refuses_a_results_uri_without_a_scheme_before_reading_a_record(self, value):
+        operator = render(build(BedrockBatchPublishOperator, results_uri="{{ params.out }}"), out=value)
+        with pytest.raises(ConfigError, match=f"^results_uri '{value}': "):
+            operator.resolve_arguments()
 
     def test_publish_key_column_and_repair(self):
         operator = build(

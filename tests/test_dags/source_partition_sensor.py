@@ -28,3 +28,8 @@ def sensor_dag(dag_id: str, **options: Any) -> DAG:
 deferrable = sensor_dag("bb_source_deferrable", deferrable=True, poke_interval=0.5, timeout=60)
 deferrable_timeout = sensor_dag("bb_source_deferrable_timeout", deferrable=True, poke_interval=0.5, timeout=2)
 reschedule = sensor_dag("bb_source_reschedule", mode="reschedule", poke_interval=0.5, timeout=60)
+# Hours of patience: a location that can never hold the partition must fail long before this.
+patient = sensor_dag("bb_source_patient", deferrable=True, poke_interval=0.5, timeout=6 * 3600)
+patient_reschedule = sensor_dag(
+    "bb_source_patient_reschedule", mode="reschedule", poke_interval=0.5, timeout=6 * 3600
+)

@@ -446,3 +446,25 @@ class TestJobSlotsOwnerAndKey:
         assert slots.acquire("job-a", set()) is not None
         for operation, headers in recorded.sent:
             assert not {OWNER_HEADER, SSE_HEADER, SSE_KEY_HEADER} & set(headers), operation
+
+
+class TestExplicitLocalLocations:
+    """``file:///abs/path`` names the same place as ``/abs/path`` for every local operation."""
+
+    def test_write_list_read_and_delete_through_file_uris(self, tmp_path):
+        storage = Storage(None)
+        source = tmp_path / "source.txt"
+        source.write_bytes(b"0123456789")
+        root = f"file://{tmp_path}/results"
+        uri = storage_module.join_uri(root, "ds=2026-11-20", "part.txt")
+        assert uri == f"file://{tmp_path}/results/ds=2026-11-20/part.txt"
+        storage.write_file(source, uri)
+        assert (tmp_path / "results" / "ds=2026-11-20" / "part.txt").read_bytes() == b"0123456789"
+        storage.write_range(source, 2, 3, f"file://{tmp_path}/range.txt")
+        assert (tmp_path / "range.txt").read_bytes() == b"234"
+        assert [found.name for found in storage.list_objects(root)] == ["ds=2026-11-20/part.txt"]
+        with storage.open_read(uri) as handle:
+            assert handle.read() == b"0123456789"
+        storage.delete_objects([uri])
+        assert not (tmp_path / "results" / "ds=2026-11-20" / "part.txt").exists()
+        assert not (tmp_path / "file:").exists(), "nothing may be written under a directory named 'file:'"

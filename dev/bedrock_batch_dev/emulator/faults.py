@@ -23,6 +23,8 @@ OPERATIONS = frozenset(
         "GetModelInvocationJob",
         "ListModelInvocationJobs",
         "StopModelInvocationJob",
+        "GetFoundationModel",
+        "ListFoundationModels",
         "InvokeModel",
         "Converse",
     }

@@ -409,9 +409,10 @@ class BatchJobService:
     def create_job(self, request: Mapping[str, Any]) -> tuple[str, bool]:
         """Create a job from a validated request; returns its ARN and False if it is an idempotent replay."""
         model_id = str(request["modelId"])
-        family = responders.family_for_model(model_id, request.get("modelInvocationType"))
-        if family is None and not responders.is_opaque_model_arn(model_id):
-            raise ApiError("ValidationException", "The provided model identifier is invalid.")
+        try:
+            family = responders.refuse_unknown_model(model_id, request.get("modelInvocationType"))
+        except responders.ModelInputError as exc:
+            raise ApiError("ValidationException", str(exc)) from exc
         token = request.get("clientRequestToken")
         with self._cond:
             if token and token in self._by_token:

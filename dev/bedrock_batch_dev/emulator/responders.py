@@ -20,18 +20,20 @@ from typing import Any, ClassVar
 import orjson
 
 from bedrock_batch_dev.emulator import answers, schemas
+from bedrock_batch_dev.emulator.catalogue import base_model_id, is_opaque_model_arn
+from bedrock_batch_dev.emulator.catalogue import resolve as resolve_model
 
 # The emulator counts ~4 characters per token, close to what Claude, Llama and Nova report for English.
 CHARS_PER_TOKEN = 4
-
-# Geography prefixes of cross-region inference profiles (``us.anthropic.claude-…``).
-_PROFILE_PREFIXES = ("us-gov.", "us.", "eu.", "apac.", "jp.", "au.", "ca.", "global.")
 
 # The emulator's wording (the user guide says only that such records "fail with a 400 error").
 BATCH_CONVERSE_TOOLS_MESSAGE = (
     "Batch inference jobs of the Converse invocation type don't support tool use: remove toolConfig, or use "
     "the InvokeModel invocation type with the model's native request format."
 )
+
+
+INVALID_MODEL_MESSAGE = "The provided model identifier is invalid."
 
 
 class ModelInputError(ValueError):
@@ -1096,13 +1098,17 @@ def _mistral_family(model_id: str | None, body: Any) -> str:
     return "mistral-chat"
 
 
-def base_model_id(model_id: str) -> str:
-    """``anthropic.claude-…`` from a foundation-model ARN, a cross-region profile id or a plain model id."""
-    tail = model_id.rsplit("/", 1)[-1] if model_id.startswith("arn:") else model_id
-    for prefix in _PROFILE_PREFIXES:
-        if tail.startswith(prefix):
-            return tail[len(prefix) :]
-    return tail
+def refuse_unknown_model(model_id: str, invocation_type: str | None = None) -> str | None:
+    """The family a job or an invocation of ``model_id`` answers in (``None``: known only from the body, for
+    custom-model, provisioned and application-profile ARNs); raises ModelInputError with the service's wording
+    when the service would refuse the id: not in the catalogue, or not a text model (an embedding model)."""
+    if is_opaque_model_arn(model_id):
+        return family_for_model(model_id, invocation_type)
+    model = resolve_model(model_id)
+    family = family_for_model(model_id, invocation_type)
+    if model is None or "TEXT" not in model.output_modalities or family is None:
+        raise ModelInputError(INVALID_MODEL_MESSAGE)
+    return family
 
 
 def family_for_model(model_id: str, invocation_type: str | None = None) -> str | None:
@@ -1121,13 +1127,6 @@ def family_for_model(model_id: str, invocation_type: str | None = None) -> str |
     if base.startswith("mistral."):
         return "mistral"  # text or chat completion: see _mistral_family
     return None
-
-
-def is_opaque_model_arn(model_id: str) -> bool:
-    """Custom models and application inference profiles: the family is only known from the body."""
-    return model_id.startswith("arn:") and (
-        ":custom-model/" in model_id or "application-inference-profile/" in model_id
-    )
 
 
 def family_from_body(body: Any) -> str | None:

@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
 
-from bedrock_batch_dev.emulator import responders
+from bedrock_batch_dev.emulator import catalogue, responders
 from bedrock_batch_dev.emulator.faults import FaultConfig, FaultInjector
 from bedrock_batch_dev.emulator.jobs import (
     STATUSES,
@@ -80,6 +80,12 @@ KMS_KEY_PATTERN = (
 )
 VPC_ID_PATTERN = r"[-0-9a-zA-Z]+"
 TAG_PATTERN = r"[a-zA-Z0-9\s._:/=+@-]*"
+FOUNDATION_MODEL_IDENTIFIER_PATTERN = (
+    r"(arn:aws(-[^:]+)?:bedrock:[a-z0-9-]{1,20}::foundation-model/[a-z0-9-]{1,63}[.]{1}([a-z0-9-]{1,63}[.]){0,2}"
+    r"[a-z0-9-]{1,63}([:][a-z0-9-]{1,63}){0,2})|([a-z0-9-]{1,63}[.]{1}[a-z0-9-]{1,63}([.]?[a-z0-9-]{1,63})"
+    r"([:][a-z0-9-]{1,63}){0,2})"
+)
+PROVIDER_PATTERN = r"[A-Za-z0-9- ]{1,63}"
 JOB_IDENTIFIER_PATTERN = (
     r"((arn:aws(-[^:]+)?:bedrock:[a-z0-9-]{1,20}:[0-9]{12}:model-invocation-job/)?[a-z0-9]{12})"
 )
@@ -282,6 +288,8 @@ ROUTES: tuple[_Route, ...] = (
     ("GET", re.compile(r"/model-invocation-jobs"), "ListModelInvocationJobs"),
     ("GET", re.compile(r"/model-invocation-job/([^/]+)"), "GetModelInvocationJob"),
     ("POST", re.compile(r"/model-invocation-job/([^/]+)/stop"), "StopModelInvocationJob"),
+    ("GET", re.compile(r"/foundation-models"), "ListFoundationModels"),
+    ("GET", re.compile(r"/foundation-models/([^/]+)"), "GetFoundationModel"),
     ("POST", re.compile(r"/model/([^/]+)/invoke"), "InvokeModel"),
     ("POST", re.compile(r"/model/([^/]+)/converse"), "Converse"),
 )
@@ -328,6 +336,8 @@ class BedrockEmulator:
             "GetModelInvocationJob": self._get,
             "ListModelInvocationJobs": self._list,
             "StopModelInvocationJob": self._stop,
+            "GetFoundationModel": self._get_model,
+            "ListFoundationModels": self._list_models,
             "InvokeModel": self._invoke,
             "Converse": self._converse,
         }
@@ -387,7 +397,7 @@ class BedrockEmulator:
             return {"modelId": label, "bodyBytes": len(body)}
         params: dict[str, Any] = {k: v[-1] for k, v in query.items()}
         if label is not None:
-            params["jobIdentifier"] = label
+            params["modelIdentifier" if operation == "GetFoundationModel" else "jobIdentifier"] = label
         if body:
             parsed = _load_body(body)
             if isinstance(parsed, dict):
@@ -453,15 +463,44 @@ class BedrockEmulator:
             response["nextToken"] = _encode_token(offset + max_results, fingerprint)
         return _json(200, response)
 
+    # --- model catalogue -------------------------------------------------------------------------------
+
+    def _get_model(self, label: str | None, query: Mapping[str, list[str]], body: bytes) -> HttpResponse:
+        assert label is not None
+        c = _Checks()
+        pattern = FOUNDATION_MODEL_IDENTIFIER_PATTERN
+        c.string(label, "modelIdentifier", min_len=1, max_len=2048, pattern=pattern)
+        c.raise_if_any()
+        model = catalogue.foundation_model(label)
+        if model is None:
+            # A well-formed id of no foundation model (a typo, a cross-region profile id): the service answers
+            # 400, not the 404 its error list suggests.
+            raise ApiError("ValidationException", f"Could not find model with identifier {label}")
+        return _json(200, {"modelDetails": model.details(self.service.region)})
+
+    def _list_models(self, label: str | None, query: Mapping[str, list[str]], body: bytes) -> HttpResponse:
+        q = {k: v[-1] for k, v in query.items()}
+        c = _Checks()
+        c.string(q.get("byProvider"), "byProvider", pattern=PROVIDER_PATTERN)
+        c.string(q.get("byOutputModality"), "byOutputModality", enum=catalogue.MODALITIES)
+        c.string(q.get("byInferenceType"), "byInferenceType", enum=catalogue.INFERENCE_TYPES)
+        c.string(q.get("byCustomizationType"), "byCustomizationType", enum=catalogue.CUSTOMIZATIONS)
+        c.raise_if_any()
+        models = catalogue.list_models(
+            provider=q.get("byProvider"),
+            output_modality=q.get("byOutputModality"),
+            inference_type=q.get("byInferenceType"),
+            customization=q.get("byCustomizationType"),
+        )
+        return _json(200, {"modelSummaries": [model.details(self.service.region) for model in models]})
+
     # --- runtime ---------------------------------------------------------------------------------------
 
     def _invoke(self, label: str | None, query: Mapping[str, list[str]], body: bytes) -> HttpResponse:
         assert label is not None
         started = time.perf_counter()
-        family = responders.family_for_model(label)
-        if family is None and not responders.is_opaque_model_arn(label):
-            raise ApiError("ValidationException", "The provided model identifier is invalid.")
         try:
+            family = responders.refuse_unknown_model(label)
             reply = responders.respond(family, _load_body(body), self._invocation("InvokeModel", label, body))
         except responders.ModelInputError as exc:
             raise ApiError("ValidationException", str(exc)) from exc
@@ -483,6 +522,7 @@ class BedrockEmulator:
         if not isinstance(request, Mapping):
             raise ApiError("ValidationException", "The request body must be a JSON object.")
         try:
+            responders.refuse_unknown_model(label, "Converse")
             reply = responders.respond_converse(
                 request,
                 latency_ms=max(1, round((time.perf_counter() - started) * 1000)),

@@ -1,5 +1,7 @@
 """Airflow operators for the pipeline's stages: one module per stage, each a thin adapter over pure modules.
 
+- ``check``: :class:`BedrockBatchCheckOperator` over :mod:`bedrock_batch.preflight` (every parameter checked
+  before any job: locations, role, model, reply schema, buckets).
 - ``prepare``: :class:`BedrockBatchPrepareOperator` over :func:`bedrock_batch.staging.stage_source`
   (prepare, split and upload in one pass).
 - ``submit``: :class:`BedrockBatchSubmitOperator` over :class:`bedrock_batch.submission.JobSubmitter`
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 from bedrock_batch.errors import OutputAccountingError
 from bedrock_batch.operators._base import STORAGE_TEMPLATE_FIELDS
+from bedrock_batch.operators.check import BedrockBatchCheckOperator
 from bedrock_batch.operators.collect import BedrockBatchCollectOperator
 from bedrock_batch.operators.on_demand import BedrockOnDemandOperator
 from bedrock_batch.operators.prepare import BedrockBatchPrepareOperator
@@ -45,6 +48,7 @@ __all__ = [
     "STORAGE_TEMPLATE_FIELDS",
     "SUBMISSION_XCOM_KEY",
     "TRANSIENT_RETRY_SECONDS",
+    "BedrockBatchCheckOperator",
     "BedrockBatchCollectOperator",
     "BedrockBatchPrepareOperator",
     "BedrockBatchPublishOperator",

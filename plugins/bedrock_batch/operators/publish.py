@@ -16,6 +16,7 @@ from bedrock_batch.operators._base import (
     RoundsOperator,
     as_mapping,
 )
+from bedrock_batch.preflight import check_location
 from bedrock_batch.stage_results import CatalogRegistration, PublishResult
 from bedrock_batch.staging import job_results
 from bedrock_batch.storage import is_s3_uri, join_uri
@@ -55,7 +56,9 @@ class BedrockBatchPublishOperator(RoundsOperator):
     :param collected: the collect stage's ``round`` XCom (for the retry count). (templated)
     :param repair: the repair round's result (:class:`~bedrock_batch.operators.BedrockBatchRepairOperator`),
         read as the run's last round; ``None``: no repair round. (templated)
-    :param results_uri: root of the results tables and reports. (templated)
+    :param results_uri: root of the results tables and reports: ``s3://bucket/prefix``, or an explicit local
+        path (``file:///abs/path`` or ``/abs/path``); anything else fails the task before it reads a record.
+        (templated)
     :param table_name: name of the results table under ``results_uri``. (templated)
     :param key_column: name of the table's first column, the source row's key (the id column's value, or the
         file name). (templated)
@@ -111,7 +114,10 @@ class BedrockBatchPublishOperator(RoundsOperator):
 
     def resolve_arguments(self) -> None:
         """Coerce the rendered ``glue_database`` (a null param renders ``"None"``, meaning no database) and
-        check ``key_column`` and ``partition``."""
+        check ``results_uri`` (an ``s3://`` URI or an explicit local path, see
+        :func:`~bedrock_batch.preflight.check_location`: a relative one would write the table into the
+        worker's working directory), ``key_column`` and ``partition``."""
+        self.results_uri = check_location("results_uri", self.results_uri)
         self.glue_database = as_optional_str(self.glue_database)
         self.glue_table = as_optional_str(self.glue_table)
         self.key_column = as_column_name("key_column", self.key_column)
