@@ -216,7 +216,7 @@ class BedrockBatchHook(AwsBaseHook):
             return False
         return True
 
-    def get_foundation_model(self, model_identifier: str) -> dict[str, Any] | None:
+    def describe_foundation_model(self, model_identifier: str) -> dict[str, Any] | None:
         """Describe a foundation model (GetFoundationModel), or ``None`` when the service does not know it.
 
         The service answers an unknown, well-formed id with ValidationException ("Could not find model with

@@ -48,10 +48,13 @@ CLIENT_METHOD_ACTIONS = {
     "get_model_invocation_job": {"bedrock:GetModelInvocationJob"},
     "list_model_invocation_jobs": {"bedrock:ListModelInvocationJobs"},
     "stop_model_invocation_job": {"bedrock:StopModelInvocationJob"},
+    # The check before any job (bedrock_batch.preflight): the model exists and answers text.
+    "get_foundation_model": {"bedrock:GetFoundationModel"},
     "invoke_model": {"bedrock:InvokeModel"},
     "converse": {"bedrock:InvokeModel"},  # Converse is authorized by bedrock:InvokeModel
     "get_object": {"s3:GetObject"},
     "head_object": {"s3:GetObject"},  # HeadObject is authorized by s3:GetObject
+    "head_bucket": {"s3:ListBucket"},  # HeadBucket is authorized by s3:ListBucket
     "list_objects_v2": {"s3:ListBucket"},
     "list_objects": {"s3:ListBucket"},
     "put_object": {"s3:PutObject"},

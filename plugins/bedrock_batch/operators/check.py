@@ -159,7 +159,7 @@ class BedrockBatchCheckOperator(StagingOperator):
 
     def _check_model(self, warnings: list[str]) -> ModelCheck:
         try:
-            return check_model("model_id", self.model_id, self.hook.get_foundation_model)
+            return check_model("model_id", self.model_id, self.hook.describe_foundation_model)
         except ClientError as error:
             if error_code(error) != "AccessDeniedException":
                 raise
