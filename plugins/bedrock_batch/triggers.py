@@ -13,6 +13,9 @@ from typing import Any
 from airflow.providers.common.compat.sdk import conf
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from bedrock_batch import metrics
+from bedrock_batch.aws_errors import is_throttling
+
 # The wait's decisions and its event live in polling (pure, shared with the submit operator's blocking wait),
 # its exception types in errors; the names imported "as" themselves are imported from here by earlier callers.
 from bedrock_batch.errors import JobStatusError as JobStatusError
@@ -174,16 +177,28 @@ class BedrockBatchJobTrigger(BaseTrigger):
                 try:
                     job = await client.get_job(self.job_arn)
                 except Exception as error:
+                    if is_throttling(error):
+                        metrics.count(
+                            "throttled_calls",
+                            dag_id=self._dag_id(),
+                            model_id=metrics.model_of(watch.last_job),
+                        )
                     step = watch.check_failed(error, datetime.now(UTC))
                 else:
                     step = watch.checked(job, datetime.now(UTC))
                 log_step(self.log, step)
                 if step.event is not None:
+                    if step.event.get("reason") == "ended":
+                        metrics.job_ended(watch.last_job, watch.started, dag_id=self._dag_id())
                     yield TriggerEvent(step.event)
                     return
                 if step.reconnect:
                     await client.reconnect()
                 await asyncio.sleep(step.delay)
+
+    def _dag_id(self) -> str:
+        """The waiting task's DAG (the triggerer gives the trigger its task instance), for the metrics."""
+        return str(getattr(getattr(self, "task_instance", None), "dag_id", None) or "unknown")
 
     async def on_kill(self) -> None:
         """The waiting was cancelled by a user action: stop the job only if the user abandoned the task.
