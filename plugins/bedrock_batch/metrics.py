@@ -161,11 +161,10 @@ def count(name: str, value: int = 1, *, dag_id: str, model_id: str) -> None:
     emit([Metric(name, "counter", value)], dag_id=dag_id, model_id=model_id)
 
 
-def job_ended(watch_job: Mapping[str, Any] | None, started: datetime | None, *, dag_id: str) -> None:
-    """Send the timers of a job a wait saw end (see :func:`job_timing_metrics`), tagged with its model."""
-    if watch_job is None:
-        return
-    emit(job_timing_metrics(watch_job, started), dag_id=dag_id, model_id=model_of(watch_job))
+def job_ended(job: Mapping[str, Any] | None, started: datetime | None, *, dag_id: str, model_id: str) -> None:
+    """Send the timers of a job a wait saw end (see :func:`job_timing_metrics`)."""
+    if job is not None:
+        emit(job_timing_metrics(job, started), dag_id=dag_id, model_id=model_id)
 
 
 def model_of(job: Mapping[str, Any] | None) -> str:

@@ -247,7 +247,7 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
             return self._result(job_event(job, strict=self.strict), submitted.reused)
         if step.event is not None:
             if not submitted.reused:  # a reused job's timers were sent by the wait that saw it end
-                metrics.job_ended(job, watch.started, dag_id=self.dag_id)
+                metrics.job_ended(job, watch.started, dag_id=self.dag_id, model_id=str(self.model_id))
             return self._finished(step.event, submitted.reused)
         if self.deferrable:
             state: SubmissionState = {"job_arn": submitted.job_arn, "reused": submitted.reused}
@@ -257,6 +257,8 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
                     job_arn=submitted.job_arn,
                     poll_interval=self.poll_interval,
                     strict=self.strict,
+                    dag_id=self.dag_id,
+                    model_id=str(self.model_id),
                     aws_conn_id=self.aws_conn_id,
                     region_name=self.region_name,
                     verify=self.verify,
@@ -274,7 +276,7 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
             log=self.log,
         )
         if event.get("reason") == "ended":
-            metrics.job_ended(watch.last_job, watch.started, dag_id=self.dag_id)
+            metrics.job_ended(watch.last_job, watch.started, dag_id=self.dag_id, model_id=str(self.model_id))
         return self._finished(event, submitted.reused)
 
     def _execution_time_left(self, context: Context) -> timedelta | None:
