@@ -86,6 +86,7 @@ def test_one_run_sends_the_documented_metrics_with_the_reported_values(stack, st
         assert statsd.values(METRICS + name) == [pytest.approx(value, abs=0.001)], name
         assert statsd.values(METRICS + name + PER_DAG_AND_MODEL) == [pytest.approx(value, abs=0.001)], name
     kinds = {
-        line.name.removeprefix(METRICS).removesuffix(PER_DAG_AND_MODEL): line.kind for line in statsd.lines()
+        line.name.removeprefix(METRICS).removesuffix(PER_DAG_AND_MODEL): line.kind
+        for line in statsd.lines(METRICS)
     }
     assert kinds == {name: "ms" if name.startswith("job.") else "c" for name in expected}
