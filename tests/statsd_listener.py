@@ -47,20 +47,28 @@ def stats_of_a_new_process(monkeypatch: Any, settings: dict[str, str]) -> Iterat
         stats._factory, stats._backend = saved
 
 
+def free_udp_port() -> int:
+    """A UDP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @dataclass(frozen=True)
 class StatsdLine:
-    """One received metric line."""
+    """One received metric line, and the UDP port it was sent from (one per sending client)."""
 
     name: str
     value: float
     kind: str
+    source_port: int = 0
 
 
-def parse_line(line: str) -> StatsdLine:
+def parse_line(line: str, source_port: int = 0) -> StatsdLine:
     """``airflow.bedrock_batch.records.succeeded:150|c`` as its name, value and type."""
     name, _, rest = line.partition(":")
     value, _, kind = rest.partition("|")
-    return StatsdLine(name, float(value), kind.split("|")[0])
+    return StatsdLine(name, float(value), kind.split("|")[0], source_port)
 
 
 class StatsdListener:
@@ -71,7 +79,7 @@ class StatsdListener:
         self._sock.bind(("127.0.0.1", port))
         self._sock.settimeout(0.1)
         self.port = int(self._sock.getsockname()[1])
-        self.raw: list[str] = []
+        self.received: list[tuple[str, int]] = []  # (line, source port)
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._receive, name=f"statsd-{self.port}", daemon=True)
@@ -88,19 +96,21 @@ class StatsdListener:
     def _receive(self) -> None:
         while not self._stopped.is_set():
             try:
-                data = self._sock.recv(65535)
+                data, (_, source_port) = self._sock.recvfrom(65535)
             except TimeoutError:
                 continue
             except OSError:
                 return
+            lines = data.decode("utf-8", "replace").splitlines()
             with self._lock:
-                self.raw.extend(line for line in data.decode("utf-8", "replace").splitlines() if line)
+                self.received.extend((line, int(source_port)) for line in lines if line)
 
     def lines(self, prefix: str = "") -> list[StatsdLine]:
         """Every line received so far whose name starts with ``prefix``, in arrival order."""
         with self._lock:
-            raw = list(self.raw)
-        return [parsed for parsed in map(parse_line, raw) if parsed.name.startswith(prefix)]
+            received = list(self.received)
+        parsed = (parse_line(line, port) for line, port in received)
+        return [line for line in parsed if line.name.startswith(prefix)]
 
     def totals(self, prefix: str = "") -> dict[str, float]:
         """The values received for each name, added up (a counter's total; a timer sent once: its value)."""
@@ -118,7 +128,7 @@ class StatsdListener:
         deadline = time.monotonic() + timeout
         while not condition(self):
             if time.monotonic() > deadline:
-                raise AssertionError(f"metrics not received within {timeout:.0f} s; got {self.raw}")
+                raise AssertionError(f"metrics not received within {timeout:.0f} s; got {self.received}")
             time.sleep(0.05)
 
 
