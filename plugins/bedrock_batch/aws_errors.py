@@ -21,6 +21,8 @@ TRANSIENT_ERRORS = frozenset(
         "RequestTimeoutException",
     }
 )
+# The service refused the call for its rate: counted as throttled calls (see bedrock_batch.metrics).
+THROTTLING_ERRORS = frozenset({"ThrottlingException", "TooManyRequestsException"})
 # Temporary credentials ran out during a long wait: a new client picks up fresh ones.
 EXPIRED_CREDENTIAL_ERRORS = frozenset({"ExpiredToken", "ExpiredTokenException", "RequestExpired"})
 
@@ -39,6 +41,11 @@ def is_transient(error: BaseException) -> bool:
     if isinstance(error, ClientError):
         return error_code(error) in TRANSIENT_ERRORS
     return isinstance(error, BotoConnectionError | HTTPClientError)
+
+
+def is_throttling(error: BaseException) -> bool:
+    """Whether ``error`` is the service refusing a call for its rate (it is also transient)."""
+    return isinstance(error, ClientError) and error_code(error) in THROTTLING_ERRORS
 
 
 def is_expired_credentials(error: BaseException) -> bool:

@@ -55,7 +55,8 @@ class OnDemandStats:
     """Counts of one fallback pass, for logs and the run report.
 
     ``reused`` counts the records of input files whose output an earlier try had written completely: they
-    are not invoked again, and not in the other counts.
+    are not invoked again, and not in the other counts. ``throttled`` counts the calls the service refused
+    with ThrottlingException (retried or not).
     """
 
     records: int = 0
@@ -63,6 +64,7 @@ class OnDemandStats:
     failed: int = 0
     retries: int = 0
     reused: int = 0
+    throttled: int = 0
 
 
 class RateLimiter:
@@ -115,6 +117,8 @@ def invoke_records(
                 stats.succeeded += 1
                 break
             except InvocationError as err:
+                if err.name == "ThrottlingException":
+                    stats.throttled += 1
                 if err.name in RETRIED_ERRORS and attempt < max_attempts:
                     stats.retries += 1
                     time.sleep(backoff_seconds * 2 ** (attempt - 1))

@@ -32,6 +32,7 @@ from bedrock_batch.jobs import (
     progress_of,
     wait_deadline,
 )
+from bedrock_batch.metrics import running_since
 from bedrock_batch.stage_results import JobEvent, JobResult
 
 DEFAULT_POLL_INTERVAL = 60.0
@@ -195,6 +196,8 @@ class JobWatch:
         self.deadline = deadline
         self.margin = margin
         self.last_job: Mapping[str, Any] | None = None
+        # When a check first saw the job running (see bedrock_batch.metrics.running_since): its queue time.
+        self.started: datetime | None = None
         self._schedule = PollSchedule(self.poll_interval, max_interval=max_interval)
         self._draw = draw
         self._last_progress: tuple[str, int, int] | None = None
@@ -204,6 +207,8 @@ class JobWatch:
         """The job's description was read at ``now``: ended, or when to check again."""
         self.last_job = job
         self._error_delay = self.poll_interval
+        if self.started is None:
+            self.started = running_since(job)
         if self.deadline is None:
             self.deadline = wait_deadline(job, self.margin)
         progress = progress_of(job)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from botocore.exceptions import ClientError
 
-from bedrock_batch.aws_errors import describe_error, error_code, is_transient
+from bedrock_batch.aws_errors import describe_error, error_code, is_throttling, is_transient
 from bedrock_batch.errors import ConfigError
 from bedrock_batch.jobs import (
     ACTIVE_STATUSES,
@@ -149,6 +149,8 @@ class JobSubmitter:
     :param log: where the decisions are logged (the task's log).
     :param sleep: waits a number of seconds (tests pass their own).
     :param clock: monotonic seconds (tests pass their own).
+    :param on_slot_wait: called each time a look finds no job can be created right now (a wait for a slot).
+    :param on_throttled: called each time a call is refused for the service's rate and retried.
     """
 
     def __init__(
@@ -166,6 +168,8 @@ class JobSubmitter:
         log: Log | None = None,
         sleep: Callable[[float], Any] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        on_slot_wait: Callable[[], Any] | None = None,
+        on_throttled: Callable[[], Any] | None = None,
     ) -> None:
         self.hook = hook
         self.key = key
@@ -179,6 +183,8 @@ class JobSubmitter:
         self.log: Log = log if log is not None else logging.getLogger(__name__)
         self._sleep = sleep
         self._clock = clock
+        self._on_slot_wait = on_slot_wait or _nothing
+        self._on_throttled = on_throttled or _nothing
 
     def submit(self, *, wait: bool) -> Submitted | None:
         """The shard's job, found or created; at the quota, ``None`` unless ``wait``, which waits for a slot.
@@ -190,8 +196,11 @@ class JobSubmitter:
         """
         while True:
             submitted = self.retrying("finding or creating its job", self.find_or_create)
-            if submitted is not None or not wait:
+            if submitted is not None:
                 return submitted
+            self._on_slot_wait()
+            if not wait:
+                return None
             self._sleep(self.poll_interval)
 
     def retrying(self, what: str, call: Callable[..., _T], *args: Any) -> _T:
@@ -211,6 +220,8 @@ class JobSubmitter:
             try:
                 return call(*args)
             except Exception as error:
+                if is_throttling(error):
+                    self._on_throttled()
                 if not is_transient(error) or self._clock() + backoff > give_up_at:
                     raise
                 self.log.warning(
@@ -325,3 +336,7 @@ class JobSubmitter:
             if error_code(error) == "ResourceNotFoundException":
                 return False
             raise
+
+
+def _nothing() -> None:
+    return None

@@ -13,6 +13,9 @@ from typing import Any
 from airflow.providers.common.compat.sdk import conf
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from bedrock_batch import metrics
+from bedrock_batch.aws_errors import is_throttling
+
 # The wait's decisions and its event live in polling (pure, shared with the submit operator's blocking wait),
 # its exception types in errors; the names imported "as" themselves are imported from here by earlier callers.
 from bedrock_batch.errors import JobStatusError as JobStatusError
@@ -85,6 +88,10 @@ class BedrockBatchJobTrigger(BaseTrigger):
         cancels the trigger for any user action on the task and for reassignments between triggerers;
         :meth:`on_kill` reads the task's state and stops the job only when it is ``failed`` (see
         :func:`~bedrock_batch.jobs.abandoned_by_user`): a clear, a retry, a crash or a restart reattaches.
+    :param dag_id: the waiting task's DAG, the metrics' ``dag_id`` tag; ``None``: the task instance's, which
+        the triggerer gives the trigger.
+    :param model_id: the model the job was created with, the metrics' ``model`` tag (the service may report
+        it as an ARN); ``None``: the job's ``modelId``.
     :param aws_conn_id: The Airflow connection used for AWS credentials and endpoints.
     :param region_name: AWS region name; ``None`` uses the connection's.
     :param verify: Whether or not to verify SSL certificates.
@@ -102,6 +109,8 @@ class BedrockBatchJobTrigger(BaseTrigger):
         deadline: str | None = None,
         margin_seconds: float = DEFAULT_WAIT_MARGIN.total_seconds(),
         stop_on_kill: bool = True,
+        dag_id: str | None = None,
+        model_id: str | None = None,
         aws_conn_id: str | None = "aws_default",
         region_name: str | None = None,
         verify: bool | str | None = None,
@@ -119,6 +128,8 @@ class BedrockBatchJobTrigger(BaseTrigger):
         self.deadline = deadline
         self.margin_seconds = float(margin_seconds)
         self.stop_on_kill = stop_on_kill
+        self.dag_id = dag_id
+        self.model_id = model_id
         self.aws_conn_id = aws_conn_id
         self.region_name = region_name
         self.verify = verify
@@ -136,6 +147,8 @@ class BedrockBatchJobTrigger(BaseTrigger):
                 "deadline": self.deadline,
                 "margin_seconds": self.margin_seconds,
                 "stop_on_kill": self.stop_on_kill,
+                "dag_id": self.dag_id,
+                "model_id": self.model_id,
                 "aws_conn_id": self.aws_conn_id,
                 "region_name": self.region_name,
                 "verify": self.verify,
@@ -174,16 +187,28 @@ class BedrockBatchJobTrigger(BaseTrigger):
                 try:
                     job = await client.get_job(self.job_arn)
                 except Exception as error:
+                    if is_throttling(error):
+                        metrics.count("throttled_calls", dag_id=self._dag_id(), model_id=self._model(watch))
                     step = watch.check_failed(error, datetime.now(UTC))
                 else:
                     step = watch.checked(job, datetime.now(UTC))
                 log_step(self.log, step)
                 if step.event is not None:
+                    if step.event.get("reason") == "ended":
+                        metrics.job_ended(
+                            watch.last_job, watch.started, dag_id=self._dag_id(), model_id=self._model(watch)
+                        )
                     yield TriggerEvent(step.event)
                     return
                 if step.reconnect:
                     await client.reconnect()
                 await asyncio.sleep(step.delay)
+
+    def _dag_id(self) -> str:
+        return self.dag_id or str(getattr(getattr(self, "task_instance", None), "dag_id", None) or "unknown")
+
+    def _model(self, watch: JobWatch) -> str:
+        return self.model_id or metrics.model_of(watch.last_job)
 
     async def on_kill(self) -> None:
         """The waiting was cancelled by a user action: stop the job only if the user abandoned the task.

@@ -28,6 +28,7 @@ from tests.deployment.checks import (
     end_unfinished_runs,
     unpause_without_catch_up_run,
 )
+from tests.statsd_listener import free_udp_port, statsd_config
 
 # Airflow settings of the session deployment that shorten how long Airflow takes to notice a fault, so the
 # fault scenarios (test_faults.py) take seconds instead of minutes; nothing a clean run depends on.
@@ -42,6 +43,11 @@ SCENARIO_AIRFLOW_CONFIG = {
     # over (default 30 s): a SIGKILLed triggerer's waits resume on the new one after this.
     "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "15",
 }
+# Every component sends Airflow's metrics, and the toolkit's, as StatsD to this UDP port of 127.0.0.1, chosen
+# once per session; test_metrics.py listens on it while its run goes through. Nothing listens otherwise:
+# a StatsD client sends and forgets, so the other scenarios are unaffected.
+STATSD_PORT = free_udp_port()
+SCENARIO_AIRFLOW_CONFIG.update(statsd_config(STATSD_PORT))
 
 
 @dataclass

@@ -49,6 +49,7 @@ class TestInvokeRecords:
         assert "modelOutput" in out[0]
         assert runtime.calls == ["p0", "p0", "p0"]
         assert (stats.records, stats.succeeded, stats.failed, stats.retries) == (1, 1, 0, 2)
+        assert stats.throttled == 1  # the 503 was retried but not throttled
 
     def test_validation_error_is_not_retried_and_keeps_its_code(self):
         runtime = ScriptedRuntime({"p1": ["ValidationException"]})
@@ -58,14 +59,16 @@ class TestInvokeRecords:
 
     def test_retries_give_up_after_max_attempts_with_429(self):
         runtime = ScriptedRuntime({"p0": ["ThrottlingException"] * 10})
+        stats = OnDemandStats()
         out = [
             orjson.loads(x)
             for x in invoke_records(
-                lines(1), runtime, requests_per_second=0, max_attempts=3, backoff_seconds=0
+                lines(1), runtime, requests_per_second=0, max_attempts=3, backoff_seconds=0, stats=stats
             )
         ]
         assert out[0]["error"]["errorCode"] == 429
         assert len(runtime.calls) == 3
+        assert stats.throttled == 3
 
     def test_blank_lines_are_ignored(self):
         out = list(invoke_records([b"\n", *lines(1), b"  \n"], ScriptedRuntime(), requests_per_second=0))

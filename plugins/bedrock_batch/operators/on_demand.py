@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
+from bedrock_batch import metrics
 from bedrock_batch.operators._base import RUNTIME_TEMPLATE_FIELDS, STORAGE_TEMPLATE_FIELDS, InvokingOperator
 from bedrock_batch.stage_results import OnDemandResult
 
@@ -70,6 +71,8 @@ class BedrockOnDemandOperator(InvokingOperator):
             f"{stats.retries:,}",
             f"{stats.reused:,}",
         )
+        if stats.throttled:
+            metrics.count("throttled_calls", stats.throttled, dag_id=self.dag_id, model_id=str(self.model_id))
         return {
             "output_uri": self.output_uri if uris else None,
             "records": stats.records + stats.reused,

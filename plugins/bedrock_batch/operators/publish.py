@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
+from bedrock_batch import metrics
 from bedrock_batch.config import as_column_name, as_date, as_optional_str
 from bedrock_batch.errors import OutputAccountingError
 from bedrock_batch.operators._base import (
@@ -157,6 +158,7 @@ class BedrockBatchPublishOperator(RoundsOperator):
         report_uri = join_uri(self.results_uri, "reports", f"ds={ds}")
         write_report(storage, report, report_uri)
         self.log.info("Run report for %s:\n%s", ds, report.to_text())
+        metrics.emit(metrics.run_metrics(report), dag_id=self.dag_id, model_id=report.model_id)
         catalog = self._register(table_root, table.schema, ds)
         # Consumers scheduled on the table (e.g. the KPI DAG) read which partition changed from the event.
         for asset in self.outlets:

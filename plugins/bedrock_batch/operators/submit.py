@@ -11,6 +11,7 @@ from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.providers.common.compat.sdk import conf
 
+from bedrock_batch import metrics
 from bedrock_batch.config import (
     QuotasArgument,
     as_bool,
@@ -202,7 +203,16 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
             records=self.shard.get("records"),
             poll_interval=self.poll_interval,
             log=self.log,
+            on_slot_wait=lambda: self._count("job_slot.waits"),
+            on_throttled=lambda: self._count("throttled_calls"),
         )
+
+    def _count(self, name: str, value: int = 1) -> None:
+        metrics.count(name, value, dag_id=self.dag_id, model_id=str(self.model_id))
+
+    def _counted(self, read_job: Any) -> Any:
+        """``read_job`` counting the calls the service throttles."""
+        return metrics.counting_throttles(read_job, lambda: self._count("throttled_calls"))
 
     # --- submit ---------------------------------------------------------------------------------------
 
@@ -226,6 +236,8 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
 
     def _after_submit(self, context: Context, submitter: JobSubmitter, submitted: Submitted) -> SubmitResult:
         self.job_arn = submitted.job_arn
+        if not submitted.reused:
+            self._count("records.submitted", int(self.shard.get("records") or 0))
         job = submitter.retrying("reading its job's status", self.hook.get_job, submitted.job_arn)
         persist_job_links(context, self, job, self.hook.conn_region_name, self.hook.conn_partition)
         watch = JobWatch(submitted.job_arn, poll_interval=self.poll_interval, strict=self.strict)
@@ -234,6 +246,8 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
         if not self.wait_for_completion:
             return self._result(job_event(job, strict=self.strict), submitted.reused)
         if step.event is not None:
+            if not submitted.reused:  # a reused job's timers were sent by the wait that saw it end
+                metrics.job_ended(job, watch.started, dag_id=self.dag_id, model_id=str(self.model_id))
             return self._finished(step.event, submitted.reused)
         if self.deferrable:
             state: SubmissionState = {"job_arn": submitted.job_arn, "reused": submitted.reused}
@@ -243,6 +257,8 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
                     job_arn=submitted.job_arn,
                     poll_interval=self.poll_interval,
                     strict=self.strict,
+                    dag_id=self.dag_id,
+                    model_id=str(self.model_id),
                     aws_conn_id=self.aws_conn_id,
                     region_name=self.region_name,
                     verify=self.verify,
@@ -252,7 +268,15 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
                 timeout=self._execution_time_left(context),
             )
         # Not deferrable: the trigger's wait (the same JobWatch), run in the worker.
-        event = wait_until_ended(watch, step, self.hook.get_job, reconnect=self._new_client, log=self.log)
+        event = wait_until_ended(
+            watch,
+            step,
+            self._counted(self.hook.get_job),
+            reconnect=lambda: self._counted(self._new_client()),
+            log=self.log,
+        )
+        if event.get("reason") == "ended":
+            metrics.job_ended(watch.last_job, watch.started, dag_id=self.dag_id, model_id=str(self.model_id))
         return self._finished(event, submitted.reused)
 
     def _execution_time_left(self, context: Context) -> timedelta | None:
