@@ -15,6 +15,11 @@ class ConfigError(BedrockBatchError):
     """A configuration value is missing, malformed or contradicts a service limit."""
 
 
+class PipelineError(ConfigError):
+    """A pipeline folder (``include/pipelines/<name>/``) cannot be used; the message starts with the file and
+    the field, e.g. ``include/pipelines/reviews/pipeline.yaml: model_id: ...``."""
+
+
 class UnknownModelError(ConfigError):
     """The model id does not map to a supported model family."""
 
