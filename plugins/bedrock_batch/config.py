@@ -480,6 +480,15 @@ class PipelineConfig:
         if unknown:
             raise ConfigError(f"{origin(unknown[0])}: unknown setting(s) {unknown}; known: {sorted(known)}")
         raw = dict(raw)
+        missing = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name not in raw
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ]
+        if missing:
+            raise ConfigError(f"{origin('')}: {missing[0]}: required, and not set (missing: {missing})")
         for f in dataclasses.fields(cls):
             if f.name in raw and f.name not in _CHECKED_BELOW:
                 _check_setting_type(f.name, str(f.type), raw[f.name], origin(f.name))
