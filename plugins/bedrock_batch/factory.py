@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -90,6 +91,8 @@ def pipeline_dag(name_or_path: str | os.PathLike[str] | Pipeline) -> DAG:
         doc_md=pipeline_doc(pipeline),
     ) as dag:
         add_pipeline_tasks(pipeline, {name: f"params.{name}" for name in RUN_VALUES})
+    # The DAG belongs to the file that asked for it, not to this module (Airflow's processor sets the same).
+    dag.fileloc = sys._getframe(1).f_code.co_filename
     return dag
 
 
