@@ -9,8 +9,6 @@ source row once. Runs without a logical date process the partition their pipelin
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import io
 import json
 from collections.abc import Iterator
@@ -34,7 +32,7 @@ from bedrock_batch_dev.sample_data.tickets import (
     generate_tickets,
 )
 from bedrock_batch_dev.sample_data.writers import write_reviews, write_tickets
-from tests.conftest import DAGS_FOLDER, REPO
+from tests.conftest import DAGS_FOLDER, REPO, fresh_stack, load_dag_file
 from tests.integration.bedrock_shards import load_test_dags
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -45,23 +43,11 @@ PIPELINES = REPO / "include" / "pipelines"
 
 @pytest.fixture
 def stack(local_stack: Any, aws_connection: str, airflow_home: Any) -> Iterator[Any]:
-    local_stack.admin.reset()
-    local_stack.admin.set_time_scale(3600.0)
-    s3 = local_stack.client("s3")
-    for bucket in BUCKETS:
-        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
-            s3.create_bucket(Bucket=bucket)
-    yield local_stack
-    local_stack.admin.reset()
+    yield from fresh_stack(local_stack, BUCKETS)
 
 
 def load_dag(name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(f"pipeline_dag_{name}", DAGS_FOLDER / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.dag
+    return load_dag_file(DAGS_FOLDER / f"{name}.py", f"pipeline_dag_{name}")
 
 
 def local_settings(name: str, **overrides: Any) -> dict[str, Any]:
