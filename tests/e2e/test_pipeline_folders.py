@@ -50,23 +50,22 @@ def load_dag(name: str) -> Any:
     return load_dag_file(DAGS_FOLDER / f"{name}.py", f"pipeline_dag_{name}")
 
 
-def local_settings(name: str, **overrides: Any) -> dict[str, Any]:
-    """Settings pointing a pipeline at the local buckets, as a deployment's override file would."""
+def use_local_pace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pipeline: str) -> None:
+    """Poll at the local stack's pace and fail without retries, through the pipeline's override variable (a
+    JSON file, as a deployment sets it). The locations stay the folder's: its table's asset URI is what every
+    parse of the DAG file registers, in any test."""
+    path = tmp_path / f"{pipeline}.json"
+    path.write_text(json.dumps({"poll_interval_seconds": 0.1, "retries": 0}))
+    monkeypatch.setenv(f"BEDROCK_BATCH_PIPELINE_{pipeline.upper()}_CONFIG", str(path))
+
+
+def local_locations(name: str) -> dict[str, str]:
+    """A run's params pointing a pipeline at the local buckets."""
     return {
         "source_uri": f"s3://pipeline-source/{name}/{{ds}}/",
         "staging_uri": f"s3://staging/{name}",
         "results_uri": f"s3://results/{name}",
-        "poll_interval_seconds": 0.1,
-        "retries": 0,
-        **overrides,
     }
-
-
-def use_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, **settings: Any) -> None:
-    """Point pipeline ``name`` at the local stack through its override variable (a JSON file)."""
-    path = tmp_path / f"{name}.json"
-    path.write_text(json.dumps(local_settings(name, **settings)))
-    monkeypatch.setenv(f"BEDROCK_BATCH_PIPELINE_{name.upper()}_CONFIG", str(path))
 
 
 def read_table(s3: Any, name: str, table: str, ds: str) -> pa.Table:
@@ -99,9 +98,11 @@ class TestProductReviews:
         s3 = stack.client("s3")
         reviews = list(generate_reviews(140, seed=41))
         write_reviews(reviews, "parquet", f"s3://pipeline-source/product_reviews/{self.DS}/", s3_client=s3)
-        use_settings(tmp_path, monkeypatch, "product_reviews")
+        use_local_pace(tmp_path, monkeypatch, "product_reviews")
 
-        run = load_dag("product_reviews").test(logical_date=pendulum.parse(self.DS))
+        dag = load_dag("product_reviews")
+        assert dag.get_task("submit").partial_kwargs["poll_interval"] == 0.1  # the override file was read
+        run = dag.test(logical_date=pendulum.parse(self.DS), run_conf=local_locations("product_reviews"))
         assert run.state == "success"
 
         table = read_table(s3, "product_reviews", "product_reviews", self.DS)
@@ -132,9 +133,11 @@ class TestSupportTickets:
         s3 = stack.client("s3")
         tickets = list(generate_tickets(130, seed=43))
         write_tickets(tickets, "csv", f"s3://pipeline-source/support_tickets/{self.DS}/", s3_client=s3)
-        use_settings(tmp_path, monkeypatch, "support_tickets")
+        use_local_pace(tmp_path, monkeypatch, "support_tickets")
 
-        run = load_dag("support_tickets").test(logical_date=pendulum.parse(self.DS))
+        run = load_dag("support_tickets").test(
+            logical_date=pendulum.parse(self.DS), run_conf=local_locations("support_tickets")
+        )
         assert run.state == "success"
 
         table = read_table(s3, "support_tickets", "support_ticket_extractions", self.DS)
@@ -176,9 +179,13 @@ class TestRunWithoutLogicalDate:
         s3 = stack.client("s3")
         reviews = list(generate_reviews(110, seed=44))
         write_reviews(reviews, "parquet", "s3://pipeline-source/reviews_manual/2026-12-22/", s3_client=s3)
-        use_settings(tmp_path, monkeypatch, "product_reviews", **local_settings("reviews_manual"))
+        use_local_pace(tmp_path, monkeypatch, "product_reviews")
 
-        run = load_dag("product_reviews").test(logical_date=None, run_after=pendulum.parse(self.RUN_AFTER))
+        run = load_dag("product_reviews").test(
+            logical_date=None,
+            run_after=pendulum.parse(self.RUN_AFTER),
+            run_conf=local_locations("reviews_manual"),
+        )
         assert run.logical_date is None
         assert run.state == "success"
         table = read_table(s3, "reviews_manual", "product_reviews", "2026-12-22")
