@@ -19,8 +19,9 @@ $(STAMP): $(BIN)/python requirements.txt requirements-dev.txt constraints.txt py
 
 install: $(STAMP)
 
+# PIPELINE=product_reviews or support_tickets runs another shipped pipeline (include/pipelines/).
 demo: $(STAMP)
-	$(BIN)/python -m bedrock_batch_dev.demo
+	$(BIN)/python -m bedrock_batch_dev.demo $(if $(PIPELINE),--pipeline $(PIPELINE))
 
 airflow: $(STAMP)
 	$(BIN)/python -m bedrock_batch_dev.deployment

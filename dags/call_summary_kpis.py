@@ -11,21 +11,17 @@ The partition comes from the asset event; a manual run reads the `ds` and `resul
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from typing import Any
 
 import pendulum
 from airflow.sdk import DAG, Asset, Param, task
 
-from bedrock_batch.config import PipelineConfig
-from bedrock_batch.resources import include_path
+from bedrock_batch.pipelines import load_pipeline
 
-# One file configures both environments; CALL_CENTER_CONFIG points a deployment (or a test) at another one.
-# include_path finds the project's include/ beside or inside the DAGs folder (bedrock_batch.resources).
-CONFIG = PipelineConfig.load(
-    os.environ.get("CALL_CENTER_CONFIG") or include_path("config", "call_center_summarization.json")
-)
+# The call-center pipeline's settings, as its DAG reads them (include/pipelines/call_center_summarization/:
+# include/config/call_center_summarization.json, or the file CALL_CENTER_CONFIG names).
+CONFIG = load_pipeline("call_center_summarization").config
 CALL_SUMMARIES = Asset(name="call_summaries", uri=CONFIG.table_uri("call_summaries"))
 CALL_SUMMARY_KPIS = Asset(name="call_summary_kpis", uri=CONFIG.table_uri("call_summary_kpis"))
 

@@ -1,6 +1,9 @@
-"""Runs the call-center DAG end to end on the embedded local stack, then prints what it produced.
+"""Runs a shipped pipeline's DAG end to end on the embedded local stack, then prints what it produced.
 
-Starts moto's S3 and the Bedrock emulator, writes sample transcripts, runs ``airflow dags test``, stops all.
+Starts moto's S3 and the Bedrock emulator, writes sample records (call transcripts, product reviews or
+support tickets, as the pipeline reads them), runs ``airflow dags test``, stops all. The call-center pipeline
+is the default; ``--pipeline product_reviews`` or ``support_tickets`` runs another folder of
+``include/pipelines/``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ CALLS_BUCKET, STAGING_BUCKET, RESULTS_BUCKET = (
     "demo-bedrock-staging",
     "demo-analytics",
 )
+# The other shipped pipelines: the sample-data kind each reads, in its source format.
+SAMPLES = {"product_reviews": ("reviews", "parquet"), "support_tickets": ("tickets", "csv")}
+PIPELINES = (DAG_ID, *SAMPLES)
+SOURCE_BUCKET = "demo-source"
 MODEL_ID = "us.anthropic.claude-3-haiku-20240307-v1:0"
 REGION = "us-east-1"
 READY_PREFIX = "local stack ready:"
@@ -61,9 +68,28 @@ def local_config(home: Path) -> Path:
     return path
 
 
-def airflow_environment(home: Path, s3_url: str, bedrock_url: str) -> dict[str, str]:
+def local_override(home: Path, pipeline: str) -> tuple[str, Path]:
+    """The environment variable and the file that point ``pipeline`` at the demo's buckets, at local pace:
+    ``CALL_CENTER_CONFIG`` for the call-center pipeline, ``BEDROCK_BATCH_PIPELINE_<NAME>_CONFIG`` for the
+    others (docs/pipelines.md)."""
+    from bedrock_batch.pipelines import config_env_name
+
+    if pipeline == DAG_ID:
+        return "CALL_CENTER_CONFIG", local_config(home)
+    settings = {
+        "source_uri": f"s3://{SOURCE_BUCKET}/{pipeline}/{{ds}}/",
+        "staging_uri": f"s3://{STAGING_BUCKET}/{pipeline}",
+        "results_uri": f"s3://{RESULTS_BUCKET}/{pipeline}",
+        **LOCAL_PACE,
+    }
+    path = home / f"{pipeline}.json"
+    path.write_text(json.dumps(settings, indent=2))
+    return config_env_name(pipeline), path
+
+
+def airflow_environment(home: Path, s3_url: str, bedrock_url: str, pipeline: str = DAG_ID) -> dict[str, str]:
     """Environment for the Airflow CLI: a private home and SQLite DB, our dags/ and plugins/, the stack, and
-    the demo's pipeline configuration (``CALL_CENTER_CONFIG``)."""
+    the demo's settings of the pipeline (:func:`local_override`)."""
     connection = {
         "conn_type": "aws",
         "login": "demo",
@@ -77,6 +103,7 @@ def airflow_environment(home: Path, s3_url: str, bedrock_url: str) -> dict[str, 
             },
         },
     }
+    override_env, override_file = local_override(home, pipeline)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "AIRFLOW"))}
     env.update(
         {
@@ -88,7 +115,7 @@ def airflow_environment(home: Path, s3_url: str, bedrock_url: str) -> dict[str, 
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
             "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(connection),
             "AWS_DEFAULT_REGION": REGION,
-            "CALL_CENTER_CONFIG": str(local_config(home)),
+            override_env: str(override_file),
             # Status checks at the local stack's pace (the production default is 2 per second per triggerer).
             "AIRFLOW__BEDROCK_BATCH__STATUS_CALLS_PER_SECOND": "50",
         }
@@ -146,25 +173,54 @@ def run_airflow(env: dict[str, str], *args: str, quiet: bool = False) -> None:
         raise SystemExit(f"`airflow {' '.join(args[:2])}` failed with exit code {result.returncode}")
 
 
-def show_results(s3: Any, ds: str) -> None:
+def write_sample_records(s3: Any, pipeline: str, count: int, ds: str) -> str:
+    """Write ``count`` sample records of another pipeline under the day's partition; return its URI."""
+    from bedrock_batch_dev.sample_data.reviews import generate_reviews
+    from bedrock_batch_dev.sample_data.tickets import generate_tickets
+    from bedrock_batch_dev.sample_data.writers import write_reviews, write_tickets
+
+    for bucket in (SOURCE_BUCKET, STAGING_BUCKET, RESULTS_BUCKET):
+        s3.create_bucket(Bucket=bucket)
+    prefix = f"s3://{SOURCE_BUCKET}/{pipeline}/{ds}/"
+    kind, fmt = SAMPLES[pipeline]
+    if kind == "reviews":
+        write_reviews(generate_reviews(count, seed=2026), fmt, prefix, s3_client=s3)
+    else:
+        write_tickets(generate_tickets(count, seed=2026), fmt, prefix, s3_client=s3)
+    return prefix
+
+
+def show_results(s3: Any, ds: str, pipeline: str = DAG_ID) -> None:
     """Print where the results are, the run report and three result rows."""
     import pyarrow.parquet as pq
 
-    report_key = f"reports/ds={ds}/run_report.md"
-    table_key = f"call_summaries/ds={ds}/part-00000.parquet"
+    from bedrock_batch.pipelines import load_pipeline
+
+    loaded = load_pipeline(pipeline, environ={})
+    root = "" if pipeline == DAG_ID else f"{pipeline}/"
+    report_key = f"{root}reports/ds={ds}/run_report.md"
+    table_key = f"{root}{loaded.table}/ds={ds}/part-00000.parquet"
     report = s3.get_object(Bucket=RESULTS_BUCKET, Key=report_key)["Body"].read().decode()
     table = pq.read_table(io.BytesIO(s3.get_object(Bucket=RESULTS_BUCKET, Key=table_key)["Body"].read()))
     print("\n" + report)
-    print(f"Results table: s3://{RESULTS_BUCKET}/call_summaries/ds={ds}/ ({table.num_rows:,} rows)")
-    print(f"Run report:    s3://{RESULTS_BUCKET}/reports/ds={ds}/run_report.json\n")
-    columns = ["call_id", "status", "sentiment", "primary_topic", "resolution", "summary"]
+    print(f"Results table: s3://{RESULTS_BUCKET}/{root}{loaded.table}/ds={ds}/ ({table.num_rows:,} rows)")
+    print(f"Run report:    s3://{RESULTS_BUCKET}/{root}reports/ds={ds}/run_report.json\n")
+    if pipeline == DAG_ID:
+        columns = ["call_id", "status", "sentiment", "primary_topic", "resolution", "summary"]
+    else:
+        assert loaded.reply_schema is not None
+        reply = json.loads(loaded.reply_schema.read_text())["properties"]
+        columns = [loaded.key_column, "status", *reply]
     for row in table.select(columns).slice(0, 3).to_pylist():
         print(json.dumps(row, indent=2, default=str))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bedrock_batch_dev.demo", description=__doc__)
-    parser.add_argument("--calls", type=int, default=1200, help="sample transcripts to generate")
+    parser.add_argument("--pipeline", choices=PIPELINES, default=DAG_ID, help="the shipped pipeline to run")
+    parser.add_argument(
+        "--records", "--calls", dest="records", type=int, default=1200, help="sample records to generate"
+    )
     parser.add_argument("--time-scale", type=float, default=3600.0, help="emulated seconds per real second")
     parser.add_argument("--home", default=str(REPO / ".local" / "demo"), help="scratch Airflow home")
     args = parser.parse_args(argv)
@@ -185,15 +241,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             aws_access_key_id="demo",
             aws_secret_access_key="demo",  # noqa: S106 - the local stack accepts any credentials
         )
-        source = write_sample_calls(s3, args.calls, ds)
-        print(f"Wrote {args.calls:,} sample transcripts to {source}")
-        env = airflow_environment(home, s3_url, bedrock_url)
+        if args.pipeline == DAG_ID:
+            source = write_sample_calls(s3, args.records, ds)
+            print(f"Wrote {args.records:,} sample transcripts to {source}")
+        else:
+            source = write_sample_records(s3, args.pipeline, args.records, ds)
+            print(f"Wrote {args.records:,} sample {SAMPLES[args.pipeline][0]} to {source}")
+        env = airflow_environment(home, s3_url, bedrock_url, args.pipeline)
         run_airflow(env, "db", "migrate", quiet=True)
-        print(f"Running `airflow dags test {DAG_ID} {ds}` against the local stack ...")
+        print(f"Running `airflow dags test {args.pipeline} {ds}` against the local stack ...")
         run_started = time.monotonic()
-        run_airflow(env, "dags", "test", DAG_ID, ds, quiet=True)
+        run_airflow(env, "dags", "test", args.pipeline, ds, quiet=True)
         print(f"The DAG run took {time.monotonic() - run_started:,.0f} s")
-        show_results(s3, ds)
+        show_results(s3, ds, args.pipeline)
     print(f"\nDone in {time.monotonic() - started:,.0f} s; the local stack is stopped.")
     return 0
 

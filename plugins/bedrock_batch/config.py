@@ -403,12 +403,12 @@ class PipelineConfig:
     role_arn: str
     schedule: str | None = "0 6 * * *"
     id_column: str = "id"
-    text_column: str = "text"
+    text_column: str | None = "text"
     passthrough_columns: tuple[str, ...] = ()
     invocation_type: str = "InvokeModel"
     aws_conn_id: str = "aws_default"
     max_records: int = 0
-    prompt_name: str = "call_center_summary"
+    prompt_name: str | None = "call_center_summary"
     prompt_version: str = "v1"
     max_tokens: int = 1024
     timeout_hours: int | None = None
@@ -456,33 +456,102 @@ class PipelineConfig:
                 raw = json.load(handle)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot read pipeline configuration {path}: {exc}") from exc
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{path}: the configuration must be a JSON object of settings")
+        return cls.from_mapping(raw, str(path))
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any], source: str | Mapping[str, str]) -> PipelineConfig:
+        """Validate settings read from one file, or merged from several.
+
+        :param raw: setting name → value.
+        :param source: the file the settings come from, for messages; or setting name → its file, when they
+            were merged from several (a name it lacks is blamed on its ``""`` entry).
+        :raises ConfigError: starting with the file (and naming the setting) of the first bad value.
+        """
+
+        def origin(name: str) -> str:
+            if isinstance(source, str):
+                return source
+            return source.get(name) or source.get("", "configuration")
+
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:
-            raise ConfigError(f"{path}: unknown setting(s) {unknown}; known: {sorted(known)}")
+            raise ConfigError(f"{origin(unknown[0])}: unknown setting(s) {unknown}; known: {sorted(known)}")
+        raw = dict(raw)
+        missing = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name not in raw
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ]
+        if missing:
+            raise ConfigError(f"{origin('')}: {missing[0]}: required, and not set (missing: {missing})")
+        for f in dataclasses.fields(cls):
+            if f.name in raw and f.name not in _CHECKED_BELOW:
+                _check_setting_type(f.name, str(f.type), raw[f.name], origin(f.name))
         raw["passthrough_columns"] = tuple(raw.get("passthrough_columns") or ())
         if raw.get("bucket_owners") is None:
             raw.pop("bucket_owners", None)
         try:
             config = cls(**raw)
         except TypeError as exc:
-            raise ConfigError(f"{path}: {exc}") from exc
-        QuotaSettings.from_mapping(config.quotas)  # fail at parse time, not in the middle of a run
+            raise ConfigError(f"{origin('')}: {exc}") from exc
+        try:
+            QuotaSettings.from_mapping(config.quotas)  # fail at parse time, not in the middle of a run
+        except ConfigError as exc:
+            raise ConfigError(f"{origin('quotas')}: quotas: {exc}") from exc
         if config.glue_database is not None:
             from bedrock_batch.catalog import check_name
 
-            check_name(config.glue_database, f"{path}: glue_database")
-            check_name(config.glue_table, f"{path}: glue_table")
+            check_name(config.glue_database, f"{origin('glue_database')}: glue_database")
+            check_name(config.glue_table, f"{origin('glue_table')}: glue_table")
         timeout = config.job_wait_timeout_minutes
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1):
             raise ConfigError(
-                f"{path}: job_wait_timeout_minutes must be a whole number of minutes, at least 1, or null "
-                f"to wait up to the job's own timeout (timeout_hours), got {timeout!r}"
+                f"{origin('job_wait_timeout_minutes')}: job_wait_timeout_minutes must be a whole number of "
+                f"minutes, at least 1, or null to wait up to the job's own timeout (timeout_hours), "
+                f"got {timeout!r}"
             )
-        check_kms_key_id(config.kms_key_id, f"{path}: kms_key_id")
-        check_account_id(config.expected_bucket_owner, f"{path}: expected_bucket_owner")
+        check_kms_key_id(config.kms_key_id, f"{origin('kms_key_id')}: kms_key_id")
+        check_account_id(
+            config.expected_bucket_owner, f"{origin('expected_bucket_owner')}: expected_bucket_owner"
+        )
         if not isinstance(config.bucket_owners, Mapping):
-            raise ConfigError(f"{path}: bucket_owners must map bucket names to 12-digit account ids")
+            raise ConfigError(
+                f"{origin('bucket_owners')}: bucket_owners must map bucket names to 12-digit account ids"
+            )
         for bucket, owner in config.bucket_owners.items():
-            check_account_id(owner, f"{path}: bucket_owners[{bucket!r}]")
+            check_account_id(owner, f"{origin('bucket_owners')}: bucket_owners[{bucket!r}]")
         return config
+
+
+# Settings with a check of their own in from_mapping, whose message says more than a type would.
+_CHECKED_BELOW = frozenset(
+    {"job_wait_timeout_minutes", "bucket_owners", "kms_key_id", "expected_bucket_owner"}
+)
+# The shape each PipelineConfig annotation takes in a configuration file (JSON or YAML); None passes for the
+# optional ones. Checked before construction, so a wrong type names the file and the setting.
+_SETTING_TYPES: Mapping[str, tuple[tuple[type, ...], str]] = {
+    "str": ((str,), "a string"),
+    "int": ((int,), "a whole number"),
+    "float": ((int, float), "a number"),
+    "tuple[str, ...]": ((list, tuple), "a list of column names"),
+    "Mapping[str, Any]": ((Mapping,), "a mapping"),
+    "Mapping[str, str]": ((Mapping,), "a mapping"),
+}
+
+
+def _check_setting_type(name: str, annotation: str, value: Any, origin: str) -> None:
+    optional = annotation.endswith(" | None")
+    expected = _SETTING_TYPES.get(annotation.removesuffix(" | None"))
+    if expected is None or (value is None and optional):
+        return
+    types, what = expected
+    if value is None or isinstance(value, bool) or not isinstance(value, types):
+        raise ConfigError(f"{origin}: {name}: must be {what}{' or null' if optional else ''}, got {value!r}")
+    items: Any = value
+    if annotation.startswith("tuple[str") and not all(isinstance(item, str) for item in items):
+        raise ConfigError(f"{origin}: {name}: must be a list of column names, got {value!r}")

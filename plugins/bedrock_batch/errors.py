@@ -32,6 +32,11 @@ class ParameterError(ConfigError):
         self.problem = problem
 
 
+class PipelineError(ConfigError):
+    """A pipeline folder (``include/pipelines/<name>/``) cannot be used; the message starts with the file and
+    the field, e.g. ``include/pipelines/reviews/pipeline.yaml: model_id: ...``."""
+
+
 class UnknownModelError(ConfigError):
     """The model id does not map to a supported model family."""
 

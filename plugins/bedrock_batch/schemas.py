@@ -29,12 +29,14 @@ from dataclasses import dataclass, field
 from datetime import date
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import pyarrow as pa
 
 from bedrock_batch.errors import SchemaError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 # The subset, from the two documents that describe it:
 #   https://docs.aws.amazon.com/bedrock/latest/userguide/structured-output.html ("Supported JSON Schema
@@ -1296,6 +1298,8 @@ def to_arrow(values: Sequence[Any], schema: ReplySchema | CompiledSchema | Mappi
     :param values: conforming reply values (:attr:`ParsedReply.value`), None for rows without one.
     :param schema: the reply schema (a :class:`ReplySchema` or :class:`CompiledSchema` keeps its layout).
     """
+    import pyarrow as pa
+
     layout = _compiled(schema).layout
     convert = layout.convert
     if convert is None:
@@ -1358,6 +1362,8 @@ class _Layout:
     """
 
     def __init__(self, root: Mapping[str, Any]) -> None:
+        import pyarrow as pa
+
         self.defs = _definitions(root)
         if not root.get("properties"):
             raise SchemaError("the reply declares no properties, so it has no columns", "")
@@ -1368,6 +1374,8 @@ class _Layout:
     def node(
         self, node: Mapping[str, Any], ptr: str, *, rescue: bool
     ) -> tuple[pa.DataType, _Convert | None, _Signature]:
+        import pyarrow as pa
+
         if "$ref" in node:
             return self.node(self.defs[node["$ref"]], node["$ref"][1:], rescue=rescue)
         if "anyOf" in node:
@@ -1391,6 +1399,8 @@ class _Layout:
     def object(
         self, node: Mapping[str, Any], ptr: str, *, rescue: bool
     ) -> tuple[pa.DataType, _Convert | None, _Signature]:
+        import pyarrow as pa
+
         properties = node.get("properties", {})
         if not properties:
             return pa.string(), _to_json, _JSON_TEXT
@@ -1422,6 +1432,8 @@ class _Layout:
     def alternatives(
         self, node: Mapping[str, Any], ptr: str, *, rescue: bool
     ) -> tuple[pa.DataType, _Convert | None, _Signature]:
+        import pyarrow as pa
+
         layouts = [
             self.node(branch, f"{ptr}/anyOf/{i}", rescue=rescue)
             for i, branch in enumerate(node["anyOf"])

@@ -25,7 +25,9 @@ from tests.deploy.test_plugins_zip import build as build_plugins_zip
 
 pytestmark = pytest.mark.integration
 
+# The DAGs that read the call-center configuration; the other pipeline folders' DAGs must load beside them.
 DAG_IDS = {"call_center_summarization", "call_summary_kpis"}
+FOLDER_DAG_IDS = {"product_reviews", "support_tickets"}
 HAIKU_INPUT_PER_1K = "0.00025"
 # Never part of a deployment: caches, build leftovers, an editable install's metadata.
 LEFTOVER_NAMES = ("__pycache__", "*.pyc", "*.egg-info", ".mypy_cache", ".pytest_cache")
@@ -96,7 +98,8 @@ def probe(dags: Path, marker: str, *, cwd: Path, **env: Path) -> dict[str, Any]:
 
 def assert_deployed_copy_read(result: dict[str, Any], include: Path, marker: str) -> None:
     assert result["dag_errors"] == {}
-    assert result["results_uri"] == dict.fromkeys(DAG_IDS, f"s3://{marker}")
+    assert set(result["results_uri"]) == DAG_IDS | FOLDER_DAG_IDS
+    assert {k: result["results_uri"][k] for k in DAG_IDS} == dict.fromkeys(DAG_IDS, f"s3://{marker}")
     assert result["prompts"] == str(include / "prompts")
     assert result["prompt_has_marker"] is True
     assert result["haiku_input_per_1k"] == HAIKU_INPUT_PER_1K
@@ -137,7 +140,8 @@ def test_editable_install_reads_the_checkout(tmp_path):
     assert result["prompts"] == str(REPO / "include" / "prompts")
     assert result["prompt_has_marker"] is True
     config = json.loads((REPO / "include" / "config" / "call_center_summarization.json").read_text())
-    assert result["results_uri"] == dict.fromkeys(DAG_IDS, config["results_uri"])
+    assert set(result["results_uri"]) == DAG_IDS | FOLDER_DAG_IDS
+    assert {k: result["results_uri"][k] for k in DAG_IDS} == dict.fromkeys(DAG_IDS, config["results_uri"])
     assert result["dag_errors"] == {}
     assert result["haiku_input_per_1k"] == HAIKU_INPUT_PER_1K
 

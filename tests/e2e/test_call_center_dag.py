@@ -18,7 +18,7 @@ import pytest
 
 from bedrock_batch_dev.sample_data.calls import generate_calls
 from bedrock_batch_dev.sample_data.writers import write_calls
-from tests.conftest import DAGS_FOLDER, REPO
+from tests.conftest import DAGS_FOLDER, REPO, fresh_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -37,14 +37,7 @@ def load_dag(name: str) -> Any:
 
 @pytest.fixture
 def stack(local_stack: Any, aws_connection: str, airflow_home: Any) -> Iterator[Any]:
-    local_stack.admin.reset()
-    local_stack.admin.set_time_scale(3600.0)
-    s3 = local_stack.client("s3")
-    for bucket in BUCKETS:
-        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
-            s3.create_bucket(Bucket=bucket)
-    yield local_stack
-    local_stack.admin.reset()
+    yield from fresh_stack(local_stack, BUCKETS)
 
 
 def run_dag(ds: str, source_format: str, **conf: Any) -> Any:
@@ -324,3 +317,32 @@ class TestRerunOverChangedData:
         assert sorted(r["call_id"] for r in rows) == sorted(c.call_id for c in second_calls)
         staged = s3.list_objects_v2(Bucket="staging", Prefix=f"batch/call_center_summarization/{ds}/input/")
         assert [o["Key"].split("/input/")[1] for o in staged["Contents"]] == ["shard-0001/part-0001.jsonl"]
+
+
+class TestRunWithoutLogicalDate:
+    def test_an_api_triggered_run_with_a_null_logical_date_processes_the_previous_day(
+        self, stack, tmp_path, monkeypatch
+    ):
+        # Triggered with logical_date: null (as the API, an asset or the UI may): no ds in the context. The
+        # source sensor, prepare and publish all take the day before the run's run_after.
+        use_config(tmp_path, monkeypatch, retries=0)
+        s3 = stack.client("s3")
+        calls = list(generate_calls(120, seed=12))
+        write_calls(calls, "jsonl", "s3://calls/2026-11-24/jsonl/", s3_client=s3)
+        dag = load_dag("call_center_summarization")
+        run_conf = {
+            "source_uri": "s3://calls/{ds}/jsonl/",
+            "source_format": "jsonl",
+            "staging_uri": "s3://staging/batch",
+            "results_uri": "s3://results/analytics",
+            "model_id": MODEL_ID,
+        }
+        run = dag.test(
+            logical_date=None, run_after=pendulum.parse("2026-11-25T06:00:00+00:00"), run_conf=run_conf
+        )
+        assert run.logical_date is None
+        assert run.state == "success"
+        rows = read_partition(s3, "2026-11-24")
+        assert sorted(row["call_id"] for row in rows) == sorted(call.call_id for call in calls)
+        assert {row["status"] for row in rows} == {"succeeded"}
+        assert read_report(s3, "2026-11-24")["accounted"] is True

@@ -8,7 +8,6 @@ every row exactly once, typed reply columns, and the violation of each reply tha
 
 from __future__ import annotations
 
-import contextlib
 import io
 import re
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from bedrock_batch.replies import ReplyFormat
 from bedrock_batch.schemas import ReplySchema, prompt_instructions
 from bedrock_batch_dev.sample_data.reviews import ASPECT_SENTIMENTS, ASPECTS, REVIEW_LABELS, generate_reviews
 from bedrock_batch_dev.sample_data.writers import REVIEW_SCHEMA
+from tests.conftest import fresh_stack
 from tests.integration.bedrock_shards import load_test_dags, xcoms
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -38,14 +38,7 @@ REPLY_COLUMNS = ("label", "confidence", "aspects", "verdict")
 
 @pytest.fixture
 def stack(local_stack: Any, aws_connection: str, airflow_home: Any) -> Iterator[Any]:
-    local_stack.admin.reset()
-    local_stack.admin.set_time_scale(3600.0)
-    s3 = local_stack.client("s3")
-    for bucket in BUCKETS:
-        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
-            s3.create_bucket(Bucket=bucket)
-    yield local_stack
-    local_stack.admin.reset()
+    yield from fresh_stack(local_stack, BUCKETS)
 
 
 @pytest.fixture(scope="module")

@@ -56,3 +56,39 @@ def test_the_dag_applies_it_to_both_submit_tasks_and_nothing_else(tmp_path, monk
     timeouts = {task.task_id: task.execution_timeout for task in dag.tasks}
     assert (timeouts.pop("submit"), timeouts.pop("submit_retry")) == (expected, expected)
     assert set(timeouts.values()) == {None}
+
+
+def test_the_call_center_dag_keeps_its_id_params_tasks_and_table(tmp_path, monkeypatch):
+    dag = load_call_center_dag(monkeypatch, write_config(tmp_path))
+    assert dag.dag_id == "call_center_summarization"
+    assert list(dag.params) == [
+        "source_uri",
+        "source_format",
+        "staging_uri",
+        "results_uri",
+        "model_id",
+        "role_arn",
+        "aws_conn_id",
+        "max_records",
+        "prompt_version",
+    ]
+    assert sorted(task.task_id for task in dag.tasks) == sorted(
+        [
+            "wait_for_source",
+            "prepare",
+            "submit",
+            "on_demand",
+            "collect",
+            "submit_retry",
+            "on_demand_retry",
+            "publish",
+        ]
+    )
+    publish = dag.get_task("publish")
+    assert (publish.table_name, publish.key_column, publish.glue_table) == (
+        "call_summaries",
+        "call_id",
+        "call_summaries",
+    )
+    assert [outlet.name for outlet in publish.outlets] == ["call_summaries"]
+    assert (dag.owner, sorted(dag.tags)) == ("data-platform", ["batch-inference", "bedrock", "call-center"])
