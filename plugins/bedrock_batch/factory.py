@@ -23,6 +23,7 @@ import pendulum
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, TaskGroup
 
 from bedrock_batch.operators import (
+    BedrockBatchCheckOperator,
     BedrockBatchCollectOperator,
     BedrockBatchPrepareOperator,
     BedrockBatchPublishOperator,
@@ -160,7 +161,7 @@ def add_pipeline_tasks(
     staging_owner = staging_owner_template(pipeline, values["staging_uri"])
     table = Asset(name=pipeline.table, uri=config.table_uri(pipeline.table))
 
-    first = pre_run_check(pipeline, values)
+    first: Any = pre_run_check(pipeline, values, source_uri=source_uri, storage=storage)
     if wait_for_source:
         sensor = SourcePartitionSensor(
             task_id="wait_for_source",
@@ -171,8 +172,7 @@ def add_pipeline_tasks(
             poke_interval=config.source_poke_interval_seconds,
             timeout=config.source_timeout_hours * 3600,
         )
-        if first is not None:
-            first >> sensor
+        first >> sensor
         first = sensor
     prepare = BedrockBatchPrepareOperator(
         task_id="prepare",
@@ -197,8 +197,7 @@ def add_pipeline_tasks(
         aws_conn_id=conn,
         **storage,
     )
-    if first is not None:
-        first >> prepare
+    first >> prepare
     # Typed stage results travel as XCom references; indexing one picks an XCom key of the task.
     prepared: Any = prepare.output
     job_settings: dict[str, Any] = {
@@ -291,10 +290,33 @@ def add_pipeline_tasks(
     )
 
 
-def pre_run_check(pipeline: Pipeline, values: Mapping[str, str]) -> Any:
-    """The run's first task, checking its parameters before anything waits or is staged; ``None`` while there
-    is no such check. Whatever it returns runs upstream of ``wait_for_source`` (or of ``prepare``)."""
-    return None
+def pre_run_check(
+    pipeline: Pipeline, values: Mapping[str, str], *, source_uri: str, storage: Mapping[str, Any]
+) -> BedrockBatchCheckOperator:
+    """The run's first task, ``check_parameters`` (a :class:`BedrockBatchCheckOperator`): every location and
+    bucket, the role, the model and the reply schema checked before anything waits or is
+    staged; a bad value fails the run, without a retry, naming it.
+
+    :param source_uri: the rendered source location of the run's partition (only its bucket is checked: the
+        partition may not exist yet).
+    :param storage: the KMS key and bucket owners every S3 task gets.
+    """
+
+    def rendered(name: str) -> str:
+        return "{{ " + values[name] + " }}"
+
+    return BedrockBatchCheckOperator(
+        task_id="check_parameters",
+        model_id=rendered("model_id"),
+        role_arn=rendered("role_arn"),
+        source_uri=source_uri,
+        staging_uri=rendered("staging_uri"),
+        results_uri=rendered("results_uri"),
+        reply_schema=str(pipeline.reply_schema) if pipeline.reply_schema else None,
+        invocation_type=pipeline.config.invocation_type,
+        aws_conn_id=rendered("aws_conn_id"),
+        **storage,
+    )
 
 
 def staging_owner_template(pipeline: Pipeline, staging_expression: str) -> str | None:

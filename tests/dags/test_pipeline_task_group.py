@@ -10,7 +10,8 @@ from bedrock_batch.errors import PipelineError
 from bedrock_batch.factory import pipeline_task_group
 
 STAGES = {
-    "wait_for_source": set(),
+    "check_parameters": set(),
+    "wait_for_source": {"check_parameters"},
     "prepare": {"wait_for_source"},
     "submit": {"prepare"},
     "on_demand": {"prepare"},

@@ -72,8 +72,10 @@ def test_the_call_center_dag_keeps_its_id_params_tasks_and_table(tmp_path, monke
         "max_records",
         "prompt_version",
     ]
+    # Today's tasks, plus the check of the run's parameters before them.
     assert sorted(task.task_id for task in dag.tasks) == sorted(
         [
+            "check_parameters",
             "wait_for_source",
             "prepare",
             "submit",
