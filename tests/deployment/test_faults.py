@@ -110,6 +110,13 @@ def test_clearing_the_deferred_submit_task_keeps_its_job_and_the_rerun_reattache
     # The re-run (try 2) looked the shard's job up by name and waits for it, deferred, with the job untouched.
     wait_for_submit(live.client, run, {"deferred"}, try_number=2)
     wait_for("try 2 looked the job up by name", lambda: name_lookups(live.admin, job, cleared_at), 30)
+    # The triggerer cancels try 1's trigger once it notices the clear (its next sync with the database); the
+    # job is released only then, so that trigger cannot see the job end first and leave on its own.
+    wait_for(
+        "the triggerer cancelled try 1's trigger",
+        lambda: "Trigger cancelled by user action" in task_log(live.client, run, "submit", 1, map_index=0),
+        60,
+    )
     assert live.admin.job(job["jobArn"])["status"] == "Submitted"
     release(live, run)
 

@@ -9,6 +9,7 @@ scheduler — the path ``dag.test()`` never takes.
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import pytest
 
@@ -20,6 +21,7 @@ from tests.deployment.checks import (
     assert_no_duplicate_jobs,
     assert_no_task_retried,
     logical_date_of,
+    parse_time,
     planned_shards,
     read_kpis,
     task_states,
@@ -81,3 +83,22 @@ def test_scheduled_run(live):
     assert [shard["records"] for shard in shards] == [100, 100]
     assert_no_duplicate_jobs(client, live.admin, [run], model_id=live.config["model_id"])
     assert len(live.admin.jobs()) == len(shards)
+
+
+def test_run_without_a_logical_date_processes_the_previous_day(live):
+    # Triggered as the UI's "Trigger" button or an API client without a date does: no logical date, so no
+    # ds; the pipeline states which partition such a run processes (the day before the run, UTC).
+    client = live.client
+    run = client.trigger(DAG_ID, logical_date=None)
+    assert run["logical_date"] is None
+    ds = (parse_time(run["run_after"]) - timedelta(days=1)).date().isoformat()
+    call_ids = write_sample_calls(live.s3, live.config, ds, 120)  # one job and 20 on demand
+
+    run = client.wait_for_run(DAG_ID, run["dag_run_id"], timeout=240)
+    assert run["state"] == "success", task_states(client, run)
+    assert_no_task_retried(client, run)
+    events = client.asset_events(source_dag_id=DAG_ID, source_run_id=run["dag_run_id"])
+    assert [(event["extra"]["ds"], event["extra"]["rows"]) for event in events] == [(ds, len(call_ids))]
+    accounting = assert_every_record_published_once(live.s3, live.config, ds, call_ids, run)
+    assert accounting.count("succeeded") == len(call_ids)
+    assert_no_duplicate_jobs(client, live.admin, [run], model_id=live.config["model_id"])
