@@ -117,8 +117,12 @@ def read_kpis(s3: Any, kpi_uri: str) -> list[dict[str, Any]]:
 
 
 def unpause_without_catch_up_run(client: AirflowClient, dag_id: str, *, timeout: float = 60.0) -> None:
-    """Unpause ``dag_id`` and delete the run the scheduler creates at once for the latest interval (catchup is
-    off), so a scenario starts with no run it did not make. A DAG without a time schedule creates none."""
+    """Unpause ``dag_id`` and fail the run the scheduler creates at once for the latest interval (catchup is
+    off), so no scenario meets a running run it did not make. A DAG without a time schedule creates none.
+
+    The run is failed, not deleted: a run deleted while the scheduler is scheduling it makes Airflow 3.3's
+    scheduler loop exit (``ObjectDeletedError`` in ``_schedule_all_dag_runs``, raised again by its own error
+    log line), and the scenarios would wait for a scheduler that is not there."""
     schedule = client.dag(dag_id).get("timetable_summary")
     client.unpause(dag_id)
     if not schedule or schedule.startswith("Asset"):
@@ -128,9 +132,8 @@ def unpause_without_catch_up_run(client: AirflowClient, dag_id: str, *, timeout:
         assert time.monotonic() < deadline, f"unpausing {dag_id} created no scheduled run in {timeout:.0f} s"
         time.sleep(0.5)
     for run in runs:
-        # A running run cannot be deleted; failing it first also cancels its deferred source sensor.
+        # Failing it also ends its deferred source sensor.
         client.set_dag_run_state(dag_id, str(run["dag_run_id"]), "failed")
-        client.delete_dag_run(dag_id, str(run["dag_run_id"]))
 
 
 def clear_job_slots(s3: Any, config: Mapping[str, Any]) -> int:
