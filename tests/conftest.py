@@ -5,7 +5,6 @@ Environment variables are set at import time, before any test module can import 
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
@@ -129,19 +128,6 @@ def aws_connection(local_stack: Any, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     return "aws_default"
-
-
-def fresh_stack(local_stack: Any, buckets: tuple[str, ...]) -> Iterator[Any]:
-    """For a fixture: the local stack with the emulator reset (jobs, calls, faults, time scale 3600) and
-    ``buckets`` present, and the emulator reset again afterwards."""
-    local_stack.admin.reset()
-    local_stack.admin.set_time_scale(3600.0)
-    s3 = local_stack.client("s3")
-    for bucket in buckets:
-        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
-            s3.create_bucket(Bucket=bucket)
-    yield local_stack
-    local_stack.admin.reset()
 
 
 def load_dag_file(path: Path, module_name: str) -> Any:

@@ -18,7 +18,8 @@ import pytest
 
 from bedrock_batch_dev.sample_data.calls import generate_calls
 from bedrock_batch_dev.sample_data.writers import write_calls
-from tests.conftest import DAGS_FOLDER, REPO, fresh_stack
+from tests.conftest import DAGS_FOLDER, REPO
+from tests.stack_state import fresh_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 

@@ -24,8 +24,8 @@ from bedrock_batch.replies import ReplyFormat
 from bedrock_batch.schemas import ReplySchema, prompt_instructions
 from bedrock_batch_dev.sample_data.reviews import ASPECT_SENTIMENTS, ASPECTS, REVIEW_LABELS, generate_reviews
 from bedrock_batch_dev.sample_data.writers import REVIEW_SCHEMA
-from tests.conftest import fresh_stack
 from tests.integration.bedrock_shards import load_test_dags, xcoms
+from tests.stack_state import fresh_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 

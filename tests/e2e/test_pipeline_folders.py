@@ -32,8 +32,9 @@ from bedrock_batch_dev.sample_data.tickets import (
     generate_tickets,
 )
 from bedrock_batch_dev.sample_data.writers import write_reviews, write_tickets
-from tests.conftest import DAGS_FOLDER, REPO, fresh_stack, load_dag_file
+from tests.conftest import DAGS_FOLDER, REPO, load_dag_file
 from tests.integration.bedrock_shards import load_test_dags
+from tests.stack_state import fresh_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from tests.reliability.harness import prepare_stack
+from tests.reliability.harness import BUCKETS
+from tests.stack_state import fresh_stack
 
 
 @pytest.fixture
 def stack(local_stack: Any, aws_connection: str, airflow_home: Any) -> Iterator[Any]:
     """The session's local stack with no jobs, calls or faults, and the calls/staging/results buckets."""
-    yield prepare_stack(local_stack)
-    local_stack.admin.reset()
+    yield from fresh_stack(local_stack, BUCKETS)

@@ -6,7 +6,6 @@ record exactly once in the published partition (succeeded, failed with a code, o
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import io
 import itertools
@@ -27,6 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.integration.bedrock_shards import load_test_dags, wait_until, xcoms
+from tests.stack_state import reset_stack
 
 # Not imported from tests.conftest: importing it gives a process a new Airflow home, and the DAG runs
 # this module starts in child processes must share the parent's.
@@ -132,13 +132,7 @@ def subprocess_env() -> dict[str, str]:
 
 def prepare_stack(local_stack: Any) -> Any:
     """Forget every job, call and fault of the emulator, and make sure the test buckets exist."""
-    local_stack.admin.reset()
-    local_stack.admin.set_time_scale(3600.0)
-    s3 = local_stack.client("s3")
-    for bucket in BUCKETS:
-        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
-            s3.create_bucket(Bucket=bucket)
-    return local_stack
+    return reset_stack(local_stack, BUCKETS)
 
 
 def speed_up_when(
