@@ -348,22 +348,12 @@ class LocalAwsService:
 
     def client(self, service: str, **config: Any) -> Any:
         """A boto3 client of ``s3``, ``bedrock``, ``bedrock-runtime`` or ``glue`` on this stack."""
-        import boto3
-        from botocore.config import Config
+        from bedrock_batch_dev.emulator.stack import local_client
 
         endpoints = {"s3": self.s3_url, "glue": self.s3_url, "bedrock": self.bedrock_url}
         endpoints["bedrock-runtime"] = self.bedrock_url
-        settings: dict[str, Any] = {"max_pool_connections": 32, **config}
-        if service == "s3":
-            settings.setdefault("s3", {"addressing_style": "path"})
-        return boto3.session.Session().client(
-            service,
-            endpoint_url=endpoints[service],
-            region_name=self.region,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",  # noqa: S106 - the local stack accepts any credentials
-            config=Config(**settings),
-        )
+        # The local stack accepts any credentials.
+        return local_client(service, endpoints[service], self.region, ("testing", "testing"), **config)
 
     def stop(self) -> None:
         if self.process is not None:

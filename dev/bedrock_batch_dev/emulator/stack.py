@@ -24,6 +24,27 @@ from bedrock_batch_dev.emulator.server import ADMIN_PREFIX, ADMIN_ROUTES, Bedroc
 AdminCall = Callable[[str, Mapping[str, Any] | None], Any]
 
 
+def local_client(
+    service: str, endpoint_url: str, region: str, credentials: tuple[str, str], **config: Any
+) -> Any:
+    """A boto3 client of ``service`` at ``endpoint_url`` (path-style S3, a pool for parallel tests).
+
+    ``config`` goes to botocore's ``Config`` (e.g. ``retries={"total_max_attempts": 1}``).
+    """
+    settings: dict[str, Any] = {"max_pool_connections": 32, **config}
+    if service == "s3":
+        settings.setdefault("s3", {"addressing_style": "path"})
+    access_key, secret_key = credentials
+    return boto3.session.Session().client(
+        service,
+        endpoint_url=endpoint_url,
+        region_name=region,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        config=Config(**settings),
+    )
+
+
 class EmulatorAdminError(RuntimeError):
     """The admin endpoint refused an operation (unknown setting, value out of range)."""
 
@@ -235,15 +256,9 @@ class LocalStack:
             "bedrock": self.bedrock_endpoint_url,
             "bedrock-runtime": self.bedrock_runtime_endpoint_url,
         }
-        settings: dict[str, Any] = {"max_pool_connections": 32, **config}
-        if service == "s3":
-            settings.setdefault("s3", {"addressing_style": "path"})
-        return boto3.session.Session().client(
-            service,
-            endpoint_url=endpoints[service],
-            region_name=self.region,
-            # moto accepts any key; an external S3 may want the caller's real ones.
-            aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
-            aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
-            config=Config(**settings),
+        # moto accepts any key; an external S3 may want the caller's real ones.
+        credentials = (
+            os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
+            os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
         )
+        return local_client(service, endpoints[service], self.region, credentials, **config)
