@@ -33,8 +33,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Every tier but deployment in two processes (they share nothing but the machine; most of their time is
+# waiting), then the deployment tier alone: it runs a whole distributed Airflow, and its fault scenarios time
+# Airflow's own reactions, which a busy machine would stretch.
 pytest: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist worksteal -m "not perf and not deployment"
+	$(BIN)/python -m pytest -m deployment
 
 test: lint typecheck pytest
 
