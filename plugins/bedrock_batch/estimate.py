@@ -113,8 +113,10 @@ class CostEstimate:
 
     @property
     def cost_text(self) -> str:
-        """``$1.2345``, or ``unknown`` for a model without a price."""
-        return "unknown" if self.estimated_cost_usd is None else f"${self.estimated_cost_usd:,.4f}"
+        """``$1.2345`` (to the millionth of a dollar, so a small run does not read $0), or ``unknown`` for a
+        model without a price."""
+        cost = self.estimated_cost_usd
+        return "unknown" if cost is None else usd(cost.quantize(Decimal("0.000001")))
 
     def describe(self) -> str:
         """One line of counts: cost, records, tokens and where the output tokens come from."""
@@ -239,6 +241,12 @@ def read_output_history(
     return output_history(reports, model_id)
 
 
+def usd(value: Decimal | float) -> str:
+    """``value`` as dollars for messages, without trailing zeros: ``$5``, ``$0.05``, ``$1,250.5``."""
+    text = f"{Decimal(str(value)):,f}"
+    return "$" + (text.rstrip("0").rstrip(".") if "." in text else text)
+
+
 def check_cost_limit(estimate: CostEstimate, limit: Decimal | float | None) -> Verdict:
     """Compare the estimate with ``max_estimated_cost_usd``.
 
@@ -252,7 +260,7 @@ def check_cost_limit(estimate: CostEstimate, limit: Decimal | float | None) -> V
         return "no_limit"
     if estimate.estimated_cost_usd is None:
         raise CostUnknownError(
-            f"max_estimated_cost_usd is ${Decimal(str(limit)):,} but the price table has no price for model "
+            f"max_estimated_cost_usd is {usd(limit)} but the price table has no price for model "
             f"{estimate.model_id}, so the run's cost cannot be estimated; no job was created. Add the model "
             "to a price file named by BEDROCK_BATCH_PRICE_FILE, or remove the limit"
         )
@@ -262,7 +270,7 @@ def check_cost_limit(estimate: CostEstimate, limit: Decimal | float | None) -> V
 def over_limit_message(estimate: CostEstimate, limit: Decimal | float) -> str:
     """Why a run stopped: the estimate, the limit and what to change."""
     return (
-        f"estimated cost {estimate.cost_text} is above max_estimated_cost_usd ${Decimal(str(limit)):,}; "
+        f"estimated cost {estimate.cost_text} is above max_estimated_cost_usd {usd(limit)}; "
         f"no job was created. Estimate: {estimate.describe()}. Raise the limit (the run param "
         "max_estimated_cost_usd), lower max_records or max_tokens, or set cost_approval to ask a person"
     )

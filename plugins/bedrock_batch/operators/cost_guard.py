@@ -18,7 +18,7 @@ from bedrock_batch.errors import (
     CostRejectedError,
     CostUnknownError,
 )
-from bedrock_batch.estimate import CostEstimate, check_cost_limit, over_limit_message
+from bedrock_batch.estimate import CostEstimate, check_cost_limit, over_limit_message, usd
 from bedrock_batch.stage_results import CostGuardResult
 
 if TYPE_CHECKING:
@@ -82,17 +82,17 @@ class BedrockBatchCostGuardOperator(ApprovalOperator):
     def execute(self, context: Context) -> CostGuardResult:
         estimate, limit, verdict = self.decide()
         if verdict != "over":
-            where = "no limit" if limit is None else f"within the limit ${limit:,}"
+            where = "no limit" if limit is None else f"within the limit {usd(limit)}"
             self.log.info("Estimated cost %s, %s: no approval needed", estimate.describe(), where)
             return self._result(estimate, limit, verdict, None)
         assert limit is not None
         message = over_limit_message(estimate, limit)
         if not self.cost_approval:
             raise AirflowFailException(str(CostLimitExceededError(message)))
-        self.subject = f"Approve {estimate.cost_text} for {self.dag_id}, above its limit of ${limit:,}"
+        self.subject = f"Approve {estimate.cost_text} for {self.dag_id}, above its limit of {usd(limit)}"
         self.body = approval_body(estimate, limit)
         self.log.info(
-            "Estimated cost %s is above the limit $%s: waiting for approval", estimate.cost_text, limit
+            "Estimated cost %s is above the limit %s: waiting for approval", estimate.cost_text, usd(limit)
         )
         # Waits: raises TaskAwaitingInput (Airflow 3.3+) or defers; execute_complete takes the answer.
         return cast(CostGuardResult, super().execute(context))
@@ -105,15 +105,12 @@ class BedrockBatchCostGuardOperator(ApprovalOperator):
         assert limit is not None
         user = (answer.get("responded_by_user") or {}).get("name") or "unknown"
         if answer["chosen_options"] != [self.APPROVE]:
-            raise AirflowFailException(
-                str(
-                    CostRejectedError(
-                        f"{user} rejected the estimated cost {estimate.cost_text} (limit ${limit:,}); no job "
-                        "was created"
-                    )
-                )
+            rejected = CostRejectedError(
+                f"{user} rejected the estimated cost {estimate.cost_text} (limit {usd(limit)}); "
+                "no job was created"
             )
-        self.log.info("%s approved the estimated cost %s (limit $%s)", user, estimate.cost_text, limit)
+            raise AirflowFailException(str(rejected))
+        self.log.info("%s approved the estimated cost %s (limit %s)", user, estimate.cost_text, usd(limit))
         return self._result(estimate, limit, "approved", user)
 
     @staticmethod
@@ -139,7 +136,7 @@ def approval_body(estimate: CostEstimate, limit: Decimal) -> str:
     return "\n".join(
         [
             f"The run's estimated cost, **{estimate.cost_text}**, is above its limit "
-            f"`max_estimated_cost_usd` of **${limit:,}**. No job has been created yet.",
+            f"`max_estimated_cost_usd` of **{usd(limit)}**. No job has been created yet.",
             "",
             "| | |",
             "|---|---:|",
@@ -148,7 +145,7 @@ def approval_body(estimate: CostEstimate, limit: Decimal) -> str:
             f"| input tokens (estimated) | {estimate.input_tokens:,} |",
             f"| output tokens ({basis}) | {estimate.output_tokens:,} |",
             f"| estimated cost | {estimate.cost_text} |",
-            f"| limit | ${limit:,} |",
+            f"| limit | {usd(limit)} |",
             "",
             "**Approve** submits the batch jobs; **Reject** stops the run without any job.",
         ]
