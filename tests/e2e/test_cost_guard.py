@@ -11,10 +11,10 @@ import pytest
 
 from bedrock_batch_dev.sample_data.calls import generate_calls
 from bedrock_batch_dev.sample_data.writers import write_calls
-from tests.e2e.test_call_center_dag import read_report, run_dag, use_config
-from tests.e2e.test_call_center_dag import stack as stack  # the fixture
+from tests.e2e.test_call_center_dag import read_report, run_dag, stack, use_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+__all__ = ["stack"]  # the fixture, imported so pytest finds it here
 
 
 def task_states(run: Any) -> dict[str, str]:
