@@ -62,14 +62,23 @@ class BedrockBatchCostGuardOperator(ApprovalOperator):
         self.max_estimated_cost_usd = max_estimated_cost_usd
         self.cost_approval = cost_approval
 
+    def resolve_arguments(self) -> None:
+        """Coerce the rendered limit (a null param renders ``"None"``: no limit) and approval switch; a
+        :class:`~bedrock_batch.errors.ConfigError` names the argument and the value."""
+        self.max_estimated_cost_usd = as_optional_float(
+            "max_estimated_cost_usd", self.max_estimated_cost_usd, minimum=0
+        )
+        self.cost_approval = as_bool("cost_approval", self.cost_approval)
+
     def decide(self) -> tuple[CostEstimate, Decimal | None, str]:
         """The estimate, the limit and the verdict (``no_limit``, ``within``, ``over``).
 
-        :raises AirflowFailException: for a limit that cannot be read or an unknown price.
+        :raises AirflowFailException: for an argument that cannot be read or an unknown price (a retry
+            would find the same).
         """
         try:
-            limit = as_optional_float("max_estimated_cost_usd", self.max_estimated_cost_usd, minimum=0)
-            self.cost_approval = as_bool("cost_approval", self.cost_approval)
+            self.resolve_arguments()
+            limit = cast(float | None, self.max_estimated_cost_usd)  # resolve_arguments
             run = self.prepared if isinstance(self.prepared, Mapping) else {}
             if "cost_estimate" not in run:
                 raise ConfigError("prepared holds no cost_estimate: prepare this run again with this version")

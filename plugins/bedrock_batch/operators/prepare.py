@@ -260,10 +260,11 @@ class BedrockBatchPrepareOperator(StagingOperator):
         )
         storage = self.storage()
         history = None
-        if self.output_tokens_estimate == "history" and self.results_uri:
-            history = read_output_history(
-                storage, self.results_uri, model_id=self.model_id, before=self.partition
-            )
+        if self.output_tokens_estimate == "history":
+            if self.results_uri:
+                history = read_output_history(
+                    storage, self.results_uri, model_id=self.model_id, before=self.partition
+                )
             if history is None:
                 self.log.info(
                     "No earlier run report of %s: output tokens estimated at max_tokens", self.model_id
