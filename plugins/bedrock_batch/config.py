@@ -10,9 +10,9 @@ import json
 import math
 import os
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from typing import Any, Literal
 
 from bedrock_batch.errors import ConfigError
@@ -433,6 +433,17 @@ class PipelineConfig:
     # s3BucketOwner); bucket_owners overrides it per bucket name. None / {}: not checked.
     expected_bucket_owner: str | None = None
     bucket_owners: Mapping[str, str] = field(default_factory=dict)
+    # Stop a run whose estimated cost (made by prepare, before any job) is above this many US dollars; None:
+    # no limit. A run may override it (param max_estimated_cost_usd).
+    max_estimated_cost_usd: float | None = None
+    # Above the limit, wait for a person to approve the spend (a human-in-the-loop task) instead of stopping.
+    cost_approval: bool = False
+    # How the estimate counts output tokens: every record's max_tokens (an upper bound) or the average of
+    # earlier runs' reports (history).
+    output_tokens_estimate: str = "max_tokens"
+    # Alert when a run has not finished this long after it was queued ("6h", "90m", "2d"; a DAG deadline
+    # alert); None: no alert.
+    alert_after: str | None = None
 
     def bucket_owner(self, uri: str) -> str:
         """The account that must own the bucket of ``uri`` (``""`` when unchecked or not S3), for templates.
@@ -525,12 +536,66 @@ class PipelineConfig:
             )
         for bucket, owner in config.bucket_owners.items():
             check_account_id(owner, f"{origin('bucket_owners')}: bucket_owners[{bucket!r}]")
+        _check_cost_settings(config, origin)
         return config
+
+
+def _check_cost_settings(config: PipelineConfig, origin: Callable[[str], str]) -> None:
+    """The cost guard's and the alert's settings, each message naming the file and the setting."""
+    limit = config.max_estimated_cost_usd
+    if limit is not None and limit < 0:
+        raise ConfigError(
+            f"{origin('max_estimated_cost_usd')}: max_estimated_cost_usd: must be a number of US dollars, "
+            f"at least 0, or null for no limit, got {limit!r}"
+        )
+    if not isinstance(config.cost_approval, bool):
+        raise ConfigError(
+            f"{origin('cost_approval')}: cost_approval: must be true or false, got {config.cost_approval!r}"
+        )
+    if config.cost_approval and limit is None:
+        raise ConfigError(
+            f"{origin('cost_approval')}: cost_approval: asks a person to approve a run above "
+            "max_estimated_cost_usd, which is not set; set the limit or leave cost_approval out"
+        )
+    from bedrock_batch.estimate import OUTPUT_ESTIMATES
+
+    if config.output_tokens_estimate not in OUTPUT_ESTIMATES:
+        raise ConfigError(
+            f"{origin('output_tokens_estimate')}: output_tokens_estimate: must be one of "
+            f"{list(OUTPUT_ESTIMATES)}, got {config.output_tokens_estimate!r}"
+        )
+    if config.alert_after is not None:
+        try:
+            as_duration("alert_after", config.alert_after)
+        except ConfigError as exc:
+            raise ConfigError(
+                f"{origin('alert_after')}: alert_after: {exc.args[0].split(' ', 1)[1]}"
+            ) from None
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
+_DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def as_duration(name: str, value: Any) -> timedelta:
+    """``value`` as a positive duration: a number and a unit, ``45s``, ``90m``, ``6h``, ``2d``.
+
+    :param name: the setting's name, for the message.
+    :param value: the configured text.
+    """
+    match = _DURATION.fullmatch(value.strip()) if isinstance(value, str) else None
+    duration = timedelta(**{_DURATION_UNITS[match[2]]: float(match[1])}) if match else timedelta(0)
+    if duration <= timedelta(0):
+        raise ConfigError(
+            f"{name} must be a positive duration, a number and a unit s, m, h or d (e.g. '6h', '90m'), "
+            f"got {value!r}"
+        )
+    return duration
 
 
 # Settings with a check of their own in from_mapping, whose message says more than a type would.
 _CHECKED_BELOW = frozenset(
-    {"job_wait_timeout_minutes", "bucket_owners", "kms_key_id", "expected_bucket_owner"}
+    {"job_wait_timeout_minutes", "bucket_owners", "kms_key_id", "expected_bucket_owner", "cost_approval"}
 )
 # The shape each PipelineConfig annotation takes in a configuration file (JSON or YAML); None passes for the
 # optional ones. Checked before construction, so a wrong type names the file and the setting.

@@ -154,3 +154,20 @@ class SchemaError(ConfigError):
         self.rule = rule
         self.pointer = pointer
         self.source = source
+
+
+class CostLimitError(BedrockBatchError):
+    """A run stopped before any job because of its estimated cost (:mod:`bedrock_batch.estimate`)."""
+
+
+class CostLimitExceededError(CostLimitError):
+    """The run's estimated cost is above ``max_estimated_cost_usd`` and no approval was asked for."""
+
+
+class CostUnknownError(CostLimitError):
+    """A cost limit is set but the model has no price in the price table, so the estimate cannot be
+    compared with it."""
+
+
+class CostRejectedError(CostLimitError):
+    """A person rejected the run's estimated spend in the approval task."""

@@ -1,8 +1,9 @@
 """A pipeline folder as Airflow tasks: :func:`pipeline_dag` builds its scheduled DAG,
 :func:`pipeline_task_group` its stages inside a DAG of your own.
 
-The stages, in order: ``wait_for_source`` (deferred until the partition exists) → ``prepare`` → ``submit``
-(mapped over the shards, deferrable) and ``on_demand`` → ``collect`` → ``submit_retry`` and
+The stages, in order: ``wait_for_source`` (deferred until the partition exists) → ``prepare`` (which also
+estimates the run's cost) → ``cost_guard`` (stops a run above its cost limit, or waits for approval) →
+``submit`` (mapped over the shards, deferrable) and ``on_demand`` → ``collect`` → ``submit_retry`` and
 ``on_demand_retry`` (the retry round) → ``repair`` (when the pipeline repairs invalid replies) →
 ``publish``. Every run value (source, buckets, model, role …) is a Jinja expression: the pipeline's
 configured value in a task group, the DAG's params in :func:`pipeline_dag`, so a run can override any of
@@ -21,10 +22,15 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, TaskGroup
+from airflow.sdk.definitions.callback import AsyncCallback
+from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
+from bedrock_batch.alerts import alert_overdue_run
+from bedrock_batch.config import as_duration
 from bedrock_batch.operators import (
     BedrockBatchCheckOperator,
     BedrockBatchCollectOperator,
+    BedrockBatchCostGuardOperator,
     BedrockBatchPrepareOperator,
     BedrockBatchPublishOperator,
     BedrockBatchRepairOperator,
@@ -45,6 +51,8 @@ RUN_VALUES = (
     "aws_conn_id",
     "max_records",
     "prompt_version",
+    "max_estimated_cost_usd",
+    "cost_approval",
 )
 
 
@@ -87,7 +95,19 @@ def pipeline_dag(name_or_path: str | os.PathLike[str] | Pipeline) -> DAG:
                 config.max_records, type="integer", minimum=0, description="0 reads every row"
             ),
             "prompt_version": Param(config.prompt_version, type="string"),
+            "max_estimated_cost_usd": Param(
+                config.max_estimated_cost_usd,
+                type=["null", "number"],
+                minimum=0,
+                description="stop the run before any job above this estimated cost (USD); null: no limit",
+            ),
+            "cost_approval": Param(
+                config.cost_approval,
+                type="boolean",
+                description="above max_estimated_cost_usd, wait for a person to approve instead of stopping",
+            ),
         },
+        deadline=overdue_run_alert(pipeline),
         tags=list(pipeline.tags),
         doc_md=pipeline_doc(pipeline),
     ) as dag:
@@ -127,8 +147,34 @@ def pipeline_task_group(
 
 
 def literal_values(pipeline: Pipeline) -> dict[str, str]:
-    """The configured run values as Jinja literals (a JSON string or number is one)."""
-    return {name: json.dumps(getattr(pipeline.config, name)) for name in RUN_VALUES}
+    """The configured run values as Jinja literals (a JSON string or number is one; Jinja spells null,
+    true and false as None, True and False)."""
+    return {name: _jinja_literal(getattr(pipeline.config, name)) for name in RUN_VALUES}
+
+
+def _jinja_literal(value: Any) -> str:
+    if value is None or isinstance(value, bool):
+        return repr(value)
+    return json.dumps(value)
+
+
+def overdue_run_alert(pipeline: Pipeline) -> DeadlineAlert | None:
+    """The DAG's deadline alert when the pipeline sets ``alert_after``: a run not finished that long after it
+    was queued calls :func:`~bedrock_batch.alerts.alert_overdue_run` in the triggerer; ``None`` without it.
+
+    A DAG of your own that holds :func:`pipeline_task_group` can pass it as its ``deadline``.
+    """
+    alert_after = pipeline.config.alert_after
+    if alert_after is None:
+        return None
+    return DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=as_duration("alert_after", alert_after),
+        callback=AsyncCallback(
+            alert_overdue_run, kwargs={"pipeline": pipeline.name, "alert_after": alert_after}
+        ),
+        name=f"{pipeline.name} overdue",
+    )
 
 
 def add_pipeline_tasks(
@@ -194,6 +240,8 @@ def add_pipeline_tasks(
         max_tokens=config.max_tokens,
         max_records=rendered("max_records"),
         quotas=config.quotas,
+        output_tokens_estimate=config.output_tokens_estimate,
+        results_uri=rendered("results_uri"),
         aws_conn_id=conn,
         **storage,
     )
@@ -229,6 +277,13 @@ def add_pipeline_tasks(
         "aws_conn_id": conn,
         **storage,
     }
+    # Between prepare and anything that costs money: above the limit no job is created (or a person approves).
+    cost_guard = BedrockBatchCostGuardOperator(
+        task_id="cost_guard",
+        prepared=prepared["run"],
+        max_estimated_cost_usd=rendered("max_estimated_cost_usd"),
+        cost_approval=rendered("cost_approval"),
+    )
     submit = BedrockBatchSubmitOperator.partial(task_id="submit", **job_settings).expand(shard=prepare.output)
     on_demand = BedrockOnDemandOperator(
         task_id="on_demand",
@@ -236,6 +291,7 @@ def add_pipeline_tasks(
         output_uri=f"{run_prefix}/on-demand-output/",
         **on_demand_settings,
     )
+    cost_guard >> [submit, on_demand]
     collect = BedrockBatchCollectOperator(
         task_id="collect",
         prepared=prepared["run"],
@@ -355,7 +411,8 @@ date processes the {pipeline.manual_run_partition.replace("_", " ")}'s partition
 | task | stage | what it does |
 |---|---|---|
 | `wait_for_source` | arrival | waits (deferred) until the partition exists |
-| `prepare` | prepare, split, upload | rows → batch records with the reply schema, shards within the quotas |
+| `prepare` | prepare, split, upload | rows → records with the reply schema, shards, the cost estimate |
+| `cost_guard` | cost guard | above `max_estimated_cost_usd`: stops before any job, or waits for approval |
 | `submit` | submit, wait | one job per shard (mapped), idempotent, deferred while it runs |
 | `on_demand` | fallback | records too few for a job go through InvokeModel |
 | `collect` | collect | joins outputs to rows, validates replies, stages retryable failures |

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from bedrock_batch.aws_errors import is_throttling
 
 if TYPE_CHECKING:
+    from bedrock_batch.estimate import CostEstimate
     from bedrock_batch.report import RunReport
 
 PREFIX = "bedrock_batch"
@@ -69,6 +70,17 @@ def run_metrics(report: RunReport) -> list[Metric]:
     if report.estimated_cost_usd is not None:
         metrics.append(Metric("cost.estimated_micro_usd", "counter", micro_usd(report.estimated_cost_usd)))
     return metrics
+
+
+def estimate_metrics(estimate: CostEstimate) -> list[Metric]:
+    """The prepared run's estimated cost (before any job) in millionths of a dollar; none when the model has
+    no price.
+
+    :param estimate: prepare's estimate (:class:`~bedrock_batch.estimate.CostEstimate`).
+    """
+    if estimate.estimated_cost_usd is None:
+        return []
+    return [Metric("cost.run_estimate_micro_usd", "counter", micro_usd(estimate.estimated_cost_usd))]
 
 
 def micro_usd(usd: Decimal) -> int:

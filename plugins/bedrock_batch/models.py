@@ -1108,3 +1108,28 @@ def context_window_tokens(model_id: str) -> int:
     model = base_model_id(model_id)
     matches = [(len(prefix), tokens) for prefix, tokens in _CONTEXT_WINDOWS if model.startswith(prefix)]
     return max(matches)[1] if matches else DEFAULT_CONTEXT_WINDOW_TOKENS
+
+
+# Where each family's request body holds its reply token limit: (containing object or None, field). The
+# older Nova name max_new_tokens is read too, for records built elsewhere.
+_MAX_TOKENS_FIELDS: tuple[tuple[str | None, str], ...] = (
+    (None, "max_tokens"),  # Anthropic, Mistral, OpenAI-style
+    (None, "max_gen_len"),  # Meta Llama
+    ("inferenceConfig", "maxTokens"),  # Nova, Converse
+    ("inferenceConfig", "max_new_tokens"),  # older Nova
+    ("textGenerationConfig", "maxTokenCount"),  # Titan Text
+)
+
+
+def requested_max_tokens(body: Mapping[str, Any]) -> int | None:
+    """The reply token limit a request body asks for, in any family's field, or ``None`` when it names
+    none (the cost estimate then uses the pipeline's ``max_tokens``).
+
+    :param body: a record's ``modelInput``.
+    """
+    for container, name in _MAX_TOKENS_FIELDS:
+        holder = body if container is None else body.get(container)
+        value = holder.get(name) if isinstance(holder, Mapping) else None
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None

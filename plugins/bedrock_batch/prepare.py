@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from bedrock_batch.config import QuotaConfig
 from bedrock_batch.errors import ConfigError
 from bedrock_batch.models import (
+    CHARS_PER_TOKEN,
     PREFILL,
     InferenceParams,
     ModelFamily,
@@ -35,6 +36,7 @@ from bedrock_batch.models import (
     estimate_tokens,
     family_for,
     output_format_tokens,
+    requested_max_tokens,
 )
 from bedrock_batch.prompts import Placeholder, PromptTemplate
 from bedrock_batch.record_ids import RecordIdIndex
@@ -82,6 +84,8 @@ class PrepareResult:
     :param quarantined: rows quarantined.
     :param quarantine_counts: rows quarantined per reason code (every code of :data:`QUARANTINE_REASONS`).
     :param total_bytes: size of the spool in bytes.
+    :param input_tokens: estimated input tokens of the accepted records (the cost estimate's input).
+    :param max_output_tokens: the sum of the accepted records' ``max_tokens`` (the most they can generate).
     """
 
     spool_path: str
@@ -93,6 +97,8 @@ class PrepareResult:
     quarantined: int
     quarantine_counts: dict[str, int]
     total_bytes: int
+    input_tokens: int = 0
+    max_output_tokens: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serializable copy."""
@@ -386,7 +392,8 @@ def prepare(
     row whose values are all empty is ``empty_text``, a row without a value for a placeholder
     ``template_error``. The context-window check counts the rendered prompt, ``instructions``, ``max_tokens``
     and what the reply schema adds in native and tool mode
-    (:func:`~bedrock_batch.models.output_format_tokens`) or the assistant prefill in prompt mode.
+    (:func:`~bedrock_batch.models.output_format_tokens`) or the assistant prefill in prompt mode; the same
+    count, summed over the accepted records, is the result's ``input_tokens`` (the cost estimate's).
 
     :param rows: source rows in source order, e.g. a :class:`~bedrock_batch.sources.SourceReader`.
     :param work_dir: local directory for the output files (created if missing).
@@ -410,7 +417,8 @@ def prepare(
     passthrough = dict(passthrough_types or {})
     _check_setup(passthrough)
     window = context_window_tokens(model_id)
-    token_budget = window - params.max_tokens - _reply_format_tokens(output, model_family)
+    reply_tokens = _reply_format_tokens(output, model_family)
+    token_budget = window - params.max_tokens - reply_tokens
     if token_budget <= 0:
         raise ConfigError(
             f"max_tokens {params.max_tokens:,} leaves no room for a prompt in the {window:,}-token context "
@@ -430,6 +438,7 @@ def prepare(
     sizes = array("q")
     row_count = 0
     total_bytes = 0
+    prompt_token_total = 0
     with (
         open(spool_path, "wb", buffering=_WRITE_BUFFER_BYTES) as spool,
         open(quarantine_path, "wb", buffering=_WRITE_BUFFER_BYTES) as quarantine_stream,
@@ -484,11 +493,25 @@ def prepare(
                 spool_write(line)
                 sizes_append(size)
                 total_bytes += size
-    return _finish(directory, sizes, quarantine.counts, row_count, total_bytes)
+                prompt_token_total += tokens
+    records = len(sizes)
+    return _finish(
+        directory,
+        sizes,
+        quarantine.counts,
+        row_count,
+        total_bytes,
+        input_tokens=prompt_token_total + reply_tokens * records,
+        max_output_tokens=params.max_tokens * records,
+    )
 
 
 def prepare_records(
-    records: Iterable[BatchRecord], work_dir: str | os.PathLike[str], *, quotas: QuotaConfig
+    records: Iterable[BatchRecord],
+    work_dir: str | os.PathLike[str],
+    *,
+    quotas: QuotaConfig,
+    default_max_tokens: int = InferenceParams.max_tokens,
 ) -> PrepareResult:
     """Take records already in Bedrock's batch format (a ``bedrock`` source) as they are: the same outputs
     as :func:`prepare`, with each record's own id as its record id and source key.
@@ -497,18 +520,21 @@ def prepare_records(
     :func:`~bedrock_batch.sources.batch_record`), a record id seen before (``duplicate_id``) or a line above
     ``max_record_bytes`` is quarantined. The spool holds each record as ``{"recordId", "modelInput"}``,
     other keys of the line dropped. Besides the line sizes, the set of record ids seen is held in memory
-    (about 80 bytes a record).
+    (about 80 bytes a record). For the cost estimate each record's input tokens are estimated from its whole
+    line (JSON keys included, so high), and its output bound is the limit its body asks for
+    (:func:`~bedrock_batch.models.requested_max_tokens`), else ``default_max_tokens``.
 
     :param records: the source's records in source order
         (:meth:`~bedrock_batch.sources.SourceReader.records`).
     :param work_dir: local directory for the output files (created if missing).
     :param quotas: limits; ``max_record_bytes`` caps one record line.
+    :param default_max_tokens: the output bound of a record whose body names no token limit.
     """
     directory = Path(work_dir)
     directory.mkdir(parents=True, exist_ok=True)
     sizes = array("q")
     seen: set[str] = set()
-    row_count = total_bytes = 0
+    row_count = total_bytes = input_tokens = max_output_tokens = 0
     max_record_bytes = quotas.max_record_bytes
     with (
         open(directory / SPOOL_FILE, "wb", buffering=_WRITE_BUFFER_BYTES) as spool,
@@ -543,11 +569,29 @@ def prepare_records(
             spool.write(line)
             sizes.append(len(line))
             total_bytes += len(line)
-    return _finish(directory, sizes, quarantine.counts, row_count, total_bytes)
+            # Bytes over CHARS_PER_TOKEN is estimate_tokens' rule for non-ASCII text; without decoding it.
+            input_tokens += -(-len(line) // CHARS_PER_TOKEN)
+            max_output_tokens += requested_max_tokens(record.model_input) or default_max_tokens
+    return _finish(
+        directory,
+        sizes,
+        quarantine.counts,
+        row_count,
+        total_bytes,
+        input_tokens=input_tokens,
+        max_output_tokens=max_output_tokens,
+    )
 
 
 def _finish(
-    directory: Path, sizes: array[int], counted: Mapping[str, int], row_count: int, total_bytes: int
+    directory: Path,
+    sizes: array[int],
+    counted: Mapping[str, int],
+    row_count: int,
+    total_bytes: int,
+    *,
+    input_tokens: int,
+    max_output_tokens: int,
 ) -> PrepareResult:
     """Write the sizes file, log the one summary line, and describe what was prepared."""
     sizes_path = directory / SIZES_FILE
@@ -563,6 +607,8 @@ def _finish(
         quarantined=sum(counts.values()),
         quarantine_counts=counts,
         total_bytes=total_bytes,
+        input_tokens=input_tokens,
+        max_output_tokens=max_output_tokens,
     )
     reasons = ", ".join(f"{reason}={count:,}" for reason, count in counts.items() if count) or "none"
     log.info(

@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from bedrock_batch.cost import estimate_cost
-from bedrock_batch.stage_results import ManifestMismatch
+from bedrock_batch.stage_results import CostEstimateRecord, ManifestMismatch
 from bedrock_batch.staging import ON_DEMAND_LABEL, REPAIR_LABEL
 from bedrock_batch.storage import Storage, join_uri
 
@@ -38,7 +38,8 @@ class RunReport:
     """Counts of one pipeline run; every input record is in exactly one of the four outcome counts:
     ``quarantined``, ``succeeded``, ``invalid_output`` (a reply that does not conform to the reply schema,
     after the repair round if there was one) and ``failed``. ``repaired`` counts the succeeded records whose
-    conforming reply came from the repair round.
+    conforming reply came from the repair round. ``cost_estimate`` is what prepare estimated before any job
+    (``None`` for runs of earlier versions), beside ``estimated_cost_usd``, the cost of the tokens billed.
     """
 
     ds: str
@@ -57,6 +58,7 @@ class RunReport:
     repaired: int = 0
     manifest_mismatches: list[ManifestMismatch] = field(default_factory=list)
     manifests_missing: list[str] = field(default_factory=list)
+    cost_estimate: CostEstimateRecord | None = None
 
     @property
     def accounted(self) -> bool:
@@ -135,7 +137,15 @@ class RunReport:
             ("input_tokens", f"{self.input_tokens:,}"),
             ("output_tokens", f"{self.output_tokens:,}"),
             ("estimated_cost_usd", cost),
+            ("cost_estimated_before_run", _estimate_text(self.cost_estimate)),
         ]
+
+
+def _estimate_text(estimate: CostEstimateRecord | None) -> str:
+    if estimate is None:
+        return "-"
+    cost = estimate["estimated_cost_usd"]
+    return f"{'unknown' if cost is None else f'${Decimal(cost):.4f}'} ({estimate['output_basis']})"
 
 
 def _mismatch_cells(mismatch: ManifestMismatch) -> list[str]:
@@ -180,6 +190,7 @@ def run_report(
     retried: int,
     jobs: Iterable[Mapping[str, Any]],
     manifests: ManifestCheck | None = None,
+    cost_estimate: CostEstimateRecord | None = None,
 ) -> RunReport:
     """The report of a published run, from its results table.
 
@@ -199,6 +210,7 @@ def run_report(
     :param jobs: the submit results of both rounds, each with its ``duration_seconds`` if known.
     :param manifests: each job's manifest against its output
         (:func:`~bedrock_batch.results.reconcile_manifests`).
+    :param cost_estimate: the estimate prepare made before any job (the prepared run's ``cost_estimate``).
     """
     import pyarrow.compute as pc
 
@@ -239,6 +251,7 @@ def run_report(
         jobs=job_summaries(jobs),
         manifest_mismatches=list(manifests.mismatches) if manifests else [],
         manifests_missing=list(manifests.missing) if manifests else [],
+        cost_estimate=cost_estimate,
     )
 
 

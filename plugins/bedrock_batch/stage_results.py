@@ -61,6 +61,8 @@ class PreparedRun(TypedDict):
       when it did not (free text, or records built elsewhere).
     - ``reply_schema``: the reply schema every reply is validated against (:class:`ReplySchemaRecord`), the
       very one prepare used; ``None`` for free-text replies. Runs of earlier versions have neither key.
+    - ``cost_estimate``: the run's cost estimated before any job (:class:`CostEstimateRecord`); absent in
+      runs of earlier versions.
     """
 
     run_prefix: str
@@ -82,6 +84,40 @@ class PreparedRun(TypedDict):
     prompt_columns: NotRequired[dict[str, str]]
     output_format: NotRequired[OutputFormatRecord | None]
     reply_schema: NotRequired[ReplySchemaRecord | None]
+    cost_estimate: NotRequired[CostEstimateRecord]
+
+
+class CostEstimateRecord(TypedDict):
+    """A run's cost estimated before any job (see :class:`bedrock_batch.estimate.CostEstimate`).
+
+    - ``model_id``: the model priced; ``records``: records to send, ``on_demand_records`` of them on demand.
+    - ``input_tokens``, ``output_tokens``: the estimated tokens; ``output_basis``: ``max_tokens`` (an upper
+      bound) or ``history`` (the average of ``history_runs`` earlier runs).
+    - ``estimated_cost_usd``: a decimal string, ``None`` when the model has no price.
+    """
+
+    model_id: str
+    records: int
+    on_demand_records: int
+    input_tokens: int
+    output_tokens: int
+    output_basis: str
+    history_runs: int
+    estimated_cost_usd: str | None
+
+
+class CostGuardResult(TypedDict):
+    """The cost guard's decision (its return value).
+
+    - ``estimated_cost_usd``: the estimate (decimal string, ``None`` unknown); ``limit_usd``: the limit
+      (``None``: no limit); ``verdict``: ``no_limit``, ``within`` or ``approved``.
+    - ``approved_by``: the user who approved the spend above the limit, else ``None``.
+    """
+
+    estimated_cost_usd: str | None
+    limit_usd: str | None
+    verdict: str
+    approved_by: str | None
 
 
 class OutputFormatRecord(TypedDict):
@@ -296,6 +332,8 @@ class PublishResult(TypedDict):
       conforming reply came from the repair round.
     - ``input_tokens``, ``output_tokens``: the tokens billed; ``estimated_cost_usd``: their estimated price as
       a decimal string (``None`` for a model without a price).
+    - ``cost_estimate``: the estimate prepare made before any job (:class:`CostEstimateRecord`), ``None`` in
+      runs of earlier versions.
     - ``jobs``: every job of both rounds.
     - ``manifest_mismatches``: jobs whose ``manifest.json.out`` counts differ from their output
       (:class:`ManifestMismatch`); ``manifests_missing``: ids of the jobs that have no manifest.
@@ -316,6 +354,7 @@ class PublishResult(TypedDict):
     input_tokens: int
     output_tokens: int
     estimated_cost_usd: str | None
+    cost_estimate: CostEstimateRecord | None
     jobs: list[ReportJob]
     manifest_mismatches: list[ManifestMismatch]
     manifests_missing: list[str]

@@ -21,6 +21,7 @@ from bedrock_batch.storage import Storage, is_s3_uri, join_uri
 
 if TYPE_CHECKING:
     from bedrock_batch.config import QuotaConfig
+    from bedrock_batch.estimate import OutputHistory
     from bedrock_batch.models import InferenceParams
     from bedrock_batch.prompts import PromptTemplate
     from bedrock_batch.replies import ReplyFormat
@@ -193,13 +194,16 @@ def stage_source(
     family: str | None = None,
     reply: ReplyFormat | None = None,
     max_records: int = 0,
+    history: OutputHistory | None = None,
 ) -> PreparedRun:
     """Stage a run's first round: source rows to batch records, planned into shards, uploaded under
     ``run_prefix`` with the record index and the quarantine list. A ``bedrock`` source's records are taken as
     they are (:func:`~bedrock_batch.prepare.prepare_records`): only split and uploaded, their ids kept.
 
     A source partition that holds only marker objects (``_SUCCESS``) is an empty day: zero records, no error.
-    Files an earlier run of the date staged and this plan does not write again are removed.
+    Files an earlier run of the date staged and this plan does not write again are removed. The run's cost
+    is estimated from the tokens counted on the way (:func:`~bedrock_batch.estimate.estimate_run_cost`),
+    before any job exists.
 
     :param storage: local and S3 access.
     :param source: what to read and how; its :attr:`~bedrock_batch.sources.SourceSpec.bindings` fill the
@@ -214,9 +218,12 @@ def stage_source(
     :param reply: the reply schema and how it reaches the model (recorded in the run for collect and
         publish); ``None``: free-text replies.
     :param max_records: read at most this many source rows (0: all).
+    :param history: earlier runs' output tokens per record for the estimate; ``None``: each record's
+        ``max_tokens``.
     :raises TemplateError: when the source's prompt columns do not fill exactly the template's placeholders.
     :raises SchemaError: when a reply property would take the name of another results column.
     """
+    from bedrock_batch.estimate import estimate_run_cost
     from bedrock_batch.prepare import prepare, prepare_records
     from bedrock_batch.replies import RESULT_COLUMNS, ReplyFormat
     from bedrock_batch.sources import SourceReader
@@ -240,7 +247,7 @@ def stage_source(
             records = iter(()) if empty else reader.records()
             if max_records > 0:
                 records = itertools.islice(records, max_records)
-            prepared = prepare_records(records, work, quotas=quotas)
+            prepared = prepare_records(records, work, quotas=quotas, default_max_tokens=params.max_tokens)
         else:
             assert template is not None
             rows = iter(()) if empty else iter(reader)
@@ -266,6 +273,14 @@ def stage_source(
         quarantine_uri = join_uri(run_prefix, "quarantine.jsonl")
         storage.write_file(prepared.index_path, index_uri)
         storage.write_file(prepared.quarantine_path, quarantine_uri)
+    estimate = estimate_run_cost(
+        model_id,
+        records=prepared.records,
+        input_tokens=prepared.input_tokens,
+        max_output_tokens=prepared.max_output_tokens,
+        on_demand_records=int(plan.on_demand_records),
+        history=history,
+    )
     return {
         "run_prefix": run_prefix,
         "index_uri": index_uri,
@@ -285,6 +300,7 @@ def stage_source(
         "on_demand_uris": [f.uri for f in manifest.on_demand],
         "on_demand_records": plan.on_demand_records,
         **reply.to_run(),  # type: ignore[typeddict-item]
+        "cost_estimate": estimate.to_dict(),
     }
 
 

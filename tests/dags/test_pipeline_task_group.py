@@ -13,8 +13,10 @@ STAGES = {
     "check_parameters": set(),
     "wait_for_source": {"check_parameters"},
     "prepare": {"wait_for_source"},
-    "submit": {"prepare"},
-    "on_demand": {"prepare"},
+    # Nothing that costs money starts before the cost guard.
+    "cost_guard": {"prepare"},
+    "submit": {"prepare", "cost_guard"},
+    "on_demand": {"prepare", "cost_guard"},
     "collect": {"prepare", "submit", "on_demand"},
     "submit_retry": {"collect"},
     "on_demand_retry": {"collect"},
@@ -81,6 +83,9 @@ def test_values_override_the_folder_settings_and_the_rest_are_literals():
         "title": "title",
         "review": "review_text",
     }
+    # The cost guard's run values are the folder's settings as Jinja literals (no limit, no approval).
+    guard = dag.get_task("support_tickets.cost_guard")
+    assert (guard.max_estimated_cost_usd, guard.cost_approval) == ("{{ None }}", "{{ False }}")
     publish = dag.get_task("support_tickets.publish")
     assert (publish.table_name, publish.key_column) == ("support_ticket_extractions", "ticket_id")
     assert [outlet.name for outlet in publish.outlets] == ["support_ticket_extractions"]

@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from bedrock_batch.estimate import estimate_run_cost
 from bedrock_batch.metrics import (
     Metric,
     counting_throttles,
+    estimate_metrics,
     job_timing_metrics,
     micro_usd,
     name_part,
@@ -46,6 +48,15 @@ class TestRunMetrics:
         names = [m.name for m in run_metrics(make_report(estimated_cost_usd=None))]
         assert "cost.estimated_micro_usd" not in names
         assert len(names) == 6
+
+    def test_the_estimate_before_any_job_is_sent_when_the_price_is_known(self):
+        known = estimate_run_cost(MODEL, records=200, input_tokens=100_000, max_output_tokens=102_400)
+        assert known.estimated_cost_usd is not None
+        assert estimate_metrics(known) == [
+            Metric("cost.run_estimate_micro_usd", "counter", micro_usd(known.estimated_cost_usd))
+        ]
+        unknown = estimate_run_cost("meta.llama9-v1", records=1, input_tokens=1, max_output_tokens=1)
+        assert estimate_metrics(unknown) == []
 
     @pytest.mark.parametrize(
         ("usd", "micros"),

@@ -71,13 +71,16 @@ def test_the_call_center_dag_keeps_its_id_params_tasks_and_table(tmp_path, monke
         "aws_conn_id",
         "max_records",
         "prompt_version",
+        "max_estimated_cost_usd",
+        "cost_approval",
     ]
-    # Today's tasks, plus the check of the run's parameters before them.
+    # Today's tasks, plus the check of the run's parameters before them and the cost guard before any job.
     assert sorted(task.task_id for task in dag.tasks) == sorted(
         [
             "check_parameters",
             "wait_for_source",
             "prepare",
+            "cost_guard",
             "submit",
             "on_demand",
             "collect",

@@ -171,6 +171,13 @@ class TestErrorsNameTheFileAndTheField:
             ({"reply_schema": "missing.json"}, "reply_schema", "does not exist"),
             ({"prompt_name": "call_center_summary"}, "prompt_name", "has its own prompts/"),
             ({"quotas": {"max_records_per_job": 0}}, "quotas", "positive integer"),
+            ({"max_estimated_cost_usd": "ten"}, "max_estimated_cost_usd", "must be a number"),
+            ({"max_estimated_cost_usd": -1}, "max_estimated_cost_usd", "at least 0"),
+            ({"max_estimated_cost_usd": 5, "cost_approval": "yes"}, "cost_approval", "true or false"),
+            ({"cost_approval": True}, "cost_approval", "max_estimated_cost_usd, which is not set"),
+            ({"output_tokens_estimate": "average"}, "output_tokens_estimate", r"\['max_tokens', 'history'\]"),
+            ({"alert_after": "6 hours"}, "alert_after", "positive duration"),
+            ({"alert_after": "0h"}, "alert_after", "positive duration"),
         ],
     )
     def test_pipeline_yaml(self, tmp_path, fields, field, message):

@@ -81,6 +81,25 @@ class TestRunReport:
         assert "unknown" in report.to_text()
         assert "$0" not in report.to_markdown()
 
+    def test_the_estimate_made_before_any_job_is_beside_the_billed_cost(self):
+        estimate = {
+            "model_id": "anthropic.claude-3-haiku-20240307-v1:0",
+            "records": 1_197,
+            "on_demand_records": 0,
+            "input_tokens": 1_400_000,
+            "output_tokens": 1_225_728,
+            "output_basis": "max_tokens",
+            "history_runs": 0,
+            "estimated_cost_usd": "0.94108",
+        }
+        report = make_report(cost_estimate=estimate)
+        assert json.loads(json.dumps(report.to_dict()))["cost_estimate"] == estimate
+        assert "| cost_estimated_before_run | $0.9411 (max_tokens) |" in report.to_markdown()
+        assert "$0.9411 (max_tokens)" in report.to_text()
+        assert make_report().to_dict()["cost_estimate"] is None
+        unknown = make_report(cost_estimate={**estimate, "estimated_cost_usd": None})
+        assert "| cost_estimated_before_run | unknown (max_tokens) |" in unknown.to_markdown()
+
     def test_markdown_and_text_list_every_job(self):
         report = make_report()
         assert "| cc-20261121-s0001-ab12 |" in report.to_markdown()

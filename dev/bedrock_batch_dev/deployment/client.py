@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -373,6 +373,43 @@ class AirflowClient:
                 return False
             raise
         return True
+
+    # --- human-in-the-loop ------------------------------------------------------------------------------
+
+    def hitl_details(self, dag_id: str, run_id: str, **filters: Any) -> list[dict[str, Any]]:
+        """The run's human-in-the-loop requests (the UI's required actions), oldest first; ``filters``:
+        ``task_id``, ``response_received``, ``ti_state``, ... Each has ``options``, ``subject``, ``body``,
+        ``response_received``, ``chosen_options``, ``responded_by_user`` and its ``task_instance``."""
+        path = f"/api/v2/dags/{_segment(dag_id)}/dagRuns/{_segment(run_id)}/hitlDetails"
+        return self._pages(path, "hitl_details", {"order_by": "created_at", **filters})
+
+    def hitl_detail(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, Any]:
+        """One task instance's human-in-the-loop request (404 while the task has not asked yet)."""
+        return dict(self.get(self._hitl_path(dag_id, run_id, task_id, map_index)))
+
+    def respond_hitl(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        chosen_options: Sequence[str],
+        *,
+        params_input: Mapping[str, Any] | None = None,
+        map_index: int = -1,
+    ) -> dict[str, Any]:
+        """Answer a human-in-the-loop request as the logged-in user (e.g. ``["Approve"]``); a task waiting for
+        it resumes. Returns ``chosen_options``, ``params_input``, ``responded_by`` and ``responded_at``; 409
+        when it was answered already."""
+        body = {"chosen_options": list(chosen_options), "params_input": dict(params_input or {})}
+        path = self._hitl_path(dag_id, run_id, task_id, map_index)
+        return dict(self.request("PATCH", path, json=body).json())
+
+    @staticmethod
+    def _hitl_path(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
+        return (
+            f"/api/v2/dags/{_segment(dag_id)}/dagRuns/{_segment(run_id)}/taskInstances/{_segment(task_id)}"
+            f"/{map_index}/hitlDetails"
+        )
 
     # --- configuration objects -------------------------------------------------------------------------
 

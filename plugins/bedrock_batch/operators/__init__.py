@@ -4,6 +4,8 @@
   before any job: locations, role, model, reply schema, buckets).
 - ``prepare``: :class:`BedrockBatchPrepareOperator` over :func:`bedrock_batch.staging.stage_source`
   (prepare, split and upload in one pass).
+- ``cost_guard``: :class:`BedrockBatchCostGuardOperator` over :mod:`bedrock_batch.estimate` (stops a run
+  above its cost limit before any job, or waits for a person to approve the spend).
 - ``submit``: :class:`BedrockBatchSubmitOperator` over :class:`bedrock_batch.submission.JobSubmitter`
   (find or create the job) and :class:`bedrock_batch.polling.JobWatch` (wait for it).
 - ``on_demand``: :class:`BedrockOnDemandOperator` over :func:`bedrock_batch.on_demand.invoke_files`.
@@ -23,6 +25,7 @@ from bedrock_batch.errors import OutputAccountingError
 from bedrock_batch.operators._base import STORAGE_TEMPLATE_FIELDS
 from bedrock_batch.operators.check import BedrockBatchCheckOperator
 from bedrock_batch.operators.collect import BedrockBatchCollectOperator
+from bedrock_batch.operators.cost_guard import BedrockBatchCostGuardOperator
 from bedrock_batch.operators.on_demand import BedrockOnDemandOperator
 from bedrock_batch.operators.prepare import BedrockBatchPrepareOperator
 from bedrock_batch.operators.publish import BedrockBatchPublishOperator
@@ -50,6 +53,7 @@ __all__ = [
     "TRANSIENT_RETRY_SECONDS",
     "BedrockBatchCheckOperator",
     "BedrockBatchCollectOperator",
+    "BedrockBatchCostGuardOperator",
     "BedrockBatchPrepareOperator",
     "BedrockBatchPublishOperator",
     "BedrockBatchRepairOperator",

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
+from bedrock_batch import metrics
 from bedrock_batch.config import (
     QuotasArgument,
     as_choice,
@@ -17,6 +18,7 @@ from bedrock_batch.config import (
     quota_config_for,
 )
 from bedrock_batch.errors import ConfigError
+from bedrock_batch.estimate import OUTPUT_ESTIMATES, CostEstimate, read_output_history
 from bedrock_batch.models import INVOCATION_TYPES, STRUCTURED_OUTPUT_CHOICES
 from bedrock_batch.operators._base import STORAGE_TEMPLATE_FIELDS, StagingOperator
 from bedrock_batch.stage_results import ON_DEMAND_XCOM_KEY, RUN_XCOM_KEY, ShardDescriptor
@@ -38,6 +40,12 @@ class BedrockBatchPrepareOperator(StagingOperator):
     (:class:`~bedrock_batch.stage_results.PreparedRun`: counts, URIs, the ``output_format`` and the
     ``reply_schema`` itself, so collect and publish validate replies against the very schema sent) and
     ``on_demand_uris`` lists the on-demand fallback's input files.
+
+    **Cost estimate.** While it streams, prepare counts each record's estimated input tokens and output
+    bound and prices them (:mod:`bedrock_batch.estimate`), before any job: the ``cost_estimate`` of the XCom
+    ``run``, one log line, and the ``bedrock_batch.cost.run_estimate_micro_usd`` metric. With
+    ``output_tokens_estimate="history"`` the output tokens are the average of the earlier run reports under
+    ``results_uri`` instead of every record's ``max_tokens``.
 
     A partition that exists but holds only marker objects (``_SUCCESS``) is an empty day: zero records,
     no error. A partition with files of another format is an error, never silently empty.
@@ -97,6 +105,10 @@ class BedrockBatchPrepareOperator(StagingOperator):
     :param quotas: :class:`~bedrock_batch.config.QuotaConfig`, :class:`~bedrock_batch.config.QuotaSettings`
         or a mapping of overrides.
     :param prompts_root: directory of prompt templates; default ``include/prompts``. (templated)
+    :param output_tokens_estimate: ``max_tokens`` (each record's limit, an upper bound) or ``history``
+        (earlier runs' average, read from the run reports under ``results_uri``). (templated)
+    :param results_uri: the pipeline's results root, where the earlier run reports are; only read for
+        ``history``. (templated)
     :param kms_key_id: KMS key of every object written (SSE-KMS). (templated)
     :param expected_bucket_owner: account that must own every bucket touched; ``bucket_owners`` overrides it
         per bucket. (templated)
@@ -123,6 +135,8 @@ class BedrockBatchPrepareOperator(StagingOperator):
         "temperature",
         "max_records",
         "prompts_root",
+        "output_tokens_estimate",
+        "results_uri",
         *STORAGE_TEMPLATE_FIELDS,
     )
     template_fields_renderers = {"prompt_columns": "json", "reply_schema": "json"}
@@ -152,6 +166,8 @@ class BedrockBatchPrepareOperator(StagingOperator):
         max_records: int | str = 0,
         quotas: QuotasArgument = None,
         prompts_root: str | None = None,
+        output_tokens_estimate: str = "max_tokens",
+        results_uri: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -176,6 +192,8 @@ class BedrockBatchPrepareOperator(StagingOperator):
         self.max_records = max_records
         self.quotas = quotas
         self.prompts_root = prompts_root
+        self.output_tokens_estimate = output_tokens_estimate
+        self.results_uri = results_uri
 
     def resolve_arguments(self) -> None:
         """Coerce and check the scalar arguments once templates are rendered (they may arrive as strings);
@@ -195,6 +213,10 @@ class BedrockBatchPrepareOperator(StagingOperator):
         self.temperature = as_optional_float("temperature", self.temperature, minimum=0)
         self.max_records = as_int("max_records", self.max_records or 0, minimum=0)
         self.prompts_root = as_optional_str(self.prompts_root)
+        self.output_tokens_estimate = as_choice(
+            "output_tokens_estimate", str(self.output_tokens_estimate).strip(), OUTPUT_ESTIMATES
+        )
+        self.results_uri = as_optional_str(self.results_uri)
 
     def execute(self, context: Context) -> list[ShardDescriptor]:
         from bedrock_batch.models import InferenceParams, family_for
@@ -236,8 +258,19 @@ class BedrockBatchPrepareOperator(StagingOperator):
             name=self.reply_schema_name,
             default_name=self.prompt_name or "reply",
         )
+        storage = self.storage()
+        history = None
+        if self.output_tokens_estimate == "history":
+            if self.results_uri:
+                history = read_output_history(
+                    storage, self.results_uri, model_id=self.model_id, before=self.partition
+                )
+            if history is None:
+                self.log.info(
+                    "No earlier run report of %s: output tokens estimated at max_tokens", self.model_id
+                )
         run = stage_source(
-            self.storage(),
+            storage,
             source,
             run_prefix_for(self.staging_uri, self.dag_id, self.partition),
             template=template,
@@ -248,6 +281,7 @@ class BedrockBatchPrepareOperator(StagingOperator):
             family=self.model_family,
             reply=reply,
             max_records=int(self.max_records),
+            history=history,
         )
         self.log.info(
             "Prepared %s rows: %s records in %d shard(s), %s for on-demand, %s quarantined %s",
@@ -258,6 +292,9 @@ class BedrockBatchPrepareOperator(StagingOperator):
             f"{run['quarantined']:,}",
             run["quarantine_counts"] or "",
         )
+        estimate = CostEstimate.from_dict(run["cost_estimate"])
+        self.log.info("Estimated cost before any job: %s", estimate.describe())
+        metrics.emit(metrics.estimate_metrics(estimate), dag_id=self.dag_id, model_id=self.model_id)
         context["ti"].xcom_push(key=ON_DEMAND_XCOM_KEY, value=run["on_demand_uris"])
         context["ti"].xcom_push(key=RUN_XCOM_KEY, value=run)
         return run["shards"]

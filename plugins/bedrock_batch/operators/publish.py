@@ -154,6 +154,7 @@ class BedrockBatchPublishOperator(RoundsOperator):
             retried=int((as_mapping(self.collected) or {}).get("retried") or 0),
             jobs=[{**job, "duration_seconds": self._duration(job)} for job in [*first, *retry]],
             manifests=manifests,
+            cost_estimate=run.get("cost_estimate"),
         )
         report_uri = join_uri(self.results_uri, "reports", f"ds={ds}")
         write_report(storage, report, report_uri)
