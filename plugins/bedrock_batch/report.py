@@ -6,6 +6,7 @@ Markdown and a plain-text log table.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
@@ -38,7 +39,8 @@ class RunReport:
     """Counts of one pipeline run; every input record is in exactly one of the four outcome counts:
     ``quarantined``, ``succeeded``, ``invalid_output`` (a reply that does not conform to the reply schema,
     after the repair round if there was one) and ``failed``. ``repaired`` counts the succeeded records whose
-    conforming reply came from the repair round.
+    conforming reply came from the repair round. ``reasons`` counts the records of each unsuccessful outcome
+    by reason code (:func:`reason_counts`).
     """
 
     ds: str
@@ -57,6 +59,7 @@ class RunReport:
     repaired: int = 0
     manifest_mismatches: list[ManifestMismatch] = field(default_factory=list)
     manifests_missing: list[str] = field(default_factory=list)
+    reasons: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def accounted(self) -> bool:
@@ -136,6 +139,41 @@ class RunReport:
             ("output_tokens", f"{self.output_tokens:,}"),
             ("estimated_cost_usd", cost),
         ]
+
+
+#: The outcomes whose records the report counts by reason.
+REASON_OUTCOMES = ("failed", "quarantined", "invalid_output")
+# The path part of an invalid_output row's parse_error ("$.sentiment: is not one of ..."): a location in the
+# reply schema, never reply text. Anything else is counted under "other".
+_SCHEMA_PATH = re.compile(r"\$[A-Za-z0-9_.\[\]-]{0,120}")
+
+
+def reason_counts(table: pa.Table) -> dict[str, dict[str, int]]:
+    """Records of each unsuccessful outcome by reason code, most frequent first.
+
+    ``failed`` and ``quarantined`` rows count by ``error_code`` (``400``, ``429``, ``missing``,
+    ``empty_text`` ...); ``invalid_output`` rows by the schema path where the reply first broke the reply
+    schema (``$.sentiment``), never by any text of the reply.
+
+    :param table: the results table (``status``, ``error_code``, ``parse_error`` columns).
+    """
+    columns = [c for c in ("status", "error_code", "parse_error") if c in table.column_names]
+    counts: dict[str, dict[str, int]] = {}
+    for row in table.select(columns).to_pylist():
+        outcome = row.get("status")
+        if outcome not in REASON_OUTCOMES:
+            continue
+        if outcome == "invalid_output":
+            path = str(row.get("parse_error") or "").split(":", 1)[0].strip()
+            code = path if _SCHEMA_PATH.fullmatch(path) else "other"
+        else:
+            code = str(row.get("error_code") or "unknown")
+        by_code = counts.setdefault(str(outcome), {})
+        by_code[code] = by_code.get(code, 0) + 1
+    return {
+        outcome: dict(sorted(by_code.items(), key=lambda item: (-item[1], item[0])))
+        for outcome, by_code in counts.items()
+    }
 
 
 def _mismatch_cells(mismatch: ManifestMismatch) -> list[str]:
@@ -239,6 +277,7 @@ def run_report(
         jobs=job_summaries(jobs),
         manifest_mismatches=list(manifests.mismatches) if manifests else [],
         manifests_missing=list(manifests.missing) if manifests else [],
+        reasons=reason_counts(table),
     )
 
 
