@@ -23,13 +23,9 @@ class BedrockBatchPlugin(AirflowPlugin):
     name = "bedrock_batch"
     operator_extra_links = [BedrockBatchJobLink(), BedrockBatchOutputLink()]
     fastapi_apps = [{"app": create_app(), "url_prefix": URL_PREFIX, "name": "Bedrock batch"}]
-    # With a url_route the UI shows the page in a frame under its own navigation (/plugin/bedrock-batch).
+    # An entry of the UI's Browse menu that opens the page by itself. Not a url_route (the page framed inside
+    # the UI): the UI frames plugin views in a sandbox that may neither navigate the window nor open a tab, so
+    # the page's links to DAG runs, task logs and the Bedrock console would be dead there.
     external_views = [
-        {
-            "name": "Bedrock batch",
-            "href": f"{URL_PREFIX}/",
-            "url_route": "bedrock-batch",
-            "destination": "nav",
-            "category": "browse",
-        }
+        {"name": "Bedrock batch", "href": f"{URL_PREFIX}/", "destination": "nav", "category": "browse"}
     ]

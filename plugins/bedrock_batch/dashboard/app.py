@@ -200,7 +200,7 @@ def create_app(dashboard: Dashboard | None = None) -> FastAPI:
             login = _login_url(request)
             body = (
                 "<!doctype html><title>Bedrock batch</title><p>Log in to Airflow to see this page: "
-                f'<a href="{login}" target="_top">log in</a>.</p>'
+                f'<a href="{login}">log in</a>.</p>'
             )
             return HTMLResponse(body, status_code=exc.status_code)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)

@@ -1,7 +1,7 @@
 """The Bedrock batch page as one server-rendered HTML document: plain HTML and CSS, no script, no build step.
 
-Every value is escaped; links to Airflow open in the top window (the UI shows the page in a frame), links to
-the AWS console in a new tab. Only counts, ids, money, times and reason codes are rendered.
+Every value is escaped; links to Airflow's pages stay in the tab, links to the AWS console open a new one.
+Only counts, ids, money, times and reason codes are rendered.
 """
 
 from __future__ import annotations
@@ -87,17 +87,17 @@ def _jobs(jobs: tuple[JobRow, ...], base: str) -> list[str]:
         )
     for job in jobs:
         run_url = dag_run_url(base, job.dag_id, job.run_id)
-        links = [f'<a class="run-link" href="{_e(run_url)}" target="_top">DAG run</a>']
+        links = [f'<a class="run-link" href="{_e(run_url)}">DAG run</a>']
         if job.task_id is not None:
             log_url = task_url(base, job.dag_id, job.run_id, job.task_id, job.map_index)
-            links.append(f'<a class="log-link" href="{_e(log_url)}" target="_top">task log</a>')
+            links.append(f'<a class="log-link" href="{_e(log_url)}">task log</a>')
         links.append(
             f'<a class="console-link" href="{_e(job.console_url)}" target="_blank" rel="noopener">'
             "Bedrock console</a>"
         )
         rows.append(
             f'<tr class="job" data-job-id="{_e(job.job_id)}" data-dag-id="{_e(job.dag_id)}">'
-            f'<td><a href="{_e(run_url)}" target="_top">{_e(job.dag_id)}</a><br>'
+            f'<td><a href="{_e(run_url)}">{_e(job.dag_id)}</a><br>'
             f'<span class="muted">{_e(job.run_id)}</span></td>'
             f'<td><code>{_e(job.job_name)}</code><br><span class="muted">shard {_e(job.shard)}, round '
             f"{_e(job.round)}</span></td>"
@@ -160,7 +160,7 @@ def _days(days: tuple[DayRow, ...], base: str) -> list[str]:
         run_url = dag_run_url(base, day.dag_id, day.dag_run_id)
         rows.append(
             f'<tr class="day" data-ds="{_e(day.ds)}" data-dag-id="{_e(day.dag_id)}"><td>{_e(day.ds)}</td>'
-            f'<td><a href="{_e(run_url)}" target="_top">{_e(day.dag_id)}</a></td>'
+            f'<td><a href="{_e(run_url)}">{_e(day.dag_id)}</a></td>'
             f'<td class="n input">{day.input_records:,}</td>'
             f'<td class="n succeeded">{day.succeeded:,}</td>'
             f'<td class="n failed">{day.failed:,}</td>'
