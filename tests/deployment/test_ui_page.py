@@ -39,9 +39,12 @@ DS = (datetime.now(UTC) - timedelta(days=3)).date().isoformat()
 WAIT = 30.0
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def browser() -> Iterator[object]:
-    """Headless Chromium driven through chromedriver, both from the system's packages (never downloaded)."""
+    """Headless Chromium driven through chromedriver, both from the system's packages (never downloaded).
+
+    Session-scoped and asked for before ``live``, so that a missing browser fails the test before the
+    deployment starts."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     chromedriver = shutil.which("chromedriver")
     missing = [name for name, path in (("chromium", chromium), ("chromedriver", chromedriver)) if not path]
@@ -83,7 +86,7 @@ def cells(row, *classes: str) -> tuple[str, ...]:
     return tuple(row.find_element(By.CSS_SELECTOR, f"td.{name}").text for name in classes)
 
 
-def test_the_page_shows_a_runs_job_and_day_to_logged_in_readers(live, browser):
+def test_the_page_shows_a_runs_job_and_day_to_logged_in_readers(browser, live):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
