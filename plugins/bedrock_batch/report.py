@@ -141,6 +141,10 @@ class RunReport:
         ]
 
 
+#: Where publish writes a day's report: ``<results_uri>/reports/ds=<ds>/run_report.json`` (and ``.md``).
+REPORTS_FOLDER = "reports"
+REPORT_FILE = "run_report.json"
+
 #: The outcomes whose records the report counts by reason.
 REASON_OUTCOMES = ("failed", "quarantined", "invalid_output")
 # The path part of an invalid_output row's parse_error ("$.sentiment: is not one of ..."): a location in the
@@ -281,6 +285,11 @@ def run_report(
     )
 
 
+def report_prefix(results_uri: str, ds: str) -> str:
+    """The folder of the report of day ``ds``: ``<results_uri>/reports/ds=<ds>``."""
+    return join_uri(results_uri, REPORTS_FOLDER, f"ds={ds}")
+
+
 def write_report(storage: Storage, report: RunReport, prefix: str) -> None:
     """Write ``run_report.json`` and ``run_report.md`` under ``prefix``.
 
@@ -290,5 +299,5 @@ def write_report(storage: Storage, report: RunReport, prefix: str) -> None:
     """
     from bedrock_batch.results import write_bytes, write_json
 
-    write_json(storage, report.to_dict(), join_uri(prefix, "run_report.json"))
+    write_json(storage, report.to_dict(), join_uri(prefix, REPORT_FILE))
     write_bytes(storage, report.to_markdown().encode(), join_uri(prefix, "run_report.md"))

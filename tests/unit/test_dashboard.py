@@ -13,12 +13,11 @@ import pytest
 from botocore.exceptions import ClientError
 
 from bedrock_batch.cost import estimate_cost
-from bedrock_batch.dashboard.data import (
-    AwsClients,
-    Gatherer,
+from bedrock_batch.dashboard.gather import AwsClients, Gatherer, SnapshotCache, sources_from_pipelines
+from bedrock_batch.dashboard.page import dag_run_url, render_page, task_url
+from bedrock_batch.dashboard.rows import (
     JobRow,
     Snapshot,
-    SnapshotCache,
     Source,
     console_url,
     day_row,
@@ -27,7 +26,6 @@ from bedrock_batch.dashboard.data import (
     toolkit_tags,
     top_reasons,
 )
-from bedrock_batch.dashboard.page import dag_run_url, render_page, task_url
 
 HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
 PROFILE = "us." + HAIKU
@@ -366,3 +364,21 @@ class TestPage:
     )
     def test_task_links(self, map_index, tail):
         assert task_url("", "d", "r", "t", map_index) == dag_run_url("", "d", "r") + tail
+
+
+class TestSources:
+    def test_every_declared_pipeline_by_default(self):
+        sources, problems = sources_from_pipelines()
+        assert problems == []
+        by_dag = {source.dag_id: source for source in sources}
+        assert {"call_center_summarization", "product_reviews", "support_tickets"} <= set(by_dag)
+        call_center = by_dag["call_center_summarization"]
+        assert call_center.slots_uri.endswith("/call-center/_job_slots/")
+        assert (call_center.model_id, call_center.aws_conn_id) == (PROFILE, "aws_default")
+        assert call_center.max_concurrent_jobs >= 1
+
+    def test_a_pipeline_that_cannot_be_read_is_a_problem(self):
+        sources, problems = sources_from_pipelines(["product_reviews", "no_such_pipeline"])
+        assert [source.dag_id for source in sources] == ["product_reviews"]
+        assert len(problems) == 1
+        assert "no_such_pipeline" in problems[0].message

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pyarrow as pa
 
 from bedrock_batch.cost import estimate_cost
-from bedrock_batch.report import JobSummary, RunReport, job_summaries, run_report, write_report
+from bedrock_batch.report import JobSummary, RunReport, job_summaries, report_prefix, run_report, write_report
 from bedrock_batch.storage import Storage
 
 
@@ -262,3 +262,7 @@ class TestReasons:
 
     def test_a_clean_run_has_no_reasons(self):
         assert report_of(results_table([("succeeded", JOB, 1, 1)])).reasons == {}
+
+
+def test_the_report_of_a_day_is_under_reports_ds():
+    assert report_prefix("s3://results/cc/", "2026-11-21") == "s3://results/cc/reports/ds=2026-11-21"

@@ -3,7 +3,7 @@
 A thin adapter: it reads its settings from Airflow's configuration (``[bedrock_batch]``), builds boto3 clients
 from Airflow connections, asks Airflow's auth manager who the caller is and which DAGs they may read, finds
 the submit task instance behind each job in Airflow's XComs, and hands the rest to
-:mod:`bedrock_batch.dashboard.data` and :mod:`bedrock_batch.dashboard.page`.
+:mod:`~bedrock_batch.dashboard.gather` and :mod:`~bedrock_batch.dashboard.page`.
 
 Airflow does not protect an app a plugin mounts (``fastapi_apps``): every route here resolves the caller
 itself, the way Airflow's own API does (the UI's ``_token`` cookie, or an ``Authorization: Bearer`` JWT), and
@@ -22,16 +22,15 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from bedrock_batch.dashboard.data import (
+from bedrock_batch.dashboard.gather import (
     DEFAULT_CACHE_SECONDS,
-    DEFAULT_LOOKBACK_DAYS,
     AwsClients,
     Gatherer,
-    Snapshot,
     SnapshotCache,
     sources_from_pipelines,
 )
 from bedrock_batch.dashboard.page import render_page
+from bedrock_batch.dashboard.rows import DEFAULT_LOOKBACK_DAYS, Snapshot
 from bedrock_batch.stage_results import SUBMISSION_XCOM_KEY
 
 log = logging.getLogger(__name__)

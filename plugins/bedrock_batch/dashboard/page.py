@@ -12,7 +12,7 @@ from decimal import Decimal
 from html import escape
 from urllib.parse import quote
 
-from bedrock_batch.dashboard.data import DayRow, JobRow, ModelRow, Snapshot
+from bedrock_batch.dashboard.rows import DayRow, JobRow, ModelRow, Snapshot
 
 _STATUS_CLASS = {
     "Completed": "ok",
