@@ -14,9 +14,10 @@ from fastapi.testclient import TestClient
 from bedrock_batch.cost import estimate_cost
 from bedrock_batch.dashboard.app import Dashboard, DashboardSettings, create_app
 from bedrock_batch.hooks import BedrockBatchHook
-from bedrock_batch.report import JobSummary, RunReport
+from bedrock_batch.report import REPORT_FILE, JobSummary, RunReport, report_prefix
 from bedrock_batch.storage import join_uri, split_s3_uri
 from bedrock_batch_dev.deployment.local_setup import buckets, create_buckets, pipeline_config
+from tests.conftest import connection_json
 from tests.integration.bedrock_shards import BUCKET, MODEL_ID, ROLE_ARN, wait_until, write_shard
 
 pytestmark = pytest.mark.integration
@@ -61,20 +62,22 @@ def token(manager: SimpleAuthManager, username: str) -> str:
     return manager.generate_jwt(SimpleAuthManagerUser(username=username, role="viewer"))
 
 
-@pytest.fixture
-def stack(
-    local_stack: Any, aws_connection: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Any]:
-    """The local stack, clean, with the call-center pipeline on its buckets (``CALL_CENTER_CONFIG``)."""
+@pytest.fixture(scope="module")
+def stack(local_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The local stack, clean, as ``aws_default``, with the call-center pipeline on its buckets
+    (``CALL_CENTER_CONFIG``); for the whole module, so that its jobs are created once."""
     local_stack.admin.reset()
     config = pipeline_config()
-    path = tmp_path / "call_center.json"
+    path = tmp_path_factory.mktemp("dashboard") / "call_center.json"
     path.write_text(json.dumps(config))
-    monkeypatch.setenv("CALL_CENTER_CONFIG", str(path))
-    s3 = local_stack.client("s3")
-    create_buckets(s3, [*buckets(config), BUCKET])
-    local_stack.config = config
-    yield local_stack
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CALL_CENTER_CONFIG", str(path))
+        patch.setenv("AIRFLOW_CONN_AWS_DEFAULT", connection_json(local_stack))
+        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        create_buckets(local_stack.client("s3"), [*buckets(config), BUCKET])
+        local_stack.config = config
+        yield local_stack
     local_stack.admin.reset()
 
 
@@ -95,7 +98,7 @@ def toolkit_tags(dag_id: str) -> dict[str, str]:
     return {"dag_id": dag_id, "run_id": f"scheduled__{DS}T06:00:00+00:00", "shard": "0", "round": "1"}
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def jobs(stack: Any) -> dict[str, str]:
     """Three ended jobs: one of the call-center DAG, one of another DAG, one created outside the toolkit."""
     hook = BedrockBatchHook(aws_conn_id="aws_default")
@@ -126,9 +129,7 @@ def jobs(stack: Any) -> dict[str, str]:
             "invalid_output": {"$.x": 2},
         },
     )
-    bucket, key = split_s3_uri(
-        join_uri(stack.config["results_uri"], "reports", f"ds={DS}", "run_report.json")
-    )
+    bucket, key = split_s3_uri(join_uri(report_prefix(stack.config["results_uri"], DS), REPORT_FILE))
     hook.s3_client.put_object(Bucket=bucket, Key=key, Body=json.dumps(report.to_dict()).encode())
     return arns
 
