@@ -323,6 +323,21 @@ class TestGatherer:
         assert "AccessDeniedException" in snapshot.problems[0].message
         assert snapshot.problems[1].dag_id == "call_center_summarization"
 
+    def test_jobs_whose_tags_cannot_be_read_are_one_problem(self):
+        gatherer, bedrock, _ = self.make()
+
+        def denied(resourceARN: str) -> dict:
+            raise ClientError(
+                {"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "ListTagsForResource"
+            )
+
+        bedrock.list_tags_for_resource = denied  # type: ignore[method-assign]
+        snapshot = gatherer.snapshot()
+        assert snapshot.jobs == ()
+        assert [p.message for p in snapshot.problems] == [
+            "tags of 3 job(s) could not be read: AccessDeniedException"
+        ]
+
 
 class TestCache:
     def test_serves_one_snapshot_for_its_time_to_live(self):

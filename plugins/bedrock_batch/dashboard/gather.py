@@ -187,6 +187,7 @@ class Gatherer:
         problems: list[Problem],
     ) -> list[JobRow]:
         rows = []
+        unread: list[str] = []
         for summary in summaries:
             arn = str(summary["jobArn"])
             if arn not in self._tags:
@@ -195,9 +196,7 @@ class Gatherer:
                         clients.bedrock.list_tags_for_resource(resourceARN=arn)["tags"]
                     )
                 except _AWS_ERRORS as exc:
-                    problems.append(
-                        Problem(f"tags of job {job_id_from_arn(arn)} could not be read: {_describe(exc)}")
-                    )
+                    unread.append(_describe(exc))
                     continue
             tags = self._tags[arn]
             if tags is None:
@@ -208,6 +207,9 @@ class Gatherer:
                 else (None, None)
             )
             rows.append(job_row(summary, tags, now, tokens))
+        if unread:
+            # One line, not one per job: a missing permission would otherwise list every job of the account.
+            problems.append(Problem(f"tags of {len(unread):,} job(s) could not be read: {unread[0]}"))
         return rows
 
     def _job_tokens(self, s3: Any, summary: Mapping[str, Any]) -> tuple[int | None, int | None]:
