@@ -9,10 +9,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from bedrock_batch.cost import estimate_cost
-from bedrock_batch.dashboard.app import Dashboard, DashboardSettings, create_app
+from bedrock_batch.dashboard.app import URL_PREFIX, Dashboard, DashboardSettings, create_app
 from bedrock_batch.hooks import BedrockBatchHook
 from bedrock_batch.report import REPORT_FILE, JobSummary, RunReport, report_prefix
 from bedrock_batch.storage import join_uri, split_s3_uri
@@ -205,6 +206,15 @@ class TestContent:
         for arn in (jobs[DAG_ID], jobs[HIDDEN_DAG]):
             assert f'data-job-id="{arn.rsplit("/", 1)[-1]}"' in response.text
         assert f'href="/dags/{DAG_ID}/runs/scheduled__{DS}T06%3A00%3A00%2B00%3A00"' in response.text
+
+    def test_links_keep_the_path_airflow_is_served_under(self, jobs, auth_manager):
+        settings = DashboardSettings(pipelines=(DAG_ID,), cache_seconds=300, lookback_days=7)
+        parent = FastAPI(root_path="/airflow")
+        parent.mount(URL_PREFIX, create_app(Dashboard(settings)))
+        client = TestClient(parent, root_path="/airflow")
+        client.cookies.set("_token", token(auth_manager, "reader"))
+        page = client.get(f"/airflow{URL_PREFIX}/").text
+        assert f'href="/airflow/dags/{DAG_ID}/runs/' in page
 
     def test_a_user_who_may_not_read_a_dag_does_not_see_its_jobs(self, client, auth_manager, jobs):
         headers = {"Authorization": f"Bearer {token(auth_manager, 'limited')}"}

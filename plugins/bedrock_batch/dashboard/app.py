@@ -205,9 +205,13 @@ def create_app(dashboard: Dashboard | None = None) -> FastAPI:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
 
     @app.get("/", response_class=HTMLResponse)
-    def page(user: User) -> HTMLResponse:
+    def page(request: Request, user: User) -> HTMLResponse:
+        # Mounted under Airflow's own base path (``[api] base_url``) plus URL_PREFIX: links to the UI keep it.
+        airflow_base = str(request.scope.get("root_path", "")).removesuffix(URL_PREFIX)
         snapshot = _visible(data, user)
-        return HTMLResponse(render_page(snapshot, cache_seconds=data.settings.cache_seconds))
+        return HTMLResponse(
+            render_page(snapshot, airflow_base=airflow_base, cache_seconds=data.settings.cache_seconds)
+        )
 
     @app.get("/api/snapshot")
     def snapshot(user: User) -> JSONResponse:
