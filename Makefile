@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo airflow test lint typecheck pytest stack bench clean
+.PHONY: install browser demo airflow test lint typecheck pytest stack bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required, found " + sys.version.split()[0])'
@@ -33,10 +33,27 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The deployment tier's page test (tests/deployment/test_ui_page.py) drives headless Chromium through
+# chromedriver: the Debian packages chromium and chromium-driver, installed here when missing and apt-get can
+# (as root). Nothing is downloaded at test time.
+BROWSER_PACKAGES := chromium chromium-driver
+
+browser:
+	@if command -v chromedriver >/dev/null 2>&1 && { command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; }; then \
+		exit 0; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing $(BROWSER_PACKAGES) for the page test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PACKAGES) >/dev/null; \
+	else \
+		echo "The page test needs headless Chromium and its driver: chromium and chromedriver are not both on PATH." >&2; \
+		echo "Install the Debian packages: sudo apt-get install -y $(BROWSER_PACKAGES)" >&2; \
+		exit 1; \
+	fi
+
 # Every tier but deployment in two processes (they share nothing but the machine; most of their time is
 # waiting), then the deployment tier alone: it runs a whole distributed Airflow, and its fault scenarios time
 # Airflow's own reactions, which a busy machine would stretch.
-pytest: $(STAMP)
+pytest: $(STAMP) browser
 	$(BIN)/python -m pytest -n 2 --dist worksteal -m "not perf and not deployment"
 	$(BIN)/python -m pytest -m deployment
 

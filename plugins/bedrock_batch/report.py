@@ -6,6 +6,7 @@ Markdown and a plain-text log table.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
@@ -40,6 +41,7 @@ class RunReport:
     after the repair round if there was one) and ``failed``. ``repaired`` counts the succeeded records whose
     conforming reply came from the repair round. ``cost_estimate`` is what prepare estimated before any job
     (``None`` for runs of earlier versions), beside ``estimated_cost_usd``, the cost of the tokens billed.
+    ``reasons`` counts the records of each unsuccessful outcome by reason code (:func:`reason_counts`).
     """
 
     ds: str
@@ -59,6 +61,7 @@ class RunReport:
     manifest_mismatches: list[ManifestMismatch] = field(default_factory=list)
     manifests_missing: list[str] = field(default_factory=list)
     cost_estimate: CostEstimateRecord | None = None
+    reasons: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def accounted(self) -> bool:
@@ -146,6 +149,45 @@ def _estimate_text(estimate: CostEstimateRecord | None) -> str:
         return "-"
     cost = estimate["estimated_cost_usd"]
     return f"{'unknown' if cost is None else f'${Decimal(cost):.4f}'} ({estimate['output_basis']})"
+
+
+#: Where publish writes a day's report: ``<results_uri>/reports/ds=<ds>/run_report.json`` (and ``.md``).
+REPORTS_FOLDER = "reports"
+REPORT_FILE = "run_report.json"
+
+#: The outcomes whose records the report counts by reason.
+REASON_OUTCOMES = ("failed", "quarantined", "invalid_output")
+# The path part of an invalid_output row's parse_error ("$.sentiment: is not one of ..."): a location in the
+# reply schema, never reply text. Anything else is counted under "other".
+_SCHEMA_PATH = re.compile(r"\$[A-Za-z0-9_.\[\]-]{0,120}")
+
+
+def reason_counts(table: pa.Table) -> dict[str, dict[str, int]]:
+    """Records of each unsuccessful outcome by reason code, most frequent first.
+
+    ``failed`` and ``quarantined`` rows count by ``error_code`` (``400``, ``429``, ``missing``,
+    ``empty_text`` ...); ``invalid_output`` rows by the schema path where the reply first broke the reply
+    schema (``$.sentiment``), never by any text of the reply.
+
+    :param table: the results table (``status``, ``error_code``, ``parse_error`` columns).
+    """
+    columns = [c for c in ("status", "error_code", "parse_error") if c in table.column_names]
+    counts: dict[str, dict[str, int]] = {}
+    for row in table.select(columns).to_pylist():
+        outcome = row.get("status")
+        if outcome not in REASON_OUTCOMES:
+            continue
+        if outcome == "invalid_output":
+            path = str(row.get("parse_error") or "").split(":", 1)[0].strip()
+            code = path if _SCHEMA_PATH.fullmatch(path) else "other"
+        else:
+            code = str(row.get("error_code") or "unknown")
+        by_code = counts.setdefault(str(outcome), {})
+        by_code[code] = by_code.get(code, 0) + 1
+    return {
+        outcome: dict(sorted(by_code.items(), key=lambda item: (-item[1], item[0])))
+        for outcome, by_code in counts.items()
+    }
 
 
 def _mismatch_cells(mismatch: ManifestMismatch) -> list[str]:
@@ -252,7 +294,13 @@ def run_report(
         manifest_mismatches=list(manifests.mismatches) if manifests else [],
         manifests_missing=list(manifests.missing) if manifests else [],
         cost_estimate=cost_estimate,
+        reasons=reason_counts(table),
     )
+
+
+def report_prefix(results_uri: str, ds: str) -> str:
+    """The folder of the report of day ``ds``: ``<results_uri>/reports/ds=<ds>``."""
+    return join_uri(results_uri, REPORTS_FOLDER, f"ds={ds}")
 
 
 def write_report(storage: Storage, report: RunReport, prefix: str) -> None:
@@ -264,5 +312,5 @@ def write_report(storage: Storage, report: RunReport, prefix: str) -> None:
     """
     from bedrock_batch.results import write_bytes, write_json
 
-    write_json(storage, report.to_dict(), join_uri(prefix, "run_report.json"))
+    write_json(storage, report.to_dict(), join_uri(prefix, REPORT_FILE))
     write_bytes(storage, report.to_markdown().encode(), join_uri(prefix, "run_report.md"))

@@ -157,6 +157,25 @@ class JobSlots:
             if error_code(error) not in _LOST_RACE_CODES | _NOT_FOUND_CODES:
                 raise
 
+    def held(self, active_job_names: Collection[str]) -> list[str]:
+        """The job names of the slots busy now, as :meth:`acquire` would judge them from the listing alone.
+
+        Reads the ``capacity`` slot objects and asks the service nothing: the listing decides.
+
+        :param active_job_names: names of the model's active jobs, as the service lists them now.
+        """
+        busy = []
+        for number in range(self.capacity):
+            state = self._read(number)
+            if state is None:
+                continue
+            claim = state[0]
+            if claim.get("job_name") in active_job_names:
+                busy.append(str(claim["job_name"]))
+            elif not claim.get("released") and not claim.get("job_arn") and not self._is_free(claim, ()):
+                busy.append(str(claim.get("job_name", "")))  # a create call in flight
+        return busy
+
     # --- internals ------------------------------------------------------------------------------------
 
     def _is_free(self, claim: dict[str, Any], active_job_names: Collection[str]) -> bool:

@@ -337,6 +337,8 @@ class PublishResult(TypedDict):
     - ``jobs``: every job of both rounds.
     - ``manifest_mismatches``: jobs whose ``manifest.json.out`` counts differ from their output
       (:class:`ManifestMismatch`); ``manifests_missing``: ids of the jobs that have no manifest.
+    - ``reasons``: for ``failed``, ``quarantined`` and ``invalid_output``, reason code → records, most
+      frequent first (:func:`bedrock_batch.report.reason_counts`).
     - ``results_uri``: the partition written; ``report_uri``: the prefix of ``run_report.json`` and
       ``run_report.md``; ``catalog``: the Glue registration, or ``None``.
     """
@@ -358,6 +360,7 @@ class PublishResult(TypedDict):
     jobs: list[ReportJob]
     manifest_mismatches: list[ManifestMismatch]
     manifests_missing: list[str]
+    reasons: dict[str, dict[str, int]]
     accounted: bool
     results_uri: str
     report_uri: str

@@ -64,6 +64,8 @@ CLIENT_METHOD_ACTIONS = {
     "upload_file": {"s3:PutObject", "s3:AbortMultipartUpload"},
     "upload_fileobj": {"s3:PutObject", "s3:AbortMultipartUpload"},
     "list_service_quotas": {"servicequotas:ListServiceQuotas"},
+    # The Bedrock batch page (API server): which listed jobs carry the toolkit's tags.
+    "list_tags_for_resource": {"bedrock:ListTagsForResource"},
     # The Glue Data Catalog registration of the results table (bedrock_batch.catalog).
     "get_database": {"glue:GetDatabase"},
     "get_table": {"glue:GetTable"},

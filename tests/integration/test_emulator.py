@@ -797,6 +797,21 @@ class TestLookups:
         assert by_arn["status"] == "Submitted"
         assert by_arn["jobName"] == "lookup"
 
+    def test_tags_of_a_job(self, stack, bedrock):
+        stack.admin.configure(submitted_seconds=10**6)
+        arn = submit(
+            bedrock, "tagged", "any/", tags=[{"key": "dag_id", "value": "d"}, {"key": "shard", "value": "0"}]
+        )
+        untagged = submit(bedrock, "untagged", "any/")
+        assert bedrock.list_tags_for_resource(resourceARN=arn)["tags"] == [
+            {"key": "dag_id", "value": "d"},
+            {"key": "shard", "value": "0"},
+        ]
+        assert bedrock.list_tags_for_resource(resourceARN=untagged)["tags"] == []
+        unknown = arn.rsplit("/", 1)[0] + "/zzzzzzzzzzzz"
+        with pytest.raises(bedrock.exceptions.ResourceNotFoundException):
+            bedrock.list_tags_for_resource(resourceARN=unknown)
+
     @pytest.mark.parametrize(
         "identifier",
         ["abcdefghijkl", "arn:aws:bedrock:us-east-1:999999999999:model-invocation-job/abcdefghijkl"],

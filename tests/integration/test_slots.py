@@ -127,6 +127,26 @@ def test_a_released_claim_frees_the_slot_at_once(s3, slots_uri):
     assert slots.acquire("job-b", active_job_names=()) is not None
 
 
+def test_held_lists_the_busy_slots_from_the_listing(s3, slots_uri):
+    clock = Clock()
+    slots = JobSlots(s3, slots_uri, MODEL, 4, claim_ttl=600, clock=clock)
+    running = slots.acquire("job-running", active_job_names=())
+    ended = slots.acquire("job-ended", active_job_names=())
+    released = slots.acquire("job-released", active_job_names=())
+    assert running is not None
+    assert ended is not None
+    assert released is not None
+    slots.confirm(running, "arn:running")
+    slots.confirm(ended, "arn:ended")
+    slots.release(released)
+    slots.acquire("job-creating", active_job_names={"job-running"})  # no ARN yet: its create is in flight
+
+    assert slots.held({"job-running"}) == ["job-running", "job-creating"]
+    clock.now += 601  # the claim without a job is stale
+    assert slots.held({"job-running"}) == ["job-running"]
+    assert JobSlots(s3, slots_uri, MODEL, 4).held(()) == []  # nothing active, nothing in flight
+
+
 def test_a_stale_lease_cannot_overwrite_a_slot_taken_over_since(s3, slots_uri):
     clock = Clock()
     slots = JobSlots(s3, slots_uri, MODEL, 1, claim_ttl=10, clock=clock)

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pyarrow as pa
 
 from bedrock_batch.cost import estimate_cost
-from bedrock_batch.report import JobSummary, RunReport, job_summaries, run_report, write_report
+from bedrock_batch.report import JobSummary, RunReport, job_summaries, report_prefix, run_report, write_report
 from bedrock_batch.storage import Storage
 
 
@@ -239,3 +239,49 @@ def test_write_report_writes_json_and_markdown(tmp_path):
     folder = tmp_path / "reports" / "ds=2026-11-21"
     assert json.loads((folder / "run_report.json").read_text()) == report.to_dict()
     assert (folder / "run_report.md").read_text() == report.to_markdown()
+
+
+class TestReasons:
+    def test_unsuccessful_records_are_counted_by_reason_code_most_frequent_first(self):
+        table = pa.table(
+            {
+                "status": [
+                    "failed",
+                    "failed",
+                    "failed",
+                    "quarantined",
+                    "invalid_output",
+                    "invalid_output",
+                    "succeeded",
+                ],
+                "job_arn": [JOB] * 7,
+                "input_tokens": pa.array([None, None, None, None, 10, 10, 10], pa.int64()),
+                "output_tokens": pa.array([None, None, None, None, 1, 1, 1], pa.int64()),
+                "error_code": ["429", "400", "400", "empty_text", "invalid_output", "invalid_output", None],
+                "parse_error": [
+                    None,
+                    None,
+                    None,
+                    None,
+                    "$.sentiment: is not one of the 3 allowed values",
+                    "the reply says: hello there",
+                    None,
+                ],
+            }
+        )
+        report = report_of(table)
+        assert report.reasons == {
+            "failed": {"400": 2, "429": 1},
+            "quarantined": {"empty_text": 1},
+            # The schema path only; a parse_error that does not start with one is never shown as text.
+            "invalid_output": {"$.sentiment": 1, "other": 1},
+        }
+        assert list(report.reasons["failed"]) == ["400", "429"]
+        assert json.loads(json.dumps(report.to_dict()))["reasons"] == report.reasons
+
+    def test_a_clean_run_has_no_reasons(self):
+        assert report_of(results_table([("succeeded", JOB, 1, 1)])).reasons == {}
+
+
+def test_the_report_of_a_day_is_under_reports_ds():
+    assert report_prefix("s3://results/cc/", "2026-11-21") == "s3://results/cc/reports/ds=2026-11-21"

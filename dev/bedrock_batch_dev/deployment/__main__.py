@@ -114,6 +114,7 @@ def _announce(deployment: Deployment) -> None:
     )
     print(
         f"\nOpen {deployment.api_url}/dags/call_center_summarization and log in as {user} / {password}.\n"
+        f"Bedrock batch jobs, quotas and daily runs: {deployment.api_url}/bedrock-batch/ (Browse menu).\n"
         f"Component logs: {deployment.logs_dir}/<component>.log; task logs in the UI.\n"
         "Press Ctrl-C to stop everything.",
         flush=True,

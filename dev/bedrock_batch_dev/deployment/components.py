@@ -78,6 +78,9 @@ def local_settings(home: Path, ports: Ports, extra_bundles: Sequence[Path]) -> d
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(ports.worker_logs[0]),
         # Job status checks at the local stack's pace (the production default is 2 per second per triggerer).
         "AIRFLOW__BEDROCK_BATCH__STATUS_CALLS_PER_SECOND": "50",
+        # The Bedrock batch page shows the pipelines configured on the local stack (CALL_CENTER_CONFIG); the
+        # other shipped pipelines name example buckets that do not exist here.
+        "AIRFLOW__BEDROCK_BATCH__UI_PIPELINES": "call_center_summarization",
         "PYTHONUNBUFFERED": "1",
     }
     if extra_bundles:

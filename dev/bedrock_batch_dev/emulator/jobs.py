@@ -486,6 +486,11 @@ class BatchJobService:
                 jobs.reverse()
             return [j.to_wire() for j in jobs]
 
+    def job_tags(self, arn: str) -> list[dict[str, str]]:
+        """The tags a job was created with (ListTagsForResource); only jobs are taggable here."""
+        with self._cond:
+            return [dict(tag) for tag in self._find(arn).request.get("tags", [])]
+
     def stop_job(self, identifier: str) -> None:
         with self._cond:
             job = self._find(identifier)

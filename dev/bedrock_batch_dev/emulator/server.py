@@ -292,6 +292,7 @@ ROUTES: tuple[_Route, ...] = (
     ("GET", re.compile(r"/foundation-models/([^/]+)"), "GetFoundationModel"),
     ("POST", re.compile(r"/model/([^/]+)/invoke"), "InvokeModel"),
     ("POST", re.compile(r"/model/([^/]+)/converse"), "Converse"),
+    ("POST", re.compile(r"/listTagsForResource"), "ListTagsForResource"),
 )
 
 
@@ -340,6 +341,7 @@ class BedrockEmulator:
             "ListFoundationModels": self._list_models,
             "InvokeModel": self._invoke,
             "Converse": self._converse,
+            "ListTagsForResource": self._list_tags,
         }
 
     def start(self) -> None:
@@ -462,6 +464,13 @@ class BedrockEmulator:
         if offset + max_results < len(summaries):
             response["nextToken"] = _encode_token(offset + max_results, fingerprint)
         return _json(200, response)
+
+    def _list_tags(self, label: str | None, query: Mapping[str, list[str]], body: bytes) -> HttpResponse:
+        request = _load_body(body)
+        arn = request.get("resourceARN") if isinstance(request, dict) else None
+        if not isinstance(arn, str) or not arn.startswith("arn:"):
+            raise ApiError("ValidationException", "1 validation error detected: resourceARN must be an ARN.")
+        return _json(200, {"tags": self.service.job_tags(arn)})
 
     # --- model catalogue -------------------------------------------------------------------------------
 

@@ -125,7 +125,7 @@ class BedrockBatchPublishOperator(RoundsOperator):
         self.partition = as_date("partition", self.partition)
 
     def execute(self, context: Context) -> PublishResult:
-        from bedrock_batch.report import run_report, write_report
+        from bedrock_batch.report import report_prefix, run_report, write_report
         from bedrock_batch.results import assemble_results, load_quarantine, write_partition
 
         self.resolve_arguments()
@@ -156,7 +156,7 @@ class BedrockBatchPublishOperator(RoundsOperator):
             manifests=manifests,
             cost_estimate=run.get("cost_estimate"),
         )
-        report_uri = join_uri(self.results_uri, "reports", f"ds={ds}")
+        report_uri = report_prefix(self.results_uri, ds)
         write_report(storage, report, report_uri)
         self.log.info("Run report for %s:\n%s", ds, report.to_text())
         metrics.emit(metrics.run_metrics(report), dag_id=self.dag_id, model_id=report.model_id)
