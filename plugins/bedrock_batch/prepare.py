@@ -11,12 +11,12 @@ import os
 import re
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from types import MappingProxyType
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -37,7 +37,7 @@ from bedrock_batch.models import (
     output_format_tokens,
 )
 from bedrock_batch.prompts import Placeholder, PromptTemplate
-from bedrock_batch.record_ids import RecordIdIndex
+from bedrock_batch.record_ids import IdAssignment, RecordIdIndex
 from bedrock_batch.sources import ROW_PROBLEMS, BatchRecord, SourceRow
 
 log = logging.getLogger(__name__)
@@ -276,20 +276,28 @@ class _LineLayout:
         return b"".join(line)
 
 
+def index_schema(passthrough: Mapping[str, pa.DataType]) -> pa.Schema:
+    """The record index's schema: :data:`INDEX_COLUMNS`, then the passthrough columns.
+
+    :param passthrough: passthrough column name → Arrow type.
+    """
+    fields = [
+        pa.field("record_id", pa.string(), nullable=False),
+        pa.field("source_key", pa.string(), nullable=False),
+        pa.field("source_position", pa.string(), nullable=False),
+        pa.field("ordinal", pa.int64(), nullable=False),
+    ]
+    fields += [pa.field(name, data_type) for name, data_type in passthrough.items()]
+    return pa.schema(fields)
+
+
 class _IndexWriter:
     """Writes the record index Parquet one row group at a time."""
 
-    def __init__(self, path: Path, passthrough: Mapping[str, pa.DataType]) -> None:
-        fields = [
-            pa.field("record_id", pa.string(), nullable=False),
-            pa.field("source_key", pa.string(), nullable=False),
-            pa.field("source_position", pa.string(), nullable=False),
-            pa.field("ordinal", pa.int64(), nullable=False),
-        ]
-        fields += [pa.field(name, data_type) for name, data_type in passthrough.items()]
-        self._schema = pa.schema(fields)
-        self._writer = pq.ParquetWriter(path, self._schema, compression="zstd")
-        self._columns: list[list[Any]] = [[] for _ in fields]
+    def __init__(self, path: Path, passthrough: Mapping[str, pa.DataType], compression: str = "zstd") -> None:
+        self._schema = index_schema(passthrough)
+        self._writer = pq.ParquetWriter(path, self._schema, compression=compression)
+        self._columns: list[list[Any]] = [[] for _ in self._schema]
 
     def add(
         self, record_id: str, key: str, position: str, ordinal: int, passthrough: tuple[Any, ...]
@@ -331,11 +339,23 @@ def _to_arrow(values: list[Any], data_type: pa.DataType) -> pa.Array:
     return pa.array(values, type=data_type)
 
 
+class KeyedRowTrace:
+    """What became of each row with a key, in source order: its ordinal in the spool, or which quarantine
+    entry it is. A parallel prepare's merge needs it to correct the rows whose record id the whole source
+    decides otherwise (a duplicate key in an earlier part, a collision)."""
+
+    def __init__(self) -> None:
+        self.ordinals = array("q")  # -1: quarantined
+        self.quarantine_at = array("q")  # quarantine entries written before the row
+
+
 class _Quarantine:
     """Appends quarantine entries (never the row's text) and counts them per reason."""
 
-    def __init__(self, stream: IO[bytes]) -> None:
+    def __init__(self, stream: IO[bytes], trace: KeyedRowTrace | None = None) -> None:
         self._stream = stream
+        self._trace = trace
+        self.written = 0
         self.counts: Counter[str] = Counter()
 
     def add(self, row: SourceRow, record_id: str | None, reason: str, detail: str | None) -> None:
@@ -344,6 +364,10 @@ class _Quarantine:
     def add_entry(
         self, position: str, key: str | None, record_id: str | None, reason: str, detail: str | None
     ) -> None:
+        if self._trace is not None and record_id is not None:
+            self._trace.ordinals.append(-1)
+            self._trace.quarantine_at.append(self.written)
+        self.written += 1
         self.counts[reason] += 1
         entry = {
             "source_position": position,
@@ -405,9 +429,79 @@ def prepare(
     :raises ConfigError: when a passthrough column clashes with an index column, ``max_tokens`` leaves no
         room for a prompt in the model's context window, or the family cannot carry ``output``.
     """
-    params = params or InferenceParams()
-    model_family = family_for(model_id, invocation_type=invocation_type, override=family)
-    passthrough = dict(passthrough_types or {})
+    settings = PrepareSettings(
+        template=template,
+        model_id=model_id,
+        quotas=quotas,
+        params=params or InferenceParams(),
+        invocation_type=invocation_type,
+        family=family,
+        output=output,
+        instructions=instructions,
+        passthrough_types=dict(passthrough_types or {}),
+    )
+    return prepare_rows(rows, work_dir, settings, id_index if id_index is not None else RecordIdIndex())
+
+
+@dataclass(frozen=True)
+class PrepareSettings:
+    """How rows become records: the arguments of :func:`prepare` other than the rows and where to write,
+    in one picklable object (a parallel prepare sends it to every worker).
+
+    :param template: the prompt template.
+    :param model_id: model id, inference-profile id or ARN.
+    :param quotas: limits; ``max_record_bytes`` caps one record line.
+    :param params: inference parameters.
+    :param invocation_type: ``InvokeModel`` or ``Converse``.
+    :param family: model family name overriding the one inferred from ``model_id``.
+    :param output: the reply schema as sent to the service and its mode (``None``: free-text replies).
+    :param instructions: appended to every rendered system prompt.
+    :param passthrough_types: passthrough column name → Arrow type.
+    """
+
+    template: PromptTemplate
+    model_id: str
+    quotas: QuotaConfig
+    params: InferenceParams = field(default_factory=InferenceParams)
+    invocation_type: str = "InvokeModel"
+    family: str | None = None
+    output: OutputFormat | None = None
+    instructions: str = ""
+    passthrough_types: Mapping[str, pa.DataType] = field(default_factory=dict)
+
+
+class AssignsIds(Protocol):
+    """Gives source rows their record ids, batch by batch (a
+    :class:`~bedrock_batch.record_ids.RecordIdIndex`)."""
+
+    def assign_batch(self, keys: Sequence[str]) -> IdAssignment:
+        """Record ids and duplicate flags of ``keys``, in order."""
+
+
+def prepare_rows(
+    rows: Iterable[SourceRow],
+    work_dir: str | os.PathLike[str],
+    settings: PrepareSettings,
+    ids: AssignsIds,
+    *,
+    trace: KeyedRowTrace | None = None,
+    index_compression: str = "zstd",
+) -> PrepareResult:
+    """:func:`prepare` with its settings in one object and the record ids from ``ids``.
+
+    :param rows: source rows in source order.
+    :param work_dir: local directory for the output files (created if missing).
+    :param settings: how rows become records.
+    :param ids: assigns the record ids.
+    :param trace: records what became of each keyed row (a parallel prepare's worker passes one).
+    :param index_compression: Parquet compression of the record index (a worker's part index is read
+        once, by the merge, and is not compressed).
+    :raises ConfigError: see :func:`prepare`.
+    """
+    params, output = settings.params, settings.output
+    model_id, template = settings.model_id, settings.template
+    model_family = family_for(model_id, invocation_type=settings.invocation_type, override=settings.family)
+    passthrough = dict(settings.passthrough_types)
     _check_setup(passthrough)
     window = context_window_tokens(model_id)
     token_budget = window - params.max_tokens - _reply_format_tokens(output, model_family)
@@ -416,10 +510,9 @@ def prepare(
             f"max_tokens {params.max_tokens:,} leaves no room for a prompt in the {window:,}-token context "
             f"window of {model_id}; lower max_tokens"
         )
-    encoder = RecordEncoder(template, model_family, params, output, instructions)
-    ids = id_index if id_index is not None else RecordIdIndex()
+    encoder = RecordEncoder(template, model_family, params, output, settings.instructions)
     fields = sorted(template.fields)
-    max_record_bytes = quotas.max_record_bytes
+    max_record_bytes = settings.quotas.max_record_bytes
     # Bound once: the loop below runs once per row.
     field_value, prompt_tokens, encode = template.field_value, encoder.prompt_tokens, encoder.encode
 
@@ -433,10 +526,13 @@ def prepare(
     with (
         open(spool_path, "wb", buffering=_WRITE_BUFFER_BYTES) as spool,
         open(quarantine_path, "wb", buffering=_WRITE_BUFFER_BYTES) as quarantine_stream,
-        _IndexWriter(index_path, passthrough) as index,
+        _IndexWriter(index_path, passthrough, index_compression) as index,
     ):
-        quarantine = _Quarantine(quarantine_stream)
-        index_add, spool_write, sizes_append = index.add, spool.write, sizes.append
+        quarantine = _Quarantine(quarantine_stream, trace)
+        spool_write, sizes_append = spool.write, sizes.append
+        index_add: Callable[[str, str, str, int, tuple[Any, ...]], None] = index.add
+        if trace is not None:
+            index_add = _traced(index.add, trace, quarantine)
         for batch in _batches(rows, BATCH_ROWS):
             row_count += len(batch)
             assignment = ids.assign_batch([row.key for row in batch if row.key is not None])
@@ -485,6 +581,21 @@ def prepare(
                 sizes_append(size)
                 total_bytes += size
     return _finish(directory, sizes, quarantine.counts, row_count, total_bytes)
+
+
+def _traced(
+    index_add: Callable[[str, str, str, int, tuple[Any, ...]], None],
+    trace: KeyedRowTrace,
+    quarantine: _Quarantine,
+) -> Callable[[str, str, str, int, tuple[Any, ...]], None]:
+    ordinals, quarantine_at = trace.ordinals, trace.quarantine_at
+
+    def add(record_id: str, key: str, position: str, ordinal: int, passthrough: tuple[Any, ...]) -> None:
+        ordinals.append(ordinal)
+        quarantine_at.append(quarantine.written)
+        index_add(record_id, key, position, ordinal, passthrough)
+
+    return add
 
 
 def prepare_records(
