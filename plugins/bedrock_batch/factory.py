@@ -193,6 +193,7 @@ def add_pipeline_tasks(
         invocation_type=config.invocation_type,
         max_tokens=config.max_tokens,
         max_records=rendered("max_records"),
+        prepare_processes=config.prepare_processes,
         quotas=config.quotas,
         aws_conn_id=conn,
         **storage,

@@ -162,7 +162,7 @@ def prepare_source_parallel(
     settings: PrepareSettings,
     *,
     processes: int,
-    min_part_bytes: int = MIN_PART_BYTES,
+    min_part_bytes: int | None = None,
     id_space: int = ID_SPACE,
 ) -> tuple[PrepareResult, SegmentedFile | None]:
     """Prepare every row of ``reader``'s source in up to ``processes`` worker processes; the result is the
@@ -177,13 +177,15 @@ def prepare_source_parallel(
     :param work_dir: local directory for the outputs and the parts' files (created if missing).
     :param settings: how rows become records.
     :param processes: worker processes at most.
-    :param min_part_bytes: no part is smaller than this.
+    :param min_part_bytes: no part is smaller than this (default :data:`MIN_PART_BYTES`).
     :param id_space: record id space (tests shrink it to make collisions happen).
     :return: the prepared result, whose ``spool_path`` is only the first part's spool when the spool is
         in parts, and the spool as a :class:`~bedrock_batch.storage.SegmentedFile` (``None``: one file).
     """
     directory = Path(work_dir)
     directory.mkdir(parents=True, exist_ok=True)
+    if min_part_bytes is None:
+        min_part_bytes = MIN_PART_BYTES
     parts = reader.plan_parts(processes * PARTS_PER_PROCESS, min_part_bytes) if processes > 1 else []
     if len(parts) < 2:
         ids = RecordIdIndex(id_space=id_space)
@@ -442,7 +444,8 @@ class _IndexMerger:
     ) -> dict[int, tuple[str, str, str]]:
         """Append a part's index; return ``(position, key, record id)`` of each row taken out, by its
         ordinal in the part (positions as the worker wrote them)."""
-        table = pq.read_table(path)
+        # ParquetFile, not read_table: read_table imports pyarrow.dataset, and with it pandas (seconds).
+        table = pq.ParquetFile(path).read()
         if new_ids:
             record_ids = table.column("record_id").to_pylist()
             for ordinal, record_id in new_ids.items():
