@@ -294,9 +294,15 @@ def index_schema(passthrough: Mapping[str, pa.DataType]) -> pa.Schema:
 class _IndexWriter:
     """Writes the record index Parquet one row group at a time."""
 
-    def __init__(self, path: Path, passthrough: Mapping[str, pa.DataType], compression: str = "zstd") -> None:
+    def __init__(
+        self, path: Path, passthrough: Mapping[str, pa.DataType], file_format: str = "parquet"
+    ) -> None:
         self._schema = index_schema(passthrough)
-        self._writer = pq.ParquetWriter(path, self._schema, compression=compression)
+        self._writer: pq.ParquetWriter | pa.ipc.RecordBatchFileWriter
+        if file_format == "arrow":
+            self._writer = pa.ipc.new_file(str(path), self._schema)
+        else:
+            self._writer = pq.ParquetWriter(path, self._schema, compression="zstd")
         self._columns: list[list[Any]] = [[] for _ in self._schema]
 
     def add(
@@ -485,7 +491,7 @@ def prepare_rows(
     ids: AssignsIds,
     *,
     trace: KeyedRowTrace | None = None,
-    index_compression: str = "zstd",
+    index_format: str = "parquet",
 ) -> PrepareResult:
     """:func:`prepare` with its settings in one object and the record ids from ``ids``.
 
@@ -494,8 +500,8 @@ def prepare_rows(
     :param settings: how rows become records.
     :param ids: assigns the record ids.
     :param trace: records what became of each keyed row (a parallel prepare's worker passes one).
-    :param index_compression: Parquet compression of the record index (a worker's part index is read
-        once, by the merge, and is not compressed).
+    :param index_format: ``parquet`` (zstd), or ``arrow`` (an Arrow IPC file: a worker's part index, read
+        once by the merge, memory-mapped).
     :raises ConfigError: see :func:`prepare`.
     """
     params, output = settings.params, settings.output
@@ -526,7 +532,7 @@ def prepare_rows(
     with (
         open(spool_path, "wb", buffering=_WRITE_BUFFER_BYTES) as spool,
         open(quarantine_path, "wb", buffering=_WRITE_BUFFER_BYTES) as quarantine_stream,
-        _IndexWriter(index_path, passthrough, index_compression) as index,
+        _IndexWriter(index_path, passthrough, index_format) as index,
     ):
         quarantine = _Quarantine(quarantine_stream, trace)
         spool_write, sizes_append = spool.write, sizes.append

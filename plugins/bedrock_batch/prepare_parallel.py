@@ -140,7 +140,7 @@ def _prepare_part(task: _PartTask) -> _PartResult:
             task.settings,
             ids,
             trace=trace,
-            index_compression="none",
+            index_format="arrow",
         )
     finally:
         ids.close()
@@ -349,7 +349,10 @@ def _fix_part(
                 entries[int(quarantine_at[row])] = (record_id, "", "")
     keep = np.ones(len(part_sizes), dtype=np.bool_)
     keep[removed] = False
-    removed_rows = index_writer.add_part(prepared.index_path, ordinal_base, keep, new_ids, line_base)
+    file_name = task.pieces[0].stored.name
+    removed_rows = index_writer.add_part(
+        prepared.index_path, ordinal_base, keep, new_ids, line_base, file_name
+    )
     counts = _merge_quarantine(
         Path(prepared.quarantine_path), quarantine, entries, inserted, removed_rows, line_base
     )
@@ -441,11 +444,12 @@ class _IndexMerger:
         keep: npt.NDArray[np.bool_],
         new_ids: Mapping[int, str],
         line_base: int,
+        file_name: str,
     ) -> dict[int, tuple[str, str, str]]:
         """Append a part's index; return ``(position, key, record id)`` of each row taken out, by its
         ordinal in the part (positions as the worker wrote them)."""
-        # ParquetFile, not read_table: read_table imports pyarrow.dataset, and with it pandas (seconds).
-        table = pq.ParquetFile(path).read()
+        with pa.memory_map(path) as source:
+            table = pa.ipc.open_file(source).read_all()
         if new_ids:
             record_ids = table.column("record_id").to_pylist()
             for ordinal, record_id in new_ids.items():
@@ -459,14 +463,17 @@ class _IndexMerger:
                 removed[ordinal] = (position, key, record_id)
             table = table.filter(pa.array(keep))
         if line_base:
-            parsed = pc.extract_regex(table.column("source_position"), r"^(?P<name>.*):(?P<line>\d+)$")
-            lines = pc.add(pc.cast(pc.struct_field(parsed, "line"), pa.int64()), line_base)
+            # A range part holds one file's lines: every position is "<file name>:<line>".
+            prefix = f"{file_name}:"
+            lines = pc.cast(pc.utf8_slice_codeunits(table.column("source_position"), len(prefix)), pa.int64())
             shifted = pc.binary_join_element_wise(
-                pc.struct_field(parsed, "name"), pc.cast(lines, pa.string()), ":"
+                pa.scalar(prefix), pc.cast(pc.add(lines, line_base), pa.string()), ""
             )
             table = table.set_column(2, self._schema.field(2), shifted)
-        ordinals = pa.array(np.arange(ordinal_base, ordinal_base + table.num_rows, dtype=np.int64))
-        table = table.set_column(3, self._schema.field(3), ordinals).cast(self._schema)
+        # From a buffer: pa.array() of a numpy array would import pandas (about a second) to check its type.
+        ordinals = np.arange(ordinal_base, ordinal_base + table.num_rows, dtype=np.int64)
+        column = pa.Array.from_buffers(pa.int64(), len(ordinals), [None, pa.py_buffer(ordinals)])
+        table = table.set_column(3, self._schema.field(3), column).cast(self._schema)
         self._pending.append(table)
         self._pending_rows += table.num_rows
         while self._pending_rows >= INDEX_ROW_GROUP_ROWS:
