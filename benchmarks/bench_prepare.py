@@ -253,7 +253,7 @@ def run_variant(name: str, source: Path, work: Path) -> None:
     extra = VARIANTS[name](source, work)
     seconds = time.perf_counter() - started
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    # The largest worker process of the parallel variant (0 for the others).
+    # The largest worker process of the parallel variant (the others start no process of their own).
     worker_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(
         json.dumps(
@@ -333,9 +333,10 @@ def main() -> None:
         results["pandas"] = measure("pandas", source, args.dir / "work-pandas", 1)
     print(f"{'variant':<10}{'seconds':>9}{'records/s':>12}{'MB/s':>9}{'peak RSS MB':>13}{'per worker':>12}")
     for name, r in results.items():
+        worker = f"{r['worker_rss_mb']:>12,.0f}" if name == "parallel" else f"{'':>12}"
         print(
             f"{name:<10}{r['seconds']:>9.2f}{args.records / r['seconds']:>12,.0f}"
-            f"{size_mb / r['seconds']:>9,.0f}{r['peak_rss_mb']:>13,.0f}{r['worker_rss_mb']:>12,.0f}"
+            f"{size_mb / r['seconds']:>9,.0f}{r['peak_rss_mb']:>13,.0f}{worker}"
         )
     pipeline, parallel = results["pipeline"], results["parallel"]
     for name, r in (("pipeline", pipeline), ("parallel", parallel)):
