@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -118,59 +119,14 @@ def variant_io_floor(source: Path, work: Path) -> dict[str, Any]:
     return {}
 
 
-def variant_pipeline(source: Path, work: Path) -> dict[str, Any]:
-    from bedrock_batch.config import QuotaConfig
-    from bedrock_batch.prepare import prepare
-    from bedrock_batch.prompts import load_template
-    from bedrock_batch.sources import SourceReader, SourceSpec
-    from bedrock_batch.split import plan_shards, write_shards
-
-    quotas = QuotaConfig()
-    spec = SourceSpec(
-        str(source),
-        "jsonl",
-        id_column="call_id",
-        text_column="transcript",
-        passthrough_columns=("agent_id", "queue"),
-    )
-    reader = SourceReader(spec, max_object_bytes=quotas.max_record_bytes)
-    # Loaded before the clock: finding include/ imports Airflow, seconds on a busy machine.
-    template = load_template("call_center_summary", "v1")
-    stages = {}
-    started = time.perf_counter()
-    result = prepare(
-        reader,
-        work / "prepare",
-        template=template,
-        model_id=MODEL_ID,
-        quotas=quotas,
-        passthrough_types=reader.passthrough_types(),
-    )
-    stages["prepare_s"] = time.perf_counter() - started
-    started = time.perf_counter()
-    plan = plan_shards(result.load_sizes(), quotas)
-    stages["plan_s"] = time.perf_counter() - started
-    started = time.perf_counter()
-    manifest = write_shards(result.spool_path, plan, str(work / "shards"))
-    stages["write_s"] = time.perf_counter() - started
-    return {
-        **stages,
-        "records": result.records,
-        "spool_bytes": result.total_bytes,
-        "shards": len(manifest.shards),
-        "fingerprints": [shard.fingerprint for shard in manifest.shards],
-    }
-
-
-def variant_parallel(source: Path, work: Path) -> dict[str, Any]:
-    """The pipeline variant with prepare in ``BENCH_PROCESSES`` worker processes (merged, identical plan)."""
+def _prepare_plan_write(source: Path, work: Path, prepare_step: Callable[..., Any]) -> dict[str, Any]:
+    """Prepare (``prepare_step(reader, settings, directory)`` gives the result and spool), plan, write;
+    each timed."""
     from bedrock_batch.config import QuotaConfig
     from bedrock_batch.prepare import PrepareSettings
-    from bedrock_batch.prepare_parallel import prepare_source_parallel
     from bedrock_batch.prompts import load_template
     from bedrock_batch.sources import SourceReader, SourceSpec
     from bedrock_batch.split import plan_shards, write_shards
-    from bedrock_batch.storage import Storage
 
     quotas = QuotaConfig()
     spec = SourceSpec(
@@ -182,16 +138,15 @@ def variant_parallel(source: Path, work: Path) -> dict[str, Any]:
     )
     reader = SourceReader(spec, max_object_bytes=quotas.max_record_bytes)
     settings = PrepareSettings(
-        template=load_template("call_center_summary", "v1"),  # before the clock, as in the pipeline variant
+        # Loaded before the clock: finding include/ imports Airflow, seconds on a busy machine.
+        template=load_template("call_center_summary", "v1"),
         model_id=MODEL_ID,
         quotas=quotas,
         passthrough_types=reader.passthrough_types(),
     )
     stages = {}
     started = time.perf_counter()
-    result, spool = prepare_source_parallel(
-        reader, Storage().recipe(), work / "prepare", settings, processes=int(os.environ["BENCH_PROCESSES"])
-    )
+    result, spool = prepare_step(reader, settings, work / "prepare")
     stages["prepare_s"] = time.perf_counter() - started
     started = time.perf_counter()
     plan = plan_shards(result.load_sizes(), quotas)
@@ -206,6 +161,35 @@ def variant_parallel(source: Path, work: Path) -> dict[str, Any]:
         "shards": len(manifest.shards),
         "fingerprints": [shard.fingerprint for shard in manifest.shards],
     }
+
+
+def variant_pipeline(source: Path, work: Path) -> dict[str, Any]:
+    from bedrock_batch.prepare import prepare
+
+    def one_process(reader: Any, settings: Any, directory: Path) -> tuple[Any, None]:
+        result = prepare(
+            reader,
+            directory,
+            template=settings.template,
+            model_id=settings.model_id,
+            quotas=settings.quotas,
+            passthrough_types=settings.passthrough_types,
+        )
+        return result, None
+
+    return _prepare_plan_write(source, work, one_process)
+
+
+def variant_parallel(source: Path, work: Path) -> dict[str, Any]:
+    """The pipeline variant with prepare in ``BENCH_PROCESSES`` worker processes (merged, identical plan)."""
+    from bedrock_batch.prepare_parallel import prepare_source_parallel
+    from bedrock_batch.storage import Storage
+
+    def parallel(reader: Any, settings: Any, directory: Path) -> Any:
+        processes = int(os.environ["BENCH_PROCESSES"])
+        return prepare_source_parallel(reader, Storage().recipe(), directory, settings, processes=processes)
+
+    return _prepare_plan_write(source, work, parallel)
 
 
 def variant_pandas(source: Path, work: Path) -> dict[str, Any]:

@@ -118,6 +118,15 @@ CASES: dict[str, tuple[Callable[[Path, random.Random], SourceSpec], int]] = {
 }
 
 
+def settings_for(reader: SourceReader) -> PrepareSettings:
+    return PrepareSettings(
+        template=load_template("call_center_summary", "v1"),
+        model_id=CLAUDE,
+        quotas=QUOTAS,
+        passthrough_types=reader.passthrough_types(),
+    )
+
+
 def spool_bytes(result: PrepareResult, spool: SegmentedFile | None) -> bytes:
     if spool is None:
         return Path(result.spool_path).read_bytes()
@@ -136,12 +145,7 @@ def test_parallel_prepare_equals_one_process(tmp_path, case):
     source_dir.mkdir()
     spec = make_source(source_dir, random.Random(case))
     reader = SourceReader(spec, max_object_bytes=QUOTAS.max_record_bytes)
-    settings = PrepareSettings(
-        template=load_template("call_center_summary", "v1"),
-        model_id=CLAUDE,
-        quotas=QUOTAS,
-        passthrough_types=reader.passthrough_types(),
-    )
+    settings = settings_for(reader)
     single = prepare_rows(reader, tmp_path / "single", settings, RecordIdIndex(id_space=id_space))
     parallel, spool = prepare_source_parallel(
         reader,
@@ -178,12 +182,7 @@ def test_duplicates_and_collisions_are_what_the_cases_test(tmp_path):
     source_dir.mkdir()
     spec = one_big_file(source_dir, random.Random("one_big_jsonl_file_with_collisions"))
     reader = SourceReader(spec, max_object_bytes=QUOTAS.max_record_bytes)
-    settings = PrepareSettings(
-        template=load_template("call_center_summary", "v1"),
-        model_id=CLAUDE,
-        quotas=QUOTAS,
-        passthrough_types=reader.passthrough_types(),
-    )
+    settings = settings_for(reader)
     ids = RecordIdIndex(id_space=700)
     result = prepare_rows(reader, tmp_path / "single", settings, ids)
     assert result.quarantine_counts["duplicate_id"] > 20
@@ -195,12 +194,7 @@ def test_small_source_is_prepared_in_this_process(tmp_path):
     source_dir.mkdir()
     spec = many_small_files(source_dir, random.Random(1))
     reader = SourceReader(spec)
-    settings = PrepareSettings(
-        template=load_template("call_center_summary", "v1"),
-        model_id=CLAUDE,
-        quotas=QUOTAS,
-        passthrough_types=reader.passthrough_types(),
-    )
+    settings = settings_for(reader)
     result, spool = prepare_source_parallel(
         reader, Storage().recipe(), tmp_path / "out", settings, processes=2
     )
