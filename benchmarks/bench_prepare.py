@@ -1,6 +1,8 @@
-"""Benchmark of prepare + plan + write shards against a raw byte copy and a naive pandas version.
+"""Benchmark of prepare + plan + write shards, in one process and in parallel processes, against the I/O
+floor, a raw byte copy and a naive pandas version.
 
 Usage: python benchmarks/bench_prepare.py [--records 100000] [--repeat 3] [--dir DIR] [--pandas-max 200000]
+       [--processes N]
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -116,9 +119,11 @@ def variant_io_floor(source: Path, work: Path) -> dict[str, Any]:
     return {}
 
 
-def variant_pipeline(source: Path, work: Path) -> dict[str, Any]:
+def _prepare_plan_write(source: Path, work: Path, prepare_step: Callable[..., Any]) -> dict[str, Any]:
+    """Prepare (``prepare_step(reader, settings, directory)`` gives the result and spool), plan, write;
+    each timed."""
     from bedrock_batch.config import QuotaConfig
-    from bedrock_batch.prepare import prepare
+    from bedrock_batch.prepare import PrepareSettings
     from bedrock_batch.prompts import load_template
     from bedrock_batch.sources import SourceReader, SourceSpec
     from bedrock_batch.split import plan_shards, write_shards
@@ -132,29 +137,59 @@ def variant_pipeline(source: Path, work: Path) -> dict[str, Any]:
         passthrough_columns=("agent_id", "queue"),
     )
     reader = SourceReader(spec, max_object_bytes=quotas.max_record_bytes)
-    stages = {}
-    started = time.perf_counter()
-    result = prepare(
-        reader,
-        work / "prepare",
+    settings = PrepareSettings(
+        # Loaded before the clock: finding include/ imports Airflow, seconds on a busy machine.
         template=load_template("call_center_summary", "v1"),
         model_id=MODEL_ID,
         quotas=quotas,
         passthrough_types=reader.passthrough_types(),
     )
+    stages = {}
+    started = time.perf_counter()
+    result, spool = prepare_step(reader, settings, work / "prepare")
     stages["prepare_s"] = time.perf_counter() - started
     started = time.perf_counter()
     plan = plan_shards(result.load_sizes(), quotas)
     stages["plan_s"] = time.perf_counter() - started
     started = time.perf_counter()
-    manifest = write_shards(result.spool_path, plan, str(work / "shards"))
+    manifest = write_shards(spool or result.spool_path, plan, str(work / "shards"))
     stages["write_s"] = time.perf_counter() - started
     return {
         **stages,
         "records": result.records,
         "spool_bytes": result.total_bytes,
         "shards": len(manifest.shards),
+        "fingerprints": [shard.fingerprint for shard in manifest.shards],
     }
+
+
+def variant_pipeline(source: Path, work: Path) -> dict[str, Any]:
+    from bedrock_batch.prepare import prepare
+
+    def one_process(reader: Any, settings: Any, directory: Path) -> tuple[Any, None]:
+        result = prepare(
+            reader,
+            directory,
+            template=settings.template,
+            model_id=settings.model_id,
+            quotas=settings.quotas,
+            passthrough_types=settings.passthrough_types,
+        )
+        return result, None
+
+    return _prepare_plan_write(source, work, one_process)
+
+
+def variant_parallel(source: Path, work: Path) -> dict[str, Any]:
+    """The pipeline variant with prepare in ``BENCH_PROCESSES`` worker processes (merged, identical plan)."""
+    from bedrock_batch.prepare_parallel import prepare_source_parallel
+    from bedrock_batch.storage import Storage
+
+    def parallel(reader: Any, settings: Any, directory: Path) -> Any:
+        processes = int(os.environ["BENCH_PROCESSES"])
+        return prepare_source_parallel(reader, Storage().recipe(), directory, settings, processes=processes)
+
+    return _prepare_plan_write(source, work, parallel)
 
 
 def variant_pandas(source: Path, work: Path) -> dict[str, Any]:
@@ -179,6 +214,7 @@ def variant_pandas(source: Path, work: Path) -> dict[str, Any]:
 VARIANTS = {
     "copy": variant_copy,
     "pipeline": variant_pipeline,
+    "parallel": variant_parallel,
     "io_floor": variant_io_floor,
     "pandas": variant_pandas,
 }
@@ -188,6 +224,7 @@ VARIANTS = {
 VARIANT_MODULES = {
     "copy": (),
     "pipeline": ("bedrock_batch.prepare", "bedrock_batch.split", "bedrock_batch.sources"),
+    "parallel": ("bedrock_batch.prepare_parallel", "bedrock_batch.split", "bedrock_batch.sources"),
     "io_floor": ("bedrock_batch.storage",),
     "pandas": ("pandas", "bedrock_batch.models", "bedrock_batch.prompts", "bedrock_batch.record_ids"),
 }
@@ -202,7 +239,13 @@ def run_variant(name: str, source: Path, work: Path) -> None:
     extra = VARIANTS[name](source, work)
     seconds = time.perf_counter() - started
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(json.dumps({"variant": name, "seconds": seconds, "peak_rss_mb": peak_mb, **extra}))
+    # The largest worker process of the parallel variant (the others start no process of their own).
+    worker_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(
+        json.dumps(
+            {"variant": name, "seconds": seconds, "peak_rss_mb": peak_mb, "worker_rss_mb": worker_mb, **extra}
+        )
+    )
 
 
 def measure(
@@ -223,7 +266,11 @@ def measure(
         runs.append(json.loads(output.strip().splitlines()[-1]))
     shutil.rmtree(work, ignore_errors=True)
     best = min(runs, key=lambda run: run["seconds"])
-    return {**best, "peak_rss_mb": max(run["peak_rss_mb"] for run in runs)}
+    return {
+        **best,
+        "peak_rss_mb": max(run["peak_rss_mb"] for run in runs),
+        "worker_rss_mb": max(run["worker_rss_mb"] for run in runs),
+    }
 
 
 def main() -> None:
@@ -236,6 +283,9 @@ def main() -> None:
         type=int,
         default=200_000,
         help="skip the pandas variant above this many records (it holds everything in memory)",
+    )
+    parser.add_argument(
+        "--processes", type=int, default=0, help="processes of the parallel variant (0: the CPUs available)"
     )
     parser.add_argument("--variant", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--input", type=Path, help=argparse.SUPPRESS)
@@ -255,31 +305,51 @@ def main() -> None:
         f"input: {args.records:,} records, {size_mb:,.0f} MB ({size_mb * 1e6 / args.records:,.0f} B/record)"
     )
 
+    from bedrock_batch.prepare_parallel import available_cpus
+
+    processes = args.processes or available_cpus()
     results = {
         name: measure(name, source, args.dir / f"work-{name}", args.repeat) for name in ("copy", "pipeline")
     }
+    processes_env = {"BENCH_PROCESSES": str(processes)}
+    results["parallel"] = measure("parallel", source, args.dir / "work-parallel", args.repeat, processes_env)
     spool_bytes = {"BENCH_SPOOL_BYTES": str(results["pipeline"]["spool_bytes"])}
     results["io_floor"] = measure("io_floor", source, args.dir / "work-io_floor", args.repeat, spool_bytes)
     if args.records <= args.pandas_max:
         results["pandas"] = measure("pandas", source, args.dir / "work-pandas", 1)
-    print(f"{'variant':<10}{'seconds':>9}{'records/s':>12}{'MB/s':>9}{'peak RSS MB':>13}")
+    print(f"{'variant':<10}{'seconds':>9}{'records/s':>12}{'MB/s':>9}{'peak RSS MB':>13}{'per worker':>12}")
     for name, r in results.items():
+        worker = f"{r['worker_rss_mb']:>12,.0f}" if name == "parallel" else f"{'':>12}"
         print(
             f"{name:<10}{r['seconds']:>9.2f}{args.records / r['seconds']:>12,.0f}"
-            f"{size_mb / r['seconds']:>9,.0f}{r['peak_rss_mb']:>13,.0f}"
+            f"{size_mb / r['seconds']:>9,.0f}{r['peak_rss_mb']:>13,.0f}{worker}"
         )
-    pipeline = results["pipeline"]
+    pipeline, parallel = results["pipeline"], results["parallel"]
+    for name, r in (("pipeline", pipeline), ("parallel", parallel)):
+        print(
+            f"{name} stages: prepare {r['prepare_s']:.2f} s, plan {r['plan_s']:.2f} s, "
+            f"write {r['write_s']:.2f} s; {r['shards']} shards, {r['spool_bytes'] / 1e6:,.0f} MB of records"
+        )
+    if parallel["fingerprints"] != pipeline["fingerprints"]:
+        raise SystemExit("the parallel prepare planned other shards than one process: a defect")
+    print(f"parallel: {processes} processes (of {os.cpu_count()} CPUs); same shards and fingerprints: yes")
+    floor_s = results["io_floor"]["seconds"]
+    one = pipeline["prepare_s"] + pipeline["plan_s"]
+    many = parallel["prepare_s"] + parallel["plan_s"]
     print(
-        f"pipeline stages: prepare {pipeline['prepare_s']:.2f} s, plan {pipeline['plan_s']:.2f} s, "
-        f"write {pipeline['write_s']:.2f} s; {pipeline['shards']} shards, "
-        f"{pipeline['spool_bytes'] / 1e6:,.0f} MB of records"
+        f"prepare+plan vs I/O floor: one process {floor_s / one:.2f}x, "
+        f"parallel {floor_s / many:.2f}x (target >= 0.5x)"
+    )
+    print(f"prepare+plan, parallel vs one process: {one / many:.2f}x (target >= 1.6x)")
+    print(
+        f"prepare+plan+write vs I/O floor: one process {floor_s / pipeline['seconds']:.2f}x, "
+        f"parallel {floor_s / parallel['seconds']:.2f}x; parallel vs one process "
+        f"{pipeline['seconds'] / parallel['seconds']:.2f}x"
     )
     copy_s = results["copy"]["seconds"]
     print(f"prepare+plan+write vs raw copy: {copy_s / pipeline['seconds']:.2f}x (target >= 0.5x)")
-    print(f"prepare+plan vs raw copy: {copy_s / (pipeline['prepare_s'] + pipeline['plan_s']):.2f}x")
-    print(
-        f"I/O floor vs raw copy: {copy_s / results['io_floor']['seconds']:.2f}x (the best any code could do)"
-    )
+    print(f"prepare+plan vs raw copy: {copy_s / one:.2f}x")
+    print(f"I/O floor vs raw copy: {copy_s / floor_s:.2f}x (the best any code could do)")
     if "pandas" in results:
         speedup = results["pandas"]["seconds"] / pipeline["seconds"]
         print(f"prepare+plan+write vs pandas: {speedup:.2f}x (target >= 3x)")

@@ -408,6 +408,8 @@ class PipelineConfig:
     invocation_type: str = "InvokeModel"
     aws_conn_id: str = "aws_default"
     max_records: int = 0
+    # Processes the prepare task uses (0: every CPU the task may run on; 1: one process, no workers).
+    prepare_processes: int = 0
     prompt_name: str | None = "call_center_summary"
     prompt_version: str = "v1"
     max_tokens: int = 1024
@@ -525,6 +527,11 @@ class PipelineConfig:
                 f"{origin('job_wait_timeout_minutes')}: job_wait_timeout_minutes must be a whole number of "
                 f"minutes, at least 1, or null to wait up to the job's own timeout (timeout_hours), "
                 f"got {timeout!r}"
+            )
+        if config.prepare_processes < 0:
+            raise ConfigError(
+                f"{origin('prepare_processes')}: prepare_processes: must be 0 (every CPU the task may use) "
+                f"or a number of processes, at least 1, got {config.prepare_processes!r}"
             )
         check_kms_key_id(config.kms_key_id, f"{origin('kms_key_id')}: kms_key_id")
         check_account_id(

@@ -239,6 +239,7 @@ def add_pipeline_tasks(
         invocation_type=config.invocation_type,
         max_tokens=config.max_tokens,
         max_records=rendered("max_records"),
+        prepare_processes=config.prepare_processes,
         quotas=config.quotas,
         output_tokens_estimate=config.output_tokens_estimate,
         results_uri=rendered("results_uri"),

@@ -11,12 +11,12 @@ import os
 import re
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from types import MappingProxyType
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -39,7 +39,7 @@ from bedrock_batch.models import (
     requested_max_tokens,
 )
 from bedrock_batch.prompts import Placeholder, PromptTemplate
-from bedrock_batch.record_ids import RecordIdIndex
+from bedrock_batch.record_ids import IdAssignment, RecordIdIndex
 from bedrock_batch.sources import ROW_PROBLEMS, BatchRecord, SourceRow
 
 log = logging.getLogger(__name__)
@@ -282,20 +282,34 @@ class _LineLayout:
         return b"".join(line)
 
 
+def index_schema(passthrough: Mapping[str, pa.DataType]) -> pa.Schema:
+    """The record index's schema: :data:`INDEX_COLUMNS`, then the passthrough columns.
+
+    :param passthrough: passthrough column name → Arrow type.
+    """
+    fields = [
+        pa.field("record_id", pa.string(), nullable=False),
+        pa.field("source_key", pa.string(), nullable=False),
+        pa.field("source_position", pa.string(), nullable=False),
+        pa.field("ordinal", pa.int64(), nullable=False),
+    ]
+    fields += [pa.field(name, data_type) for name, data_type in passthrough.items()]
+    return pa.schema(fields)
+
+
 class _IndexWriter:
     """Writes the record index Parquet one row group at a time."""
 
-    def __init__(self, path: Path, passthrough: Mapping[str, pa.DataType]) -> None:
-        fields = [
-            pa.field("record_id", pa.string(), nullable=False),
-            pa.field("source_key", pa.string(), nullable=False),
-            pa.field("source_position", pa.string(), nullable=False),
-            pa.field("ordinal", pa.int64(), nullable=False),
-        ]
-        fields += [pa.field(name, data_type) for name, data_type in passthrough.items()]
-        self._schema = pa.schema(fields)
-        self._writer = pq.ParquetWriter(path, self._schema, compression="zstd")
-        self._columns: list[list[Any]] = [[] for _ in fields]
+    def __init__(
+        self, path: Path, passthrough: Mapping[str, pa.DataType], file_format: str = "parquet"
+    ) -> None:
+        self._schema = index_schema(passthrough)
+        self._writer: pq.ParquetWriter | pa.ipc.RecordBatchFileWriter
+        if file_format == "arrow":
+            self._writer = pa.ipc.new_file(str(path), self._schema)
+        else:
+            self._writer = pq.ParquetWriter(path, self._schema, compression="zstd")
+        self._columns: list[list[Any]] = [[] for _ in self._schema]
 
     def add(
         self, record_id: str, key: str, position: str, ordinal: int, passthrough: tuple[Any, ...]
@@ -337,11 +351,25 @@ def _to_arrow(values: list[Any], data_type: pa.DataType) -> pa.Array:
     return pa.array(values, type=data_type)
 
 
+class KeyedRowTrace:
+    """What became of each row with a key, in source order: its ordinal in the spool, or which quarantine
+    entry it is. A parallel prepare's merge needs it to correct the rows whose record id the whole source
+    decides otherwise (a duplicate key in an earlier part, a collision)."""
+
+    def __init__(self) -> None:
+        self.ordinals = array("q")  # -1: quarantined
+        self.quarantine_at = array("q")  # quarantine entries written before the row
+        # Estimated input tokens of each spooled record: the merge takes out those of the records it removes.
+        self.input_tokens = array("q")
+
+
 class _Quarantine:
     """Appends quarantine entries (never the row's text) and counts them per reason."""
 
-    def __init__(self, stream: IO[bytes]) -> None:
+    def __init__(self, stream: IO[bytes], trace: KeyedRowTrace | None = None) -> None:
         self._stream = stream
+        self._trace = trace
+        self.written = 0
         self.counts: Counter[str] = Counter()
 
     def add(self, row: SourceRow, record_id: str | None, reason: str, detail: str | None) -> None:
@@ -350,6 +378,10 @@ class _Quarantine:
     def add_entry(
         self, position: str, key: str | None, record_id: str | None, reason: str, detail: str | None
     ) -> None:
+        if self._trace is not None and record_id is not None:
+            self._trace.ordinals.append(-1)
+            self._trace.quarantine_at.append(self.written)
+        self.written += 1
         self.counts[reason] += 1
         entry = {
             "source_position": position,
@@ -412,9 +444,79 @@ def prepare(
     :raises ConfigError: when a passthrough column clashes with an index column, ``max_tokens`` leaves no
         room for a prompt in the model's context window, or the family cannot carry ``output``.
     """
-    params = params or InferenceParams()
-    model_family = family_for(model_id, invocation_type=invocation_type, override=family)
-    passthrough = dict(passthrough_types or {})
+    settings = PrepareSettings(
+        template=template,
+        model_id=model_id,
+        quotas=quotas,
+        params=params or InferenceParams(),
+        invocation_type=invocation_type,
+        family=family,
+        output=output,
+        instructions=instructions,
+        passthrough_types=dict(passthrough_types or {}),
+    )
+    return prepare_rows(rows, work_dir, settings, id_index if id_index is not None else RecordIdIndex())
+
+
+@dataclass(frozen=True)
+class PrepareSettings:
+    """How rows become records: the arguments of :func:`prepare` other than the rows and where to write,
+    in one picklable object (a parallel prepare sends it to every worker).
+
+    :param template: the prompt template.
+    :param model_id: model id, inference-profile id or ARN.
+    :param quotas: limits; ``max_record_bytes`` caps one record line.
+    :param params: inference parameters.
+    :param invocation_type: ``InvokeModel`` or ``Converse``.
+    :param family: model family name overriding the one inferred from ``model_id``.
+    :param output: the reply schema as sent to the service and its mode (``None``: free-text replies).
+    :param instructions: appended to every rendered system prompt.
+    :param passthrough_types: passthrough column name → Arrow type.
+    """
+
+    template: PromptTemplate
+    model_id: str
+    quotas: QuotaConfig
+    params: InferenceParams = field(default_factory=InferenceParams)
+    invocation_type: str = "InvokeModel"
+    family: str | None = None
+    output: OutputFormat | None = None
+    instructions: str = ""
+    passthrough_types: Mapping[str, pa.DataType] = field(default_factory=dict)
+
+
+class AssignsIds(Protocol):
+    """Gives source rows their record ids, batch by batch (a
+    :class:`~bedrock_batch.record_ids.RecordIdIndex`)."""
+
+    def assign_batch(self, keys: Sequence[str]) -> IdAssignment:
+        """Record ids and duplicate flags of ``keys``, in order."""
+
+
+def prepare_rows(
+    rows: Iterable[SourceRow],
+    work_dir: str | os.PathLike[str],
+    settings: PrepareSettings,
+    ids: AssignsIds,
+    *,
+    trace: KeyedRowTrace | None = None,
+    index_format: str = "parquet",
+) -> PrepareResult:
+    """:func:`prepare` with its settings in one object and the record ids from ``ids``.
+
+    :param rows: source rows in source order.
+    :param work_dir: local directory for the output files (created if missing).
+    :param settings: how rows become records.
+    :param ids: assigns the record ids.
+    :param trace: records what became of each keyed row (a parallel prepare's worker passes one).
+    :param index_format: ``parquet`` (zstd), or ``arrow`` (an Arrow IPC file: a worker's part index, read
+        once by the merge, memory-mapped).
+    :raises ConfigError: see :func:`prepare`.
+    """
+    params, output = settings.params, settings.output
+    model_id, template = settings.model_id, settings.template
+    model_family = family_for(model_id, invocation_type=settings.invocation_type, override=settings.family)
+    passthrough = dict(settings.passthrough_types)
     _check_setup(passthrough)
     window = context_window_tokens(model_id)
     reply_tokens = _reply_format_tokens(output, model_family)
@@ -424,10 +526,9 @@ def prepare(
             f"max_tokens {params.max_tokens:,} leaves no room for a prompt in the {window:,}-token context "
             f"window of {model_id}; lower max_tokens"
         )
-    encoder = RecordEncoder(template, model_family, params, output, instructions)
-    ids = id_index if id_index is not None else RecordIdIndex()
+    encoder = RecordEncoder(template, model_family, params, output, settings.instructions)
     fields = sorted(template.fields)
-    max_record_bytes = quotas.max_record_bytes
+    max_record_bytes = settings.quotas.max_record_bytes
     # Bound once: the loop below runs once per row.
     field_value, prompt_tokens, encode = template.field_value, encoder.prompt_tokens, encoder.encode
 
@@ -442,10 +543,13 @@ def prepare(
     with (
         open(spool_path, "wb", buffering=_WRITE_BUFFER_BYTES) as spool,
         open(quarantine_path, "wb", buffering=_WRITE_BUFFER_BYTES) as quarantine_stream,
-        _IndexWriter(index_path, passthrough) as index,
+        _IndexWriter(index_path, passthrough, index_format) as index,
     ):
-        quarantine = _Quarantine(quarantine_stream)
-        index_add, spool_write, sizes_append = index.add, spool.write, sizes.append
+        quarantine = _Quarantine(quarantine_stream, trace)
+        spool_write, sizes_append = spool.write, sizes.append
+        index_add: Callable[[str, str, str, int, tuple[Any, ...]], None] = index.add
+        if trace is not None:
+            index_add = _traced(index.add, trace, quarantine)
         for batch in _batches(rows, BATCH_ROWS):
             row_count += len(batch)
             assignment = ids.assign_batch([row.key for row in batch if row.key is not None])
@@ -494,6 +598,8 @@ def prepare(
                 sizes_append(size)
                 total_bytes += size
                 prompt_token_total += tokens
+                if trace is not None:
+                    trace.input_tokens.append(tokens + reply_tokens)
     records = len(sizes)
     return _finish(
         directory,
@@ -504,6 +610,21 @@ def prepare(
         input_tokens=prompt_token_total + reply_tokens * records,
         max_output_tokens=params.max_tokens * records,
     )
+
+
+def _traced(
+    index_add: Callable[[str, str, str, int, tuple[Any, ...]], None],
+    trace: KeyedRowTrace,
+    quarantine: _Quarantine,
+) -> Callable[[str, str, str, int, tuple[Any, ...]], None]:
+    ordinals, quarantine_at = trace.ordinals, trace.quarantine_at
+
+    def add(record_id: str, key: str, position: str, ordinal: int, passthrough: tuple[Any, ...]) -> None:
+        ordinals.append(ordinal)
+        quarantine_at.append(quarantine.written)
+        index_add(record_id, key, position, ordinal, passthrough)
+
+    return add
 
 
 def prepare_records(

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import logging
 import re
 import sys
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal, NamedTuple
+from typing import IO, Any, Literal, NamedTuple
 
 import orjson
 import pyarrow as pa
@@ -88,6 +89,23 @@ PARQUET_BATCH_ROWS = 1024
 
 # Python's csv module refuses fields over 128 KiB by default; long transcripts are larger than that.
 _CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
+
+
+class SourcePiece(NamedTuple):
+    """One object of a source, or a range of it, as :meth:`SourceReader.plan_parts` cuts the source.
+
+    :param stored: the object.
+    :param start: JSONL: the first byte (a line belongs to the piece its first byte is in); Parquet: the
+        first row group; otherwise 0.
+    :param stop: JSONL: one past the last byte; Parquet: one past the last row group; ``None``: the
+        whole object.
+    :param rows_before: Parquet: rows of the file before ``start``.
+    """
+
+    stored: StoredObject
+    start: int = 0
+    stop: int | None = None
+    rows_before: int = 0
 
 
 class SourceRow(NamedTuple):
@@ -183,18 +201,30 @@ class SourceReader:
     :param storage: local and S3 access; S3 sources need one built with an S3 client.
     :param max_object_bytes: one-call-per-file objects larger than this are reported as ``file_too_large``
         rows instead of being read into memory (prepare passes ``QuotaConfig.max_record_bytes``).
+    :param passthrough_types: the :meth:`passthrough_types` another reader of the same source found (a
+        worker reading one part of the source must type the columns as the whole source does).
     """
 
     def __init__(
-        self, spec: SourceSpec, storage: Storage | None = None, *, max_object_bytes: int | None = None
+        self,
+        spec: SourceSpec,
+        storage: Storage | None = None,
+        *,
+        max_object_bytes: int | None = None,
+        passthrough_types: Mapping[str, pa.DataType] | None = None,
     ) -> None:
         self.spec = spec
         self._storage = storage or Storage()
         self._max_object_bytes = max_object_bytes
-        self._passthrough_types: dict[str, pa.DataType] | None = None
+        self._passthrough_types = None if passthrough_types is None else dict(passthrough_types)
 
     def __iter__(self) -> Iterator[SourceRow]:
         return self.rows()
+
+    @property
+    def max_object_bytes(self) -> int | None:
+        """The size above which a one-record-per-file object is not read."""
+        return self._max_object_bytes
 
     @property
     def passthrough_columns(self) -> tuple[str, ...]:
@@ -279,6 +309,91 @@ class SourceReader:
         """
         if self.spec.format == "bedrock":
             raise ConfigError("a bedrock source holds finished records: read it with records()")
+        for stored in self.objects():
+            yield from self.rows_of(stored)
+
+    def plan_parts(self, parts: int, min_part_bytes: int = 0) -> list[tuple[SourcePiece, ...]]:
+        """Cut the source into about ``parts`` parts of similar size, to be read one part per worker.
+
+        Reading the parts one after the other gives exactly the rows of :meth:`rows`, in the same order.
+        Small files are grouped; a JSONL file larger than a part is cut into byte ranges at line starts, a
+        Parquet file into runs of row groups; other files are never cut (a CSV field may hold a newline).
+        A piece that is a range of a file is a part of its own.
+
+        :param parts: the number of parts wanted (e.g. a few per worker).
+        :param min_part_bytes: no part is cut smaller than this.
+        :raises SourceError: see :meth:`objects`.
+        """
+        objects = list(self.objects())
+        target = max(sum(stored.size for stored in objects) // max(parts, 1), min_part_bytes, 1)
+        planned: list[tuple[SourcePiece, ...]] = []
+        group: list[SourcePiece] = []
+        group_bytes = 0
+        for stored in objects:
+            ranges = self._ranges(stored, target) if stored.size > target else None
+            if ranges is None:
+                group.append(SourcePiece(stored))
+                group_bytes += stored.size
+                if group_bytes >= target:
+                    planned.append(tuple(group))
+                    group, group_bytes = [], 0
+                continue
+            if group:
+                planned.append(tuple(group))
+                group, group_bytes = [], 0
+            planned += [(piece,) for piece in ranges]
+        if group:
+            planned.append(tuple(group))
+        return planned
+
+    def _ranges(self, stored: StoredObject, target: int) -> list[SourcePiece] | None:
+        """Pieces of about ``target`` bytes of one file, or ``None`` when it is read whole."""
+        if self.spec.format == "jsonl":
+            count = -(-stored.size // target)
+            bounds = [stored.size * k // count for k in range(count + 1)]
+            return [SourcePiece(stored, a, b) for a, b in itertools.pairwise(bounds)]
+        if self.spec.format != "parquet":
+            return None
+        with self._storage.open_seekable(stored.uri) as stream:
+            metadata = _parquet_file(stream, stored.uri).metadata
+        groups = [metadata.row_group(i) for i in range(metadata.num_row_groups)]
+        if len(groups) < 2:
+            return None
+        pieces = []
+        first = rows_before = piece_bytes = 0
+        for i, group in enumerate(groups):
+            piece_bytes += group.total_byte_size
+            if piece_bytes >= target or i == len(groups) - 1:
+                pieces.append(SourcePiece(stored, first, i + 1, rows_before))
+                rows_before += sum(groups[g].num_rows for g in range(first, i + 1))
+                first, piece_bytes = i + 1, 0
+        return pieces if len(pieces) > 1 else None
+
+    def read_part(
+        self, part: Sequence[SourcePiece], line_counts: list[int] | None = None
+    ) -> Iterator[SourceRow]:
+        """The rows of one part of :meth:`plan_parts`, in source order.
+
+        A JSONL piece that starts inside its file numbers its lines from 1 at its own start (the reader
+        cannot know how many lines come before): the caller adds the lines of the file's earlier pieces.
+
+        :param part: the part's pieces.
+        :param line_counts: receives the number of lines of each JSONL range piece once it is read.
+        """
+        for piece in part:
+            if self.spec.format == "jsonl" and (piece.start or piece.stop is not None):
+                counted = line_counts if line_counts is not None else []
+                yield from self._read_jsonl(piece.stored, piece.start, piece.stop, counted)
+            elif self.spec.format == "parquet" and piece.stop is not None:
+                yield from self._read_parquet(piece.stored, range(piece.start, piece.stop), piece.rows_before)
+            else:
+                yield from self.rows_of(piece.stored)
+
+    def rows_of(self, stored: StoredObject) -> Iterator[SourceRow]:
+        """Every row of one object of the source.
+
+        :param stored: an object :meth:`objects` lists.
+        """
         read = {
             "text": self._read_text,
             "jsonl": self._read_jsonl,
@@ -286,18 +401,24 @@ class SourceReader:
             "parquet": self._read_parquet,
             "transcribe": self._read_transcribe,
         }[self.spec.format]
-        for stored in self.objects():
-            yield from read(stored)
+        return read(stored)
 
     # -- one row per line / record -----------------------------------------------------------------------
 
-    def _read_jsonl(self, stored: StoredObject) -> Iterator[SourceRow]:
+    def _read_jsonl(
+        self, stored: StoredObject, start: int = 0, stop: int | None = None, counted: list[int] | None = None
+    ) -> Iterator[SourceRow]:
         name = stored.name
         id_column = self.spec.id_column
         bindings = tuple(self.spec.bindings.items())
         columns = self.spec.passthrough_columns
-        with self._storage.open_read(stored.uri) as stream:
-            for line_number, line in enumerate(stream, 1):
+        # A line belongs to the range its first byte is in: start reading one byte early and drop the
+        # rest of the line that byte ends, unless the range starts the file.
+        with self._storage.open_read(stored.uri, max(start - 1, 0)) as stream:
+            lines: Iterable[bytes] = stream
+            if start or stop is not None:
+                lines = _lines_from(stream, start, stop, counted if counted is not None else [])
+            for line_number, line in enumerate(lines, 1):
                 try:
                     record = orjson.loads(line)
                 except orjson.JSONDecodeError as exc:
@@ -422,7 +543,9 @@ class SourceReader:
         if not rows:
             yield SourceRow(None, None, stored.name, no_values, "missing_column", f"{detail}; it has no rows")
 
-    def _read_parquet(self, stored: StoredObject) -> Iterator[SourceRow]:
+    def _read_parquet(
+        self, stored: StoredObject, row_groups: range | None = None, rows_before: int = 0
+    ) -> Iterator[SourceRow]:
         spec = self.spec
         expected = self.passthrough_types()
         # dict.fromkeys: a column may be the id, a prompt and a passthrough column at once, but is read once.
@@ -434,10 +557,12 @@ class SourceReader:
             schema = parquet.schema_arrow
             problem = self._parquet_schema_problem(stored.name, schema, columns)
             if problem is not None:
-                yield from self._parquet_file_problem(stored, parquet, *problem)
+                yield from self._parquet_file_problem(stored, parquet, *problem, row_groups, rows_before)
                 return
-            row_number = 0
-            for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
+            row_number = rows_before
+            for batch in parquet.iter_batches(
+                batch_size=PARQUET_BATCH_ROWS, row_groups=row_groups, columns=columns
+            ):
                 keys = batch.column(spec.id_column).to_pylist()
                 texts = {column: _texts(batch.column(column)) for column in prompt_columns}
                 passthrough = []
@@ -500,14 +625,25 @@ class SourceReader:
         return None
 
     def _parquet_file_problem(
-        self, stored: StoredObject, parquet: pq.ParquetFile, problem: str, detail: str
+        self,
+        stored: StoredObject,
+        parquet: pq.ParquetFile,
+        problem: str,
+        detail: str,
+        row_groups: range | None = None,
+        rows_before: int = 0,
     ) -> Iterator[SourceRow]:
-        """One ``problem`` row per row of a Parquet file (one for the file when it has none).
+        """One ``problem`` row per row of a Parquet file, or of its ``row_groups`` (one for the file when it
+        has none).
 
         Only the id column is read, and only when it is there with a usable type, so that rows keep their
         keys; otherwise rows are counted from the file's metadata without reading any data.
         """
-        total = parquet.metadata.num_rows
+        metadata = parquet.metadata
+        groups = row_groups if row_groups is not None else range(metadata.num_row_groups)
+        total = (
+            metadata.num_rows if row_groups is None else sum(metadata.row_group(g).num_rows for g in groups)
+        )
         log.warning("%s; its %s rows are quarantined as %s", detail, f"{total:,}", problem)
         no_values = (None,) * len(self.spec.passthrough_columns)
         if not total:
@@ -517,11 +653,13 @@ class SourceReader:
         schema = parquet.schema_arrow
         at = schema.get_field_index(id_column)
         if at < 0 or not _is_id_type(schema.field(at).type):
-            for row_number in range(1, total + 1):
+            for row_number in range(rows_before + 1, rows_before + total + 1):
                 yield SourceRow(None, None, f"{stored.name}:{row_number}", no_values, problem, detail)
             return
-        row_number = 0
-        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=[id_column]):
+        row_number = rows_before
+        for batch in parquet.iter_batches(
+            batch_size=PARQUET_BATCH_ROWS, row_groups=row_groups, columns=[id_column]
+        ):
             for raw_key in batch.column(0).to_pylist():
                 row_number += 1
                 key = _key_from(raw_key)
@@ -861,6 +999,22 @@ def _turn_line(label: str | None, pieces: list[str], roles: Mapping[str, str]) -
 
 
 # -- small helpers -----------------------------------------------------------------------------------------
+
+
+def _lines_from(stream: IO[bytes], start: int, stop: int | None, counted: list[int]) -> Iterator[bytes]:
+    """The lines of ``stream`` (opened one byte before ``start``, or at 0) that start in ``[start, stop)``;
+    appends how many there were to ``counted`` once they are read."""
+    position = 0
+    if start:
+        position = start - 1 + len(stream.readline())
+    lines = 0
+    for line in stream:
+        if stop is not None and position >= stop:
+            break
+        position += len(line)
+        lines += 1
+        yield line
+    counted.append(lines)
 
 
 def _stem(name: str) -> str:

@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from bedrock_batch.config import QuotaConfig
 from bedrock_batch.errors import BelowMinimumError, PlanError
-from bedrock_batch.storage import Storage, StorageReadError, join_uri
+from bedrock_batch.storage import SegmentedFile, Storage, StorageReadError, join_uri
 
 log = logging.getLogger(__name__)
 
@@ -460,7 +460,7 @@ def shard_fingerprint(files: Sequence[tuple[str, str]]) -> str:
 
 
 def write_shards(
-    spool_path: str | os.PathLike[str],
+    spool_path: str | os.PathLike[str] | SegmentedFile,
     plan: ShardPlan,
     destination: str,
     *,
@@ -473,14 +473,15 @@ def write_shards(
     files; a shard prefix that holds files this plan does not write is refused, because the job would
     read them too.
 
-    :param spool_path: the spool written by prepare.
+    :param spool_path: the spool written by prepare (a :class:`~bedrock_batch.storage.SegmentedFile` when
+        it was prepared in parts).
     :param plan: the plan from :func:`plan_shards` for this spool.
     :param destination: local directory or ``s3://bucket/prefix``.
     :param storage: local and S3 access (S3 destinations need one with an S3 client).
     :raises PlanError: when the spool's size differs from the plan's, or a prefix holds foreign files.
     """
     storage = storage or Storage()
-    actual = os.path.getsize(spool_path)
+    actual = spool_path.size if isinstance(spool_path, SegmentedFile) else os.path.getsize(spool_path)
     if actual != plan.total_bytes:
         raise PlanError(
             f"spool {spool_path} has {actual:,} bytes but the plan covers {plan.total_bytes:,}; "
@@ -515,7 +516,10 @@ def write_shards(
 
 
 def _write_files(
-    storage: Storage, spool_path: str | os.PathLike[str], prefix: str, ranges: Sequence[RecordRange]
+    storage: Storage,
+    spool_path: str | os.PathLike[str] | SegmentedFile,
+    prefix: str,
+    ranges: Sequence[RecordRange],
 ) -> tuple[WrittenFile, ...]:
     if not ranges:
         return ()

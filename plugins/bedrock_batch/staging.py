@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from bedrock_batch.sources import SourceSpec
     from bedrock_batch.split import ShardManifest, ShardPlan
     from bedrock_batch.stage_results import OnDemandResult, PreparedRun, ShardDescriptor
+    from bedrock_batch.storage import SegmentedFile
 
 # Objects that mark a partition as present without being data (Spark/Hive/Glue conventions).
 MARKER_PREFIXES = ("_", ".")
@@ -195,6 +196,7 @@ def stage_source(
     reply: ReplyFormat | None = None,
     max_records: int = 0,
     history: OutputHistory | None = None,
+    processes: int = 1,
 ) -> PreparedRun:
     """Stage a run's first round: source rows to batch records, planned into shards, uploaded under
     ``run_prefix`` with the record index and the quarantine list. A ``bedrock`` source's records are taken as
@@ -220,11 +222,16 @@ def stage_source(
     :param max_records: read at most this many source rows (0: all).
     :param history: earlier runs' output tokens per record for the estimate; ``None``: each record's
         ``max_tokens``.
+    :param processes: prepare in up to this many processes
+        (:func:`~bedrock_batch.prepare_parallel.prepare_source_parallel`: the same records, ids and shards as
+        one process). A ``bedrock`` source, a ``max_records`` cap or a small source is prepared in one.
     :raises TemplateError: when the source's prompt columns do not fill exactly the template's placeholders.
     :raises SchemaError: when a reply property would take the name of another results column.
     """
     from bedrock_batch.estimate import estimate_run_cost
-    from bedrock_batch.prepare import prepare, prepare_records
+    from bedrock_batch.prepare import PrepareSettings, prepare_records, prepare_rows
+    from bedrock_batch.prepare_parallel import prepare_source_parallel
+    from bedrock_batch.record_ids import RecordIdIndex
     from bedrock_batch.replies import RESULT_COLUMNS, ReplyFormat
     from bedrock_batch.sources import SourceReader
     from bedrock_batch.split import plan_shards, write_shards
@@ -242,6 +249,7 @@ def stage_source(
     reply.check_columns([*RESULT_COLUMNS, *source.passthrough_columns])
     reader = SourceReader(source, storage, max_object_bytes=quotas.max_record_bytes)
     empty = is_empty_partition(storage, source.uri)
+    spool: SegmentedFile | None = None
     with tempfile.TemporaryDirectory(prefix="bedrock-batch-prepare-") as work:
         if finished:
             records = iter(()) if empty else reader.records()
@@ -250,12 +258,7 @@ def stage_source(
             prepared = prepare_records(records, work, quotas=quotas, default_max_tokens=params.max_tokens)
         else:
             assert template is not None
-            rows = iter(()) if empty else iter(reader)
-            if max_records > 0:
-                rows = itertools.islice(rows, max_records)
-            prepared = prepare(
-                rows,
-                work,
+            settings = PrepareSettings(
                 template=template,
                 model_id=model_id,
                 quotas=quotas,
@@ -266,9 +269,20 @@ def stage_source(
                 instructions=reply.instructions,
                 passthrough_types={} if empty else reader.passthrough_types(),
             )
+            if processes > 1 and not empty and max_records <= 0:
+                prepared, spool = prepare_source_parallel(
+                    reader, storage.recipe(), work, settings, processes=processes
+                )
+            else:
+                rows = iter(()) if empty else iter(reader)
+                if max_records > 0:
+                    rows = itertools.islice(rows, max_records)
+                prepared = prepare_rows(rows, work, settings, RecordIdIndex())
         plan = plan_shards(prepared.load_sizes(), quotas)
         remove_stale_files(storage, join_uri(run_prefix, "input"), plan)
-        manifest = write_shards(prepared.spool_path, plan, join_uri(run_prefix, "input"), storage=storage)
+        manifest = write_shards(
+            spool or prepared.spool_path, plan, join_uri(run_prefix, "input"), storage=storage
+        )
         index_uri = join_uri(run_prefix, "record_index.parquet")
         quarantine_uri = join_uri(run_prefix, "quarantine.jsonl")
         storage.write_file(prepared.index_path, index_uri)

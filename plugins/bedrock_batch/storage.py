@@ -7,10 +7,12 @@ configured, and every write asks for SSE-KMS with the configured key.
 
 from __future__ import annotations
 
+import bisect
 import errno
 import functools
 import hashlib
 import io
+import itertools
 import mmap
 import os
 import shutil
@@ -65,6 +67,65 @@ class StoredObject:
     uri: str
     name: str
     size: int
+
+
+@dataclass(frozen=True)
+class FileSegment:
+    """A byte range of a local file.
+
+    :param path: the file.
+    :param offset: first byte.
+    :param length: number of bytes.
+    """
+
+    path: str
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
+class SegmentedFile:
+    """One logical file made of byte ranges of local files, in order: a spool prepared in parts is used
+    where it lies instead of being copied into one file.
+
+    :param segments: the ranges, in order.
+    """
+
+    segments: tuple[FileSegment, ...]
+
+    @functools.cached_property
+    def _starts(self) -> list[int]:
+        return list(itertools.accumulate((s.length for s in self.segments), initial=0))
+
+    @property
+    def size(self) -> int:
+        """Bytes of the logical file."""
+        return self._starts[-1]
+
+    def pieces(self, offset: int, length: int) -> list[FileSegment]:
+        """The ranges of the underlying files that hold ``length`` bytes from logical ``offset``.
+
+        :param offset: first logical byte.
+        :param length: number of bytes.
+        :raises StorageWriteError: when the range runs past the end of the logical file.
+        """
+        if offset + length > self.size:
+            raise StorageWriteError(
+                f"range {offset:,}+{length:,} runs past the end of the {self.size:,}-byte spool"
+            )
+        starts = self._starts
+        pieces = []
+        at = bisect.bisect_right(starts, offset) - 1
+        position, end = offset, offset + length
+        while position < end:
+            segment = self.segments[at]
+            skip = position - starts[at]
+            take = min(segment.length - skip, end - position)
+            if take > 0:
+                pieces.append(FileSegment(segment.path, segment.offset + skip, take))
+            position += take
+            at += 1
+        return pieces
 
 
 def is_s3_uri(uri: str) -> bool:
@@ -185,44 +246,110 @@ class _S3RangeReader(io.RawIOBase):
 
 
 class _HashingRangeReader(io.RawIOBase):
-    """Reads ``length`` bytes of a local file from ``offset`` and hashes them on the way.
+    """Reads byte ranges of local files one after the other and hashes them on the way.
 
     It is deliberately not seekable: the S3 transfer manager then reads it exactly once, front to back, so
     the digest covers exactly the uploaded bytes.
     """
 
-    def __init__(self, path: str | os.PathLike[str], offset: int, length: int) -> None:
-        try:
-            self._file = open(path, "rb")  # noqa: SIM115 - closed by close(), which the caller guarantees
-        except OSError as exc:
-            raise StorageReadError(f"cannot read {path}: {exc.strerror}") from exc
-        self._file.seek(offset)
-        self._path = path
-        self._range = f"{offset:,}+{length:,}"
-        self._remaining = length
+    def __init__(self, pieces: Sequence[FileSegment]) -> None:
+        self._pieces = list(reversed(pieces))
+        self._file: io.BufferedReader | None = None
+        self._remaining = 0
+        self._piece: FileSegment | None = None
         self.sha256 = hashlib.sha256()
+
+    def _next_piece(self) -> bool:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if not self._pieces:
+            return False
+        piece = self._pieces.pop()
+        try:
+            self._file = open(piece.path, "rb")  # noqa: SIM115 - closed by close() or the next piece
+        except OSError as exc:
+            raise StorageReadError(f"cannot read {piece.path}: {exc.strerror}") from exc
+        self._file.seek(piece.offset)
+        self._piece, self._remaining = piece, piece.length
+        return True
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        if not self._remaining:
-            return 0
+        while not self._remaining:
+            if not self._next_piece():
+                return 0
+        assert self._file is not None
+        assert self._piece is not None
         view = memoryview(buffer)[: min(len(buffer), self._remaining)]
         count = self._file.readinto(view)
         if not count:
             # Fail the upload before it completes: a short object must never appear under the final name.
+            piece = self._piece
             raise StorageWriteError(
-                f"{self._path} ended {self._remaining:,} bytes before the end of range {self._range}; "
-                "the file changed after it was planned"
+                f"{piece.path} ended {self._remaining:,} bytes before the end of range "
+                f"{piece.offset:,}+{piece.length:,}; the file changed after it was planned"
             )
         self.sha256.update(view[:count])
         self._remaining -= count
         return count
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
         super().close()
+
+
+@dataclass(frozen=True)
+class StorageRecipe:
+    """What another process needs to build a :class:`Storage` equal to this one: a worker of a parallel
+    prepare cannot share a boto3 client, and in a spawned process an Airflow connection cannot be looked up.
+
+    The S3 client is rebuilt from its region, endpoint, TLS verification, botocore config and credentials
+    *as they are when the recipe is taken* (temporary credentials are not refreshed in the worker; a prepare
+    that outlives them fails with an expired-token error). Nothing of it is ever logged.
+
+    :param client: ``(region, endpoint_url, verify, config, (access key, secret key, token))``; ``None``:
+        no S3.
+    :param expected_bucket_owner: see :class:`Storage`.
+    :param bucket_owners: see :class:`Storage`.
+    :param kms_key_id: see :class:`Storage`.
+    """
+
+    client: tuple[Any, ...] | None = None
+    expected_bucket_owner: str | None = None
+    bucket_owners: Mapping[str, str] | None = None
+    kms_key_id: str | None = None
+
+    def __repr__(self) -> str:
+        # Never the credentials, should the recipe reach a log line or a traceback.
+        return f"StorageRecipe(s3={self.client is not None})"
+
+    def build(self) -> Storage:
+        """The storage, with a new S3 client when the original had one."""
+        client = None
+        if self.client is not None:
+            import boto3
+
+            region, endpoint_url, verify, config, (access_key, secret_key, token) = self.client
+            client = boto3.session.Session().client(
+                "s3",
+                region_name=region,
+                endpoint_url=endpoint_url,
+                verify=verify,
+                config=config,
+                aws_access_key_id=access_key,
+                aws_secret_access_key=secret_key,
+                aws_session_token=token,
+            )
+        return Storage(
+            client,
+            expected_bucket_owner=self.expected_bucket_owner,
+            bucket_owners=self.bucket_owners,
+            kms_key_id=self.kms_key_id,
+        )
 
 
 class Storage:
@@ -261,6 +388,24 @@ class Storage:
         self._kms_key_id = check_kms_key_id(kms_key_id, "kms_key_id")
         if s3_client is not None and (self._expected_bucket_owner or self._bucket_owners):
             self._fill_owner_of_transfer_cleanup(s3_client)
+
+    def recipe(self) -> StorageRecipe:
+        """How to build this storage again in another process (see :class:`StorageRecipe`)."""
+        client = None
+        if self._s3_client is not None:
+            meta = self._s3_client.meta
+            # botocore has no public accessor for a client's credentials; the signer holds them.
+            credentials = self._s3_client._request_signer._credentials
+            frozen = credentials.get_frozen_credentials() if credentials is not None else None
+            verify = getattr(getattr(self._s3_client, "_endpoint", None), "http_session", None)
+            client = (
+                meta.region_name,
+                meta.endpoint_url,
+                getattr(verify, "_verify", None),
+                meta.config,
+                (frozen.access_key, frozen.secret_key, frozen.token) if frozen else (None, None, None),
+            )
+        return StorageRecipe(client, self._expected_bucket_owner, self._bucket_owners, self._kms_key_id)
 
     def _fill_owner_of_transfer_cleanup(self, client: Any) -> None:
         # s3transfer aborts a failed multipart upload without the ExtraArgs it was given; a handler on this
@@ -373,20 +518,27 @@ class Storage:
 
     # -- reading -----------------------------------------------------------------------------------------
 
-    def open_read(self, uri: str) -> IO[bytes]:
+    def open_read(self, uri: str, start: int = 0) -> IO[bytes]:
         """Open ``uri`` for a buffered, forward-only binary read; close it when done.
 
         :param uri: S3 URI or local path.
+        :param start: first byte to read (S3: a ranged GET from there to the end).
         :raises StorageReadError: when the object does not exist or cannot be read.
         """
         if not is_s3_uri(uri):
             try:
-                return open(path_of(uri), "rb", buffering=COPY_CHUNK_BYTES)
+                stream = open(path_of(uri), "rb", buffering=COPY_CHUNK_BYTES)  # noqa: SIM115 - returned
             except OSError as exc:
                 raise StorageReadError(f"cannot read {uri}: {exc.strerror}") from exc
+            if start:
+                stream.seek(start)
+            return stream
         bucket, key = split_s3_uri(uri)
+        ranged = {"Range": f"bytes={start}-"} if start else {}
         try:
-            body = self._client(uri).get_object(Bucket=bucket, Key=key, **self._owner_args(bucket))["Body"]
+            body = self._client(uri).get_object(Bucket=bucket, Key=key, **ranged, **self._owner_args(bucket))[
+                "Body"
+            ]
         except ClientError as exc:
             code = error_code(exc, "Unknown")
             raise StorageReadError(f"cannot read {uri}: {code}{self._denied(bucket, code)}") from exc
@@ -442,22 +594,28 @@ class Storage:
         except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
             raise StorageWriteError(self._write_failed(uri, bucket, exc)) from exc
 
-    def write_range(self, local_path: str | os.PathLike[str], offset: int, length: int, uri: str) -> str:
+    def write_range(
+        self, local_path: str | os.PathLike[str] | SegmentedFile, offset: int, length: int, uri: str
+    ) -> str:
         """Copy ``length`` bytes of a local file, starting at ``offset``, to ``uri``; return their sha256.
 
         The bytes stream through in chunks (S3: multipart upload), so the range is never held in memory;
         the digest is computed on the same pass.
 
-        :param local_path: the file to read from.
+        :param local_path: the file to read from, or a :class:`SegmentedFile` (offsets are then logical).
         :param offset: first byte to copy.
         :param length: number of bytes to copy.
         :param uri: destination S3 URI or local path; local parent directories are created.
         :returns: hex sha256 of the copied bytes.
         :raises StorageWriteError: when the destination cannot be written or the source is too short.
         """
+        if isinstance(local_path, SegmentedFile):
+            pieces = local_path.pieces(offset, length)
+        else:
+            pieces = [FileSegment(os.fspath(local_path), offset, length)]
         if not is_s3_uri(uri):
-            return _write_range_local(local_path, offset, length, path_of(uri))
-        with _HashingRangeReader(local_path, offset, length) as reader:
+            return _write_range_local(pieces, path_of(uri))
+        with _HashingRangeReader(pieces) as reader:
             self._upload_stream(reader, uri)
             return reader.sha256.hexdigest()
 
@@ -516,27 +674,35 @@ class Storage:
         return f"cannot upload to {uri}: {exc}; check {access}{self._denied(bucket, code)}"
 
 
-def _write_range_local(source: str | os.PathLike[str], offset: int, length: int, path: str) -> str:
+def _write_range_local(pieces: Sequence[FileSegment], path: str) -> str:
     # Write beside the target and rename, so a crash never leaves a truncated file under the final name.
     target = Path(path)
     partial = target.with_name(target.name + ".partial")
+    digest = hashlib.sha256()
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        with open(source, "rb", buffering=0) as src, open(partial, "wb", buffering=0) as dst:
-            available = os.fstat(src.fileno()).st_size - offset
-            if available < length:
-                raise StorageWriteError(
-                    f"{source} ended {length - available:,} bytes before the end of range "
-                    f"{offset:,}+{length:,}; the file changed after it was planned"
-                )
-            try:
-                digest = _copy_in_kernel(src.fileno(), dst.fileno(), offset, length)
-            except OSError as exc:
-                if exc.errno not in _NO_KERNEL_COPY:
-                    raise
-                os.ftruncate(dst.fileno(), 0)
-                os.lseek(dst.fileno(), 0, os.SEEK_SET)
-                digest = _copy_through_buffer(src, dst, offset, length)
+        with open(partial, "wb", buffering=0) as dst:
+            for piece in pieces:
+                with open(piece.path, "rb", buffering=0) as src:
+                    available = os.fstat(src.fileno()).st_size - piece.offset
+                    if available < piece.length:
+                        raise StorageWriteError(
+                            f"{piece.path} ended {piece.length - available:,} bytes before the end of range "
+                            f"{piece.offset:,}+{piece.length:,}; the file changed after it was planned"
+                        )
+                    written = dst.tell()
+                    # Hashed on a copy: a kernel copy refused midway must not leave its part in the digest.
+                    attempt = digest.copy()
+                    try:
+                        _copy_in_kernel(src.fileno(), dst.fileno(), piece.offset, piece.length, attempt)
+                        digest = attempt
+                        continue
+                    except OSError as exc:
+                        if exc.errno not in _NO_KERNEL_COPY:
+                            raise
+                        os.ftruncate(dst.fileno(), written)
+                        os.lseek(dst.fileno(), written, os.SEEK_SET)
+                        _copy_through_buffer(src, dst, piece.offset, piece.length, digest)
         os.replace(partial, target)
     except OSError as exc:
         raise StorageWriteError(f"cannot write {path}: {exc.strerror}") from exc
@@ -549,7 +715,7 @@ def _write_range_local(source: str | os.PathLike[str], offset: int, length: int,
 _NO_KERNEL_COPY = frozenset({errno.ENOSYS, errno.EXDEV, errno.EOPNOTSUPP, errno.EINVAL})
 
 
-def _copy_in_kernel(src: int, dst: int, offset: int, length: int) -> Any:
+def _copy_in_kernel(src: int, dst: int, offset: int, length: int, digest: Any) -> None:
     """Copy with ``copy_file_range`` and hash through read-only mmap windows: no byte is copied into Python.
 
     About a third faster than read-then-write for local shards; each window is unmapped once hashed, so
@@ -557,7 +723,6 @@ def _copy_in_kernel(src: int, dst: int, offset: int, length: int) -> Any:
     """
     if not hasattr(os, "copy_file_range"):
         raise OSError(errno.ENOSYS, "copy_file_range is not available")
-    digest = hashlib.sha256()
     position, end = offset, offset + length
     while position < end:
         start = position - position % mmap.ALLOCATIONGRANULARITY
@@ -573,11 +738,9 @@ def _copy_in_kernel(src: int, dst: int, offset: int, length: int) -> Any:
             if not copied:
                 raise OSError(errno.EIO, "the source ended during the copy")
             position += copied
-    return digest
 
 
-def _copy_through_buffer(src: IO[bytes], dst: IO[bytes], offset: int, length: int) -> Any:
-    digest = hashlib.sha256()
+def _copy_through_buffer(src: IO[bytes], dst: IO[bytes], offset: int, length: int, digest: Any) -> None:
     src.seek(offset)
     buffer = bytearray(COPY_CHUNK_BYTES)
     view = memoryview(buffer)
@@ -589,7 +752,6 @@ def _copy_through_buffer(src: IO[bytes], dst: IO[bytes], offset: int, length: in
         digest.update(view[:count])
         dst.write(view[:count])
         remaining -= count
-    return digest
 
 
 def _walk_sorted(directory: Path, relative: str) -> Iterator[StoredObject]:

@@ -173,6 +173,7 @@ class TestRenderedValuesAreCoercedWhenTheTaskRuns:
             max_tokens="{{ params.max_tokens }}",
             temperature="{{ params.temperature }}",
             max_records="{{ params.max_records }}",
+            prepare_processes="{{ params.processes }}",
             prompts_root="{{ params.root }}",
         )
         render(
@@ -182,6 +183,7 @@ class TestRenderedValuesAreCoercedWhenTheTaskRuns:
             max_tokens=512,
             temperature=0.2,
             max_records=0,
+            processes=2,
             root=None,
         )
         operator.resolve_arguments()
@@ -191,8 +193,9 @@ class TestRenderedValuesAreCoercedWhenTheTaskRuns:
             operator.max_tokens,
             operator.temperature,
             operator.max_records,
+            operator.prepare_processes,
             operator.prompts_root,
-        ) == ("InvokeModel", None, 512, 0.2, 0, None)
+        ) == ("InvokeModel", None, 512, 0.2, 0, 2, None)
 
     def test_prepare_prompt_columns_and_reply_schema(self):
         operator = build(

@@ -167,6 +167,8 @@ class TestErrorsNameTheFileAndTheField:
             ({"tags": "bedrock"}, "tags", "list of strings"),
             ({"repair_invalid_replies": "yes"}, "repair_invalid_replies", "true or false"),
             ({"max_tokens": "512"}, "max_tokens", "whole number"),
+            ({"prepare_processes": -1}, "prepare_processes", "at least 1"),
+            ({"prepare_processes": "2"}, "prepare_processes", "whole number"),
             ({"passthrough_columns": "rating"}, "passthrough_columns", "list of column names"),
             ({"reply_schema": "missing.json"}, "reply_schema", "does not exist"),
             ({"prompt_name": "call_center_summary"}, "prompt_name", "has its own prompts/"),

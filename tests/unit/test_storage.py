@@ -14,6 +14,8 @@ import pytest
 from bedrock_batch import storage as storage_module
 from bedrock_batch.errors import ConfigError, SourceError
 from bedrock_batch.storage import (
+    FileSegment,
+    SegmentedFile,
     Storage,
     StorageReadError,
     StorageWriteError,
@@ -101,6 +103,31 @@ class TestLocal:
         digest = Storage().write_range(source, 4097, len(data) - 5000, str(target))
         assert target.read_bytes() == data[4097 : len(data) - 903]
         assert digest == hashlib.sha256(data[4097 : len(data) - 903]).hexdigest()
+
+    @pytest.mark.parametrize("kernel_copy", [True, False], ids=["copy_file_range", "buffered"])
+    def test_write_range_of_a_segmented_file_reads_across_its_segments(
+        self, tmp_path, monkeypatch, kernel_copy
+    ):
+        if not kernel_copy:
+
+            def unsupported(*args):
+                raise OSError(errno.EXDEV, "cross-device")
+
+            monkeypatch.setattr(storage_module, "_copy_in_kernel", unsupported)
+        first, second = tmp_path / "part-1", tmp_path / "part-2"
+        first.write_bytes(b"aaaaXXbbbb")
+        second.write_bytes(b"cccccc")
+        # The logical file is "aaaabbbbcccccc": the XX of the first part is cut out.
+        spool = SegmentedFile(
+            (FileSegment(str(first), 0, 4), FileSegment(str(first), 6, 4), FileSegment(str(second), 0, 6))
+        )
+        assert spool.size == 14
+        target = tmp_path / "part.jsonl"
+        digest = Storage().write_range(spool, 2, 10, str(target))
+        assert target.read_bytes() == b"aabbbbcccc"
+        assert digest == hashlib.sha256(b"aabbbbcccc").hexdigest()
+        with pytest.raises(StorageWriteError, match="runs past the end"):
+            Storage().write_range(spool, 10, 5, str(target))
 
     def test_write_range_past_the_end_fails_and_leaves_no_file(self, tmp_path):
         source = tmp_path / "spool"

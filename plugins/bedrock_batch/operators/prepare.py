@@ -102,6 +102,9 @@ class BedrockBatchPrepareOperator(StagingOperator):
     :param max_tokens: the model's ``max_tokens`` per record. (templated)
     :param temperature: sampling temperature, or None for the model's default. (templated)
     :param max_records: read at most this many source rows (0: all), e.g. for a trial run. (templated)
+    :param prepare_processes: processes that prepare the source's parts (0: every CPU the task may run on;
+        1: this process only). The records, ids, shards and fingerprints do not depend on it; a ``bedrock``
+        source, a ``max_records`` cap and a source under 64 MiB are prepared in one process. (templated)
     :param quotas: :class:`~bedrock_batch.config.QuotaConfig`, :class:`~bedrock_batch.config.QuotaSettings`
         or a mapping of overrides.
     :param prompts_root: directory of prompt templates; default ``include/prompts``. (templated)
@@ -134,6 +137,7 @@ class BedrockBatchPrepareOperator(StagingOperator):
         "max_tokens",
         "temperature",
         "max_records",
+        "prepare_processes",
         "prompts_root",
         "output_tokens_estimate",
         "results_uri",
@@ -164,6 +168,7 @@ class BedrockBatchPrepareOperator(StagingOperator):
         max_tokens: int = 1024,
         temperature: float | None = None,
         max_records: int | str = 0,
+        prepare_processes: int | str = 0,
         quotas: QuotasArgument = None,
         prompts_root: str | None = None,
         output_tokens_estimate: str = "max_tokens",
@@ -190,6 +195,7 @@ class BedrockBatchPrepareOperator(StagingOperator):
         self.max_tokens = max_tokens
         self.temperature = temperature
         self.max_records = max_records
+        self.prepare_processes = prepare_processes
         self.quotas = quotas
         self.prompts_root = prompts_root
         self.output_tokens_estimate = output_tokens_estimate
@@ -212,6 +218,7 @@ class BedrockBatchPrepareOperator(StagingOperator):
         self.max_tokens = as_int("max_tokens", self.max_tokens, minimum=1)
         self.temperature = as_optional_float("temperature", self.temperature, minimum=0)
         self.max_records = as_int("max_records", self.max_records or 0, minimum=0)
+        self.prepare_processes = as_int("prepare_processes", self.prepare_processes or 0, minimum=0)
         self.prompts_root = as_optional_str(self.prompts_root)
         self.output_tokens_estimate = as_choice(
             "output_tokens_estimate", str(self.output_tokens_estimate).strip(), OUTPUT_ESTIMATES
@@ -220,6 +227,7 @@ class BedrockBatchPrepareOperator(StagingOperator):
 
     def execute(self, context: Context) -> list[ShardDescriptor]:
         from bedrock_batch.models import InferenceParams, family_for
+        from bedrock_batch.prepare_parallel import available_cpus
         from bedrock_batch.prompts import PromptTemplate, load_template
         from bedrock_batch.replies import ReplyFormat
         from bedrock_batch.sources import SourceSpec, spec_for_template
@@ -282,6 +290,7 @@ class BedrockBatchPrepareOperator(StagingOperator):
             reply=reply,
             max_records=int(self.max_records),
             history=history,
+            processes=int(self.prepare_processes) or available_cpus(),
         )
         self.log.info(
             "Prepared %s rows: %s records in %d shard(s), %s for on-demand, %s quarantined %s",
