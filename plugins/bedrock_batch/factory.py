@@ -293,6 +293,7 @@ def add_pipeline_tasks(
         **on_demand_settings,
     )
     cost_guard >> [submit, on_demand]
+    guard_result: Any = cost_guard.output
     collect = BedrockBatchCollectOperator(
         task_id="collect",
         prepared=prepared["run"],
@@ -334,6 +335,7 @@ def add_pipeline_tasks(
         **rounds,
         collected=collected["round"],
         repair=repair.output if repair is not None else None,
+        cost_guard=guard_result,
         results_uri=rendered("results_uri"),
         table_name=pipeline.table,
         key_column=pipeline.key_column,

@@ -13,7 +13,8 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from bedrock_batch.cost import estimate_cost
-from bedrock_batch.stage_results import CostEstimateRecord, ManifestMismatch
+from bedrock_batch.estimate import usd
+from bedrock_batch.stage_results import CostEstimateRecord, CostGuardResult, ManifestMismatch
 from bedrock_batch.staging import ON_DEMAND_LABEL, REPAIR_LABEL
 from bedrock_batch.storage import Storage, join_uri
 
@@ -40,7 +41,8 @@ class RunReport:
     ``quarantined``, ``succeeded``, ``invalid_output`` (a reply that does not conform to the reply schema,
     after the repair round if there was one) and ``failed``. ``repaired`` counts the succeeded records whose
     conforming reply came from the repair round. ``cost_estimate`` is what prepare estimated before any job
-    (``None`` for runs of earlier versions), beside ``estimated_cost_usd``, the cost of the tokens billed.
+    (``None`` for runs of earlier versions), beside ``estimated_cost_usd``, the cost of the tokens billed;
+    ``cost_guard`` the cost guard's limit and verdict (``None`` when the run recorded none).
     ``reasons`` counts the records of each unsuccessful outcome by reason code (:func:`reason_counts`).
     """
 
@@ -62,6 +64,7 @@ class RunReport:
     manifests_missing: list[str] = field(default_factory=list)
     cost_estimate: CostEstimateRecord | None = None
     reasons: dict[str, dict[str, int]] = field(default_factory=dict)
+    cost_guard: CostGuardResult | None = None
 
     @property
     def accounted(self) -> bool:
@@ -141,6 +144,7 @@ class RunReport:
             ("output_tokens", f"{self.output_tokens:,}"),
             ("estimated_cost_usd", cost),
             ("cost_estimated_before_run", _estimate_text(self.cost_estimate)),
+            ("cost_guard", guard_text(self.cost_guard)),
         ]
 
 
@@ -149,6 +153,20 @@ def _estimate_text(estimate: CostEstimateRecord | None) -> str:
         return "-"
     cost = estimate["estimated_cost_usd"]
     return f"{'unknown' if cost is None else f'${Decimal(cost):.4f}'} ({estimate['output_basis']})"
+
+
+def guard_text(guard: Mapping[str, Any] | None) -> str:
+    """The cost guard's verdict against its limit: ``no limit``, ``within $5``, ``approved by ann (limit
+    $5)``; ``-`` when none was recorded."""
+    if not guard:
+        return "-"
+    verdict, limit = str(guard.get("verdict") or "-"), guard.get("limit_usd")
+    if limit is None or verdict == "no_limit":
+        return "no limit"
+    limit_text = usd(Decimal(str(limit)))
+    if verdict == "approved":
+        return f"approved by {guard.get('approved_by') or 'unknown'} (limit {limit_text})"
+    return f"{verdict} {limit_text}"
 
 
 #: Where publish writes a day's report: ``<results_uri>/reports/ds=<ds>/run_report.json`` (and ``.md``).
@@ -233,6 +251,7 @@ def run_report(
     jobs: Iterable[Mapping[str, Any]],
     manifests: ManifestCheck | None = None,
     cost_estimate: CostEstimateRecord | None = None,
+    cost_guard: CostGuardResult | None = None,
 ) -> RunReport:
     """The report of a published run, from its results table.
 
@@ -253,6 +272,7 @@ def run_report(
     :param manifests: each job's manifest against its output
         (:func:`~bedrock_batch.results.reconcile_manifests`).
     :param cost_estimate: the estimate prepare made before any job (the prepared run's ``cost_estimate``).
+    :param cost_guard: the cost guard's result (its XCom): the limit and the verdict.
     """
     import pyarrow.compute as pc
 
@@ -295,6 +315,7 @@ def run_report(
         manifests_missing=list(manifests.missing) if manifests else [],
         cost_estimate=cost_estimate,
         reasons=reason_counts(table),
+        cost_guard=cost_guard,
     )
 
 

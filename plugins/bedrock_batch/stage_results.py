@@ -333,7 +333,8 @@ class PublishResult(TypedDict):
     - ``input_tokens``, ``output_tokens``: the tokens billed; ``estimated_cost_usd``: their estimated price as
       a decimal string (``None`` for a model without a price).
     - ``cost_estimate``: the estimate prepare made before any job (:class:`CostEstimateRecord`), ``None`` in
-      runs of earlier versions.
+      runs of earlier versions; ``cost_guard``: the cost guard's limit and verdict (:class:`CostGuardResult`),
+      ``None`` when not recorded.
     - ``jobs``: every job of both rounds.
     - ``manifest_mismatches``: jobs whose ``manifest.json.out`` counts differ from their output
       (:class:`ManifestMismatch`); ``manifests_missing``: ids of the jobs that have no manifest.
@@ -361,6 +362,7 @@ class PublishResult(TypedDict):
     manifest_mismatches: list[ManifestMismatch]
     manifests_missing: list[str]
     reasons: dict[str, dict[str, int]]
+    cost_guard: CostGuardResult | None
     accounted: bool
     results_uri: str
     report_uri: str

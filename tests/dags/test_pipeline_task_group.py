@@ -60,11 +60,28 @@ def test_each_group_wires_every_stage_in_order():
     assert reviews == {
         **STAGES,
         "repair": {"prepare", "submit", "on_demand", "submit_retry", "on_demand_retry"},
-        "publish": {"prepare", "submit", "on_demand", "collect", "submit_retry", "on_demand_retry", "repair"},
+        "publish": {
+            "prepare",
+            "cost_guard",
+            "submit",
+            "on_demand",
+            "collect",
+            "submit_retry",
+            "on_demand_retry",
+            "repair",
+        },
     }
     assert tickets == {
         **STAGES,
-        "publish": {"prepare", "submit", "on_demand", "collect", "submit_retry", "on_demand_retry"},
+        "publish": {
+            "prepare",
+            "cost_guard",
+            "submit",
+            "on_demand",
+            "collect",
+            "submit_retry",
+            "on_demand_retry",
+        },
     }
     assert dag.get_task("weekly_digest").upstream_task_ids == {
         "product_reviews.publish",

@@ -100,6 +100,23 @@ class TestRunReport:
         unknown = make_report(cost_estimate={**estimate, "estimated_cost_usd": None})
         assert "| cost_estimated_before_run | unknown (max_tokens) |" in unknown.to_markdown()
 
+    def test_the_cost_guards_limit_and_verdict_are_recorded(self):
+        approved = {
+            "estimated_cost_usd": "12.5",
+            "limit_usd": "10.0",
+            "verdict": "approved",
+            "approved_by": "ann",
+        }
+        report = make_report(cost_guard=approved)
+        assert json.loads(json.dumps(report.to_dict()))["cost_guard"] == approved
+        assert "| cost_guard | approved by ann (limit $10) |" in report.to_markdown()
+        within = {**approved, "limit_usd": "50", "verdict": "within", "approved_by": None}
+        assert "within $50" in make_report(cost_guard=within).to_text()
+        no_limit = {**within, "limit_usd": None, "verdict": "no_limit"}
+        assert "| cost_guard | no limit |" in make_report(cost_guard=no_limit).to_markdown()
+        assert make_report().to_dict()["cost_guard"] is None
+        assert "| cost_guard | - |" in make_report().to_markdown()
+
     def test_markdown_and_text_list_every_job(self):
         report = make_report()
         assert "| cc-20261121-s0001-ab12 |" in report.to_markdown()

@@ -18,7 +18,7 @@ from bedrock_batch.operators._base import (
     as_mapping,
 )
 from bedrock_batch.preflight import check_location
-from bedrock_batch.stage_results import CatalogRegistration, PublishResult
+from bedrock_batch.stage_results import CatalogRegistration, CostGuardResult, PublishResult
 from bedrock_batch.staging import job_results
 from bedrock_batch.storage import is_s3_uri, join_uri
 
@@ -57,6 +57,8 @@ class BedrockBatchPublishOperator(RoundsOperator):
     :param collected: the collect stage's ``round`` XCom (for the retry count). (templated)
     :param repair: the repair round's result (:class:`~bedrock_batch.operators.BedrockBatchRepairOperator`),
         read as the run's last round; ``None``: no repair round. (templated)
+    :param cost_guard: the cost guard's result (:class:`~bedrock_batch.stage_results.CostGuardResult`): its
+        limit and verdict go into the run report; ``None``: not recorded. (templated)
     :param results_uri: root of the results tables and reports: ``s3://bucket/prefix``, or an explicit local
         path (``file:///abs/path`` or ``/abs/path``); anything else fails the task before it reads a record.
         (templated)
@@ -80,6 +82,7 @@ class BedrockBatchPublishOperator(RoundsOperator):
         *ROUNDS_TEMPLATE_FIELDS,
         "collected",
         "repair",
+        "cost_guard",
         "results_uri",
         "table_name",
         "key_column",
@@ -97,6 +100,7 @@ class BedrockBatchPublishOperator(RoundsOperator):
         table_name: str,
         collected: Mapping[str, Any] | str | None = None,
         repair: Mapping[str, Any] | str | None = None,
+        cost_guard: Mapping[str, Any] | str | None = None,
         key_column: str = "source_key",
         partition: str = "{{ ds }}",
         glue_database: str | None = None,
@@ -107,6 +111,7 @@ class BedrockBatchPublishOperator(RoundsOperator):
         self.results_uri = results_uri
         self.collected = collected
         self.repair = repair
+        self.cost_guard = cost_guard
         self.table_name = table_name
         self.key_column = key_column
         self.partition = partition
@@ -155,6 +160,7 @@ class BedrockBatchPublishOperator(RoundsOperator):
             jobs=[{**job, "duration_seconds": self._duration(job)} for job in [*first, *retry]],
             manifests=manifests,
             cost_estimate=run.get("cost_estimate"),
+            cost_guard=cast("CostGuardResult | None", as_mapping(self.cost_guard)),
         )
         report_uri = report_prefix(self.results_uri, ds)
         write_report(storage, report, report_uri)
