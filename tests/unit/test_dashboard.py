@@ -135,6 +135,27 @@ def report(ds: str, **values: Any) -> dict:
     }
 
 
+ESTIMATED: dict[str, Any] = {
+    "cost_estimate": {
+        "model_id": PROFILE,
+        "records": 250,
+        "on_demand_records": 0,
+        "input_tokens": 520_000,
+        "output_tokens": 128_000,
+        "output_basis": "max_tokens",
+        "history_runs": 0,
+        "estimated_cost_usd": "0.094108",
+    },
+    "cost_guard": {
+        "estimated_cost_usd": "0.094108",
+        "limit_usd": "0.05",
+        "verdict": "approved",
+        "approved_by": "ann",
+    },
+}
+HISTORY_ESTIMATE = {**ESTIMATED["cost_estimate"], "output_basis": "history", "history_runs": 3}
+
+
 class TestRows:
     def test_only_jobs_with_every_toolkit_tag_are_the_toolkits(self):
         assert toolkit_tags(TAGS) == {t["key"]: t["value"] for t in TAGS}
@@ -190,6 +211,31 @@ class TestRows:
             "failed": (("400", 5), ("429", 1), ("500", 1)),
             "quarantined": (("empty_text", 1),),
         }
+
+    def test_a_day_shows_the_estimate_made_before_any_job_and_the_cost_guards_verdict(self):
+        row = day_row(SOURCE, report("2026-03-02", **ESTIMATED), "u")
+        assert (row.estimated_cost_usd, row.pre_run_cost_usd) == (Decimal("0.0875"), Decimal("0.094108"))
+        assert (row.pre_run_basis, row.pre_run_history_runs) == ("max_tokens", 0)
+        assert (row.cost_limit_usd, row.cost_verdict, row.cost_approved_by) == (
+            Decimal("0.05"),
+            "approved",
+            "ann",
+        )
+        history = day_row(SOURCE, report("2026-03-02", cost_estimate=HISTORY_ESTIMATE), "u")
+        assert (history.pre_run_basis, history.pre_run_history_runs) == ("history", 3)
+        assert history.cost_verdict is None
+
+    def test_a_report_of_an_earlier_version_has_no_estimate_and_no_verdict(self):
+        row = day_row(SOURCE, report("2026-03-02"), "u")
+        assert (row.pre_run_cost_usd, row.pre_run_basis, row.cost_limit_usd, row.cost_verdict) == (
+            None,
+            None,
+            None,
+            None,
+        )
+        unpriced = {**ESTIMATED["cost_estimate"], "estimated_cost_usd": None}
+        unknown = day_row(SOURCE, report("2026-03-02", cost_estimate=unpriced, cost_guard=None), "u")
+        assert (unknown.pre_run_cost_usd, unknown.pre_run_basis) == (None, "max_tokens")
 
     def test_top_reasons_keeps_the_most_frequent_ties_by_code(self):
         assert top_reasons({"failed": {"b": 2, "a": 2, "c": 9, "d": 1}}, limit=3) == {
@@ -247,6 +293,17 @@ class TestVisibility:
     def test_the_json_form_has_no_decimal_or_datetime(self):
         data = orjson.loads(orjson.dumps(snapshot_of("a").to_dict()))
         assert data["days"][0]["estimated_cost_usd"] == "0.0875"
+        assert (data["days"][0]["pre_run_cost_usd"], data["days"][0]["cost_verdict"]) == (None, None)
+        day = day_row(SOURCE, report("2026-03-02", **ESTIMATED), "u")
+        (estimated,) = orjson.loads(orjson.dumps(Snapshot(NOW, days=(day,)).to_dict()))["days"]
+        assert {k: v for k, v in estimated.items() if k.startswith(("pre_run", "cost_"))} == {
+            "pre_run_cost_usd": "0.094108",
+            "pre_run_basis": "max_tokens",
+            "pre_run_history_runs": 0,
+            "cost_limit_usd": "0.05",
+            "cost_verdict": "approved",
+            "cost_approved_by": "ann",
+        }
         assert data["jobs"][0]["submitted_at"] == "2026-03-03T11:55:00+00:00"
 
 
@@ -357,6 +414,12 @@ class TestCache:
         assert len(made) == 2
 
 
+def row_of(html: str, ds: str) -> str:
+    """The HTML of the day ``ds``'s row."""
+    start = html.index(f'<tr class="day" data-ds="{ds}"')
+    return html[start : html.index("</tr>", start)]
+
+
 class TestPage:
     def test_renders_rows_links_and_escapes(self):
         tags = {**toolkit_tags(TAGS), "dag_id": "<script>"}  # type: ignore[dict-item]
@@ -373,6 +436,42 @@ class TestPage:
         )
         assert "$0.0875" in html
         assert "<code>400</code> (5)" in html
+
+    def test_a_day_shows_the_estimate_and_the_limit_beside_the_billed_cost(self):
+        days = (
+            day_row(SOURCE, report("2026-03-02", **ESTIMATED), "u"),
+            day_row(SOURCE, report("2026-03-01", cost_estimate=HISTORY_ESTIMATE), "u"),
+            day_row(SOURCE, report("2026-02-28"), "u"),  # an earlier version's report
+        )
+        html = render_page(Snapshot(NOW, days=days))
+        assert "<th>est. cost</th><th>estimated before run</th><th>cost limit</th>" in html
+        estimated, history, older = (row_of(html, day.ds) for day in days)
+        assert '<td class="n cost">$0.0875</td>' in estimated
+        assert (
+            '<td class="n estimate">$0.0941<br><span class="muted basis">max_tokens bound</span></td>'
+            in estimated
+        )
+        assert '<td class="limit">approved by ann (limit $0.05)</td>' in estimated
+        assert '<span class="muted basis">history of 3 run(s)</span>' in history
+        assert '<td class="limit">-</td>' in history
+        assert '<td class="n cost">$0.0875</td>' in older
+        assert '<td class="n estimate"><span class="muted">-</span></td>' in older
+        assert '<td class="limit">-</td>' in older
+
+    @pytest.mark.parametrize(
+        ("guard", "text"),
+        [
+            ({"limit_usd": None, "verdict": "no_limit"}, "no limit"),
+            ({"limit_usd": "25", "verdict": "within"}, "within $25"),
+            (
+                {"limit_usd": "0.05", "verdict": "approved", "approved_by": None},
+                "approved by unknown (limit $0.05)",
+            ),
+        ],
+    )
+    def test_the_cost_limit_cell(self, guard, text):
+        day = day_row(SOURCE, report("2026-03-02", cost_guard=guard), "u")
+        assert f'<td class="limit">{text}</td>' in render_page(Snapshot(NOW, days=(day,)))
 
     @pytest.mark.parametrize(
         ("map_index", "tail"), [(None, "/tasks/t"), (-1, "/tasks/t"), (0, "/tasks/t/mapped/0")]

@@ -1,7 +1,7 @@
 """The Bedrock batch page as one server-rendered HTML document: plain HTML and CSS, no script, no build step.
 
 Every value is escaped; links to Airflow's pages stay in the tab, links to the AWS console open a new one.
-Only counts, ids, money, times and reason codes are rendered.
+Only counts, ids, money, times, reason codes and the user who approved a spend are rendered.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from html import escape
 from urllib.parse import quote
 
 from bedrock_batch.dashboard.rows import DayRow, JobRow, ModelRow, Snapshot
+from bedrock_batch.estimate import usd
 
 _STATUS_CLASS = {
     "Completed": "ok",
@@ -150,11 +151,11 @@ def _days(days: tuple[DayRow, ...], base: str) -> list[str]:
         '<h2 id="days">Runs per day and DAG</h2>',
         '<table id="days-table"><thead><tr><th>day</th><th>DAG</th><th>records</th><th>succeeded</th>'
         "<th>failed</th><th>quarantined</th><th>invalid output</th><th>tokens in / out</th><th>est. cost</th>"
-        "<th>top reasons</th></tr></thead><tbody>",
+        "<th>estimated before run</th><th>cost limit</th><th>top reasons</th></tr></thead><tbody>",
     ]
     if not days:
         rows.append(
-            '<tr><td colspan="10" class="muted">No run report of a readable DAG in this period.</td></tr>'
+            '<tr><td colspan="12" class="muted">No run report of a readable DAG in this period.</td></tr>'
         )
     for day in days:
         run_url = dag_run_url(base, day.dag_id, day.dag_run_id)
@@ -168,10 +169,38 @@ def _days(days: tuple[DayRow, ...], base: str) -> list[str]:
             f'<td class="n invalid">{day.invalid_output:,}</td>'
             f'<td class="n tokens">{day.input_tokens:,} / {day.output_tokens:,}</td>'
             f'<td class="n cost">{_e(_cost(day.estimated_cost_usd))}</td>'
+            f'<td class="n estimate">{_pre_run(day)}</td>'
+            f'<td class="limit">{_e(_guard(day))}</td>'
             f"<td>{_reasons(day.reasons)}</td></tr>"
         )
     rows.append("</tbody></table>")
     return rows
+
+
+def _pre_run(day: DayRow) -> str:
+    """The cost estimated before any job and its output basis; ``-`` for a report without one."""
+    if day.pre_run_basis is None:
+        return '<span class="muted">-</span>'
+    if day.pre_run_basis == "history":
+        basis = f"history of {day.pre_run_history_runs} run(s)"
+    elif day.pre_run_basis == "max_tokens":
+        basis = "max_tokens bound"
+    else:
+        basis = day.pre_run_basis
+    return f'{_e(_cost(day.pre_run_cost_usd))}<br><span class="muted basis">{_e(basis)}</span>'
+
+
+def _guard(day: DayRow) -> str:
+    """The cost guard's verdict: ``no limit``, ``within $5``, ``approved by ann (limit $5)``; ``-`` when the
+    report has none."""
+    if day.cost_verdict is None:
+        return "-"
+    if day.cost_limit_usd is None or day.cost_verdict == "no_limit":
+        return "no limit"
+    limit = usd(day.cost_limit_usd)
+    if day.cost_verdict == "approved":
+        return f"approved by {day.cost_approved_by or 'unknown'} (limit {limit})"
+    return f"{day.cost_verdict} {limit}"
 
 
 def _reasons(reasons: Mapping[str, tuple[tuple[str, int], ...]]) -> str:

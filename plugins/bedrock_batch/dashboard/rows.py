@@ -7,7 +7,8 @@
 - a :class:`ModelRow` per model: its active jobs in the account against the configured concurrency quota,
   and the job slots held under each pipeline's ``<staging_uri>/_job_slots/``;
 - a :class:`DayRow` per day and DAG: the run report publish wrote to
-  ``<results_uri>/reports/ds=<ds>/run_report.json`` (records, tokens, cost, unsuccessful records by reason);
+  ``<results_uri>/reports/ds=<ds>/run_report.json`` (records, tokens, cost, unsuccessful records by reason,
+  the cost estimated before any job and the cost guard's verdict);
 - a :class:`Snapshot` holds them all, and :meth:`Snapshot.visible_to` what a user who may read some DAGs sees.
 
 Nothing here carries a prompt, a record or a reply: counts, ids, sizes and reason codes only.
@@ -18,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import quote
 
@@ -147,8 +148,15 @@ class ModelRow:
 class DayRow:
     """One day of one DAG, from its run report.
 
+    :param estimated_cost_usd: the cost of the tokens billed.
     :param reasons: for ``failed``, ``quarantined`` and ``invalid_output``: the :data:`TOP_REASONS` most
         frequent reason codes with their counts.
+    :param pre_run_cost_usd: the cost estimated before any job; ``None`` also for a model without a price.
+    :param pre_run_basis: where that estimate took its output tokens from: ``max_tokens`` (an upper bound) or
+        ``history`` (of ``pre_run_history_runs`` earlier runs); ``None``: the report has no estimate (runs
+        of earlier versions).
+    :param cost_verdict: the cost guard's verdict (``no_limit``, ``within``, ``approved``) against
+        ``cost_limit_usd``, approved by ``cost_approved_by``; ``None``: not recorded.
     """
 
     ds: str
@@ -166,6 +174,12 @@ class DayRow:
     reasons: Mapping[str, tuple[tuple[str, int], ...]]
     report_uri: str
     jobs: int = 0
+    pre_run_cost_usd: Decimal | None = None
+    pre_run_basis: str | None = None
+    pre_run_history_runs: int = 0
+    cost_limit_usd: Decimal | None = None
+    cost_verdict: str | None = None
+    cost_approved_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -265,6 +279,12 @@ class Snapshot:
                     "output_tokens": d.output_tokens,
                     "estimated_cost_usd": _money(d.estimated_cost_usd),
                     "jobs": d.jobs,
+                    "pre_run_cost_usd": _money(d.pre_run_cost_usd),
+                    "pre_run_basis": d.pre_run_basis,
+                    "pre_run_history_runs": d.pre_run_history_runs,
+                    "cost_limit_usd": _money(d.cost_limit_usd),
+                    "cost_verdict": d.cost_verdict,
+                    "cost_approved_by": d.cost_approved_by,
                     "reasons": {k: [list(pair) for pair in v] for k, v in d.reasons.items()},
                     "report_uri": d.report_uri,
                 }
@@ -382,6 +402,8 @@ def day_row(source: Source, report: Mapping[str, Any], report_uri: str) -> DayRo
     """
     cost = report.get("estimated_cost_usd")
     raw_reasons = report.get("reasons")
+    estimate = _mapping(report.get("cost_estimate"))
+    guard = _mapping(report.get("cost_guard"))
     return DayRow(
         ds=str(report.get("ds", "")),
         dag_id=source.dag_id,
@@ -398,7 +420,28 @@ def day_row(source: Source, report: Mapping[str, Any], report_uri: str) -> DayRo
         reasons=top_reasons(raw_reasons) if isinstance(raw_reasons, Mapping) else {},
         report_uri=report_uri,
         jobs=len(report.get("jobs") or ()),
+        pre_run_cost_usd=_decimal(estimate.get("estimated_cost_usd")),
+        pre_run_basis=str(estimate.get("output_basis") or "max_tokens") if estimate else None,
+        pre_run_history_runs=int(estimate.get("history_runs") or 0),
+        cost_limit_usd=_decimal(guard.get("limit_usd")),
+        cost_verdict=str(guard["verdict"]) if guard.get("verdict") else None,
+        cost_approved_by=str(guard["approved_by"]) if guard.get("approved_by") else None,
     )
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _decimal(value: Any) -> Decimal | None:
+    """A report's decimal string as a :class:`Decimal`; ``None`` when absent or not a number."""
+    if value is None:
+        return None
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
 
 
 def model_rows(
