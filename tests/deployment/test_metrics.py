@@ -88,6 +88,8 @@ def test_one_run_of_the_deployment_sends_its_metrics(live: Any) -> None:
     assert report["succeeded"] == CALLS
     expected = {name: report[key] for name, key in COUNTERS.items()}
     expected["cost.estimated_micro_usd"] = micro_usd(Decimal(report["estimated_cost_usd"]))
+    estimate = report["cost_estimate"]["estimated_cost_usd"]
+    expected["cost.run_estimate_micro_usd"] = micro_usd(Decimal(estimate))
     expected["records.submitted"] = sum(job["totalRecordCount"] for job in jobs)
     assert expected["records.submitted"] == 200
     for name, value in expected.items():
@@ -115,8 +117,12 @@ def test_one_run_of_the_deployment_sends_its_metrics(live: Any) -> None:
     for line in statsd.lines(METRICS + "records."):
         wanted = submit_ports if line.name.startswith(METRICS + "records.submitted") else publish_ports
         assert line.source_port in wanted, line
-    for line in statsd.lines(METRICS + "tokens.") + statsd.lines(METRICS + "cost."):
+    for line in statsd.lines(METRICS + "tokens.") + statsd.lines(METRICS + "cost.estimated_"):
         assert line.source_port in publish_ports, line
+    # The estimate made before any job comes from the prepare task.
+    prepare_ports = task_process_ports(statsd, "prepare")
+    for line in statsd.lines(METRICS + "cost.run_estimate_"):
+        assert line.source_port in prepare_ports, line
     timers = statsd.lines(METRICS + "job.")
     assert {line.source_port for line in timers} <= triggerer_ports, (timers, triggerer_ports)
     assert not triggerer_ports & (publish_ports | submit_ports)

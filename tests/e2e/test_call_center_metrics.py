@@ -71,6 +71,8 @@ def test_one_run_sends_the_documented_metrics_with_the_reported_values(stack, st
         "tokens.input": report["input_tokens"],
         "tokens.output": report["output_tokens"],
         "cost.estimated_micro_usd": micro_usd(Decimal(report["estimated_cost_usd"])),
+        # What prepare estimated before any job, as the report holds it.
+        "cost.run_estimate_micro_usd": micro_usd(Decimal(report["cost_estimate"]["estimated_cost_usd"])),
         "job.duration": ms(job["submitTime"], job["endTime"]),
         "job.queue_time": ms(job["submitTime"], started),
     }
