@@ -177,6 +177,11 @@ def overdue_run_alert(pipeline: Pipeline) -> DeadlineAlert | None:
     )
 
 
+def rendered(values: Mapping[str, str], name: str) -> str:
+    """The template of run value ``name`` (its Jinja expression in ``values``, see :data:`RUN_VALUES`)."""
+    return "{{ " + values[name] + " }}"
+
+
 def add_pipeline_tasks(
     pipeline: Pipeline, values: Mapping[str, str], *, wait_for_source: bool = True
 ) -> None:
@@ -188,14 +193,11 @@ def add_pipeline_tasks(
     """
     config = pipeline.config
 
-    def rendered(name: str) -> str:
-        return "{{ " + values[name] + " }}"
-
     partition = pipeline.partition_expression
     source_uri = "{{ (" + values["source_uri"] + ") | replace('{ds}', " + partition + ") }}"
     staging = "{{ (" + values["staging_uri"] + ").rstrip('/') }}"
     run_prefix = f"{staging}/{{{{ dag.dag_id }}}}/{pipeline.partition_template}"
-    conn = rendered("aws_conn_id")
+    conn = rendered(values, "aws_conn_id")
     # Every task that touches S3 checks the owner of each bucket (ExpectedBucketOwner) and encrypts what it
     # writes with the configured key; the jobs get the same key for their output and the staging bucket's
     # owner.
@@ -223,11 +225,11 @@ def add_pipeline_tasks(
     prepare = BedrockBatchPrepareOperator(
         task_id="prepare",
         source_uri=source_uri,
-        source_format=rendered("source_format"),
-        staging_uri=rendered("staging_uri"),
-        model_id=rendered("model_id"),
+        source_format=rendered(values, "source_format"),
+        staging_uri=rendered(values, "staging_uri"),
+        model_id=rendered(values, "model_id"),
         prompt_name=pipeline.prompt_name,
-        prompt_version=rendered("prompt_version"),
+        prompt_version=rendered(values, "prompt_version"),
         prompts_root=str(pipeline.prompts_root) if pipeline.prompts_root else None,
         id_column=config.id_column,
         text_column=config.text_column,
@@ -238,11 +240,11 @@ def add_pipeline_tasks(
         partition=pipeline.partition_template,
         invocation_type=config.invocation_type,
         max_tokens=config.max_tokens,
-        max_records=rendered("max_records"),
+        max_records=rendered(values, "max_records"),
         prepare_processes=config.prepare_processes,
         quotas=config.quotas,
         output_tokens_estimate=config.output_tokens_estimate,
-        results_uri=rendered("results_uri"),
+        results_uri=rendered(values, "results_uri"),
         aws_conn_id=conn,
         **storage,
     )
@@ -250,8 +252,8 @@ def add_pipeline_tasks(
     # Typed stage results travel as XCom references; indexing one picks an XCom key of the task.
     prepared: Any = prepare.output
     job_settings: dict[str, Any] = {
-        "model_id": rendered("model_id"),
-        "role_arn": rendered("role_arn"),
+        "model_id": rendered(values, "model_id"),
+        "role_arn": rendered(values, "role_arn"),
         "invocation_type": config.invocation_type,
         "timeout_hours": config.timeout_hours,
         "poll_interval": config.poll_interval_seconds,
@@ -272,7 +274,7 @@ def add_pipeline_tasks(
         else None,
     }
     on_demand_settings: dict[str, Any] = {
-        "model_id": rendered("model_id"),
+        "model_id": rendered(values, "model_id"),
         "invocation_type": config.invocation_type,
         "requests_per_second": config.on_demand_requests_per_second,
         "aws_conn_id": conn,
@@ -282,8 +284,8 @@ def add_pipeline_tasks(
     cost_guard = BedrockBatchCostGuardOperator(
         task_id="cost_guard",
         prepared=prepared["run"],
-        max_estimated_cost_usd=rendered("max_estimated_cost_usd"),
-        cost_approval=rendered("cost_approval"),
+        max_estimated_cost_usd=rendered(values, "max_estimated_cost_usd"),
+        cost_approval=rendered(values, "cost_approval"),
     )
     submit = BedrockBatchSubmitOperator.partial(task_id="submit", **job_settings).expand(shard=prepare.output)
     on_demand = BedrockOnDemandOperator(
@@ -336,7 +338,7 @@ def add_pipeline_tasks(
         collected=collected["round"],
         repair=repair.output if repair is not None else None,
         cost_guard=guard_result,
-        results_uri=rendered("results_uri"),
+        results_uri=rendered(values, "results_uri"),
         table_name=pipeline.table,
         key_column=pipeline.key_column,
         partition=pipeline.partition_template,
@@ -361,19 +363,16 @@ def pre_run_check(
     :param storage: the KMS key and bucket owners every S3 task gets.
     """
 
-    def rendered(name: str) -> str:
-        return "{{ " + values[name] + " }}"
-
     return BedrockBatchCheckOperator(
         task_id="check_parameters",
-        model_id=rendered("model_id"),
-        role_arn=rendered("role_arn"),
+        model_id=rendered(values, "model_id"),
+        role_arn=rendered(values, "role_arn"),
         source_uri=source_uri,
-        staging_uri=rendered("staging_uri"),
-        results_uri=rendered("results_uri"),
+        staging_uri=rendered(values, "staging_uri"),
+        results_uri=rendered(values, "results_uri"),
         reply_schema=str(pipeline.reply_schema) if pipeline.reply_schema else None,
         invocation_type=pipeline.config.invocation_type,
-        aws_conn_id=rendered("aws_conn_id"),
+        aws_conn_id=rendered(values, "aws_conn_id"),
         **storage,
     )
 
