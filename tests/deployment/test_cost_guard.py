@@ -31,11 +31,13 @@ pytestmark = pytest.mark.deployment
 LIMIT = 0.0001
 # One job of 100 records (DEPLOYMENT_CONFIG) and 20 on demand.
 CALLS = 120
+# Every test of the tier runs on the session's one Airflow: each uses logical dates no other test uses
+# (test_faults.py takes 2026-04-01 to 2026-04-08).
 
 
 def test_above_the_limit_the_run_creates_no_job_and_says_why(live):
     client = live.client
-    ds = "2026-04-06"
+    ds = "2026-04-20"
     write_sample_calls(live.s3, live.config, ds, CALLS)
 
     started = time.monotonic()
@@ -64,7 +66,7 @@ def test_above_the_limit_the_run_creates_no_job_and_says_why(live):
 
 def test_with_approval_the_run_waits_for_a_person_then_proceeds(live):
     client = live.client
-    ds = "2026-04-07"
+    ds = "2026-04-21"
     call_ids = write_sample_calls(live.s3, live.config, ds, CALLS)
 
     started = time.monotonic()
