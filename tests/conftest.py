@@ -80,10 +80,10 @@ def airflow_home() -> Path:
 @pytest.fixture(scope="session")
 def moto_s3() -> Iterator[str]:
     """Endpoint URL of a real moto S3 server on a free loopback port."""
-    from moto.server import ThreadedMotoServer
+    from bedrock_batch_dev.emulator.s3_server import S3Server
 
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = S3Server(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:
         yield f"http://127.0.0.1:{port}"

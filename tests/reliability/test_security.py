@@ -570,10 +570,8 @@ class TestKmsKeyAndBucketOwnersInADagRun:
             refused = False
         except s3.exceptions.ClientError as exc:
             refused = exc.response["Error"]["Code"] in ("403", "AccessDenied", "Forbidden")
-        if not refused:
-            # moto 5.2 accepts and ignores x-amz-expected-bucket-owner, so a refusal cannot be observed here
-            # (the requests above prove the header is sent; S3 itself answers a mismatch with 403).
-            pytest.skip("moto ignores ExpectedBucketOwner: no refusal to observe against the local stack")
+        # The local stack refuses a wrong owner as S3 does (403 AccessDenied; moto alone would ignore it).
+        assert refused
         with pytest.raises(StorageReadError, match="not owned by the expected account 210987654321"):
             list(
                 Storage(s3, expected_bucket_owner="210987654321").list_objects(

@@ -422,10 +422,8 @@ class TestOwnerAndKeyOnTheWire:
 
     def test_a_bucket_of_another_account_is_refused(self, s3_client, s3_bucket, tmp_path):
         s3_client.put_object(Bucket=s3_bucket, Key="in/a.txt", Body=b"x")
-        if not s3_refuses_a_wrong_owner(s3_client, s3_bucket, "in/a.txt"):
-            # moto (5.2) accepts and ignores x-amz-expected-bucket-owner: there is no refusal to observe
-            # against it. S3 answers 403 AccessDenied; the messages below are what a user then reads.
-            pytest.skip("moto ignores ExpectedBucketOwner; the refusal cannot be observed locally")
+        # The local stack refuses a wrong owner as S3 does (403 AccessDenied; moto alone would ignore it).
+        assert s3_refuses_a_wrong_owner(s3_client, s3_bucket, "in/a.txt")
         storage = Storage(s3_client, expected_bucket_owner=OTHER_ACCOUNT)
         with pytest.raises(StorageReadError, match=f"not owned by the expected account {OTHER_ACCOUNT}"):
             list(storage.list_objects(f"s3://{s3_bucket}/in/"))

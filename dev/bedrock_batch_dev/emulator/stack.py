@@ -201,9 +201,9 @@ class LocalStack:
 
     def start(self) -> LocalStack:
         if self._external_s3 is None:
-            from moto.server import ThreadedMotoServer
+            from bedrock_batch_dev.emulator.s3_server import S3Server
 
-            self._moto = ThreadedMotoServer(ip_address=self.host, port=self._s3_port, verbose=False)
+            self._moto = S3Server(ip_address=self.host, port=self._s3_port, verbose=False)
             self._moto.start()
             self.s3_endpoint_url = self._url(self._moto.get_host_and_port()[1])
         try:
