@@ -189,19 +189,30 @@ def reason_counts(table: pa.Table) -> dict[str, dict[str, int]]:
 
     :param table: the results table (``status``, ``error_code``, ``parse_error`` columns).
     """
-    columns = [c for c in ("status", "error_code", "parse_error") if c in table.column_names]
+    if "status" not in table.column_names:
+        return {}
+    import pyarrow.compute as pc
+
+    # Counted in Arrow, one outcome at a time: only the (usually few) invalid_output rows reach Python.
     counts: dict[str, dict[str, int]] = {}
-    for row in table.select(columns).to_pylist():
-        outcome = row.get("status")
-        if outcome not in REASON_OUTCOMES:
+    for outcome in REASON_OUTCOMES:
+        rows = table.filter(pc.equal(table.column("status"), outcome))
+        if not rows.num_rows:
             continue
+        by_code = counts.setdefault(outcome, {})
         if outcome == "invalid_output":
-            path = str(row.get("parse_error") or "").split(":", 1)[0].strip()
-            code = path if _SCHEMA_PATH.fullmatch(path) else "other"
+            errors = rows.column("parse_error").to_pylist() if "parse_error" in rows.column_names else []
+            for error in errors or [None] * rows.num_rows:
+                path = str(error or "").split(":", 1)[0].strip()
+                code = path if _SCHEMA_PATH.fullmatch(path) else "other"
+                by_code[code] = by_code.get(code, 0) + 1
+        elif "error_code" in rows.column_names:
+            grouped = rows.group_by("error_code").aggregate([("status", "count")]).to_pydict()
+            for value, count in zip(grouped["error_code"], grouped["status_count"], strict=True):
+                code = str(value or "unknown")
+                by_code[code] = by_code.get(code, 0) + int(count)
         else:
-            code = str(row.get("error_code") or "unknown")
-        by_code = counts.setdefault(str(outcome), {})
-        by_code[code] = by_code.get(code, 0) + 1
+            by_code["unknown"] = rows.num_rows
     return {
         outcome: dict(sorted(by_code.items(), key=lambda item: (-item[1], item[0])))
         for outcome, by_code in counts.items()
