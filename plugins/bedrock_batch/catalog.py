@@ -276,6 +276,7 @@ def register_partition(
     location: str,
     schema: pa.Schema,
     partition_value: str,
+    partition_location: str | None = None,
 ) -> Registration:
     """Register the ``ds=<partition_value>`` partition of a results table, creating the table if needed.
 
@@ -291,6 +292,9 @@ def register_partition(
         ``<location>/ds=<value>/``.
     :param schema: the Arrow schema of the written partition (its ``ds`` column becomes the partition key).
     :param partition_value: the partition's date, ``YYYY-MM-DD``.
+    :param partition_location: where the partition's files are, under ``<location>/ds=<value>/`` (the
+        published version, see :mod:`bedrock_batch.partitions`); ``None``: ``<location>/ds=<value>/``
+        itself. Updating it is how a new version of the day reaches Athena in one step.
     :raises CatalogError: when the database does not exist, a name is invalid, the location is not
         ``s3://``, or an existing table of that name has another location, partitioning or column type.
     """
@@ -299,7 +303,13 @@ def register_partition(
     if not _DATE.fullmatch(partition_value):
         raise CatalogError(f"partition value {partition_value!r} is not a YYYY-MM-DD date")
     table_location = _table_location(location)
-    partition_location = f"{table_location}{PARTITION_KEY}={partition_value}/"
+    day_location = f"{table_location}{PARTITION_KEY}={partition_value}/"
+    if partition_location is None:
+        partition_location = day_location
+    elif not (partition_location.endswith("/") and partition_location.startswith(day_location)):
+        raise CatalogError(
+            f"partition location {partition_location!r} is not a prefix under {day_location!r}"
+        )
     columns = glue_columns(schema)
 
     _check_database(glue, database)

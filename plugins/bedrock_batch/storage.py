@@ -16,6 +16,7 @@ import itertools
 import mmap
 import os
 import shutil
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -566,7 +567,9 @@ class Storage:
     # -- writing -----------------------------------------------------------------------------------------
 
     def write_file(self, local_path: str | os.PathLike[str], uri: str) -> None:
-        """Copy a local file to ``uri`` (S3: multipart upload for large files).
+        """Copy a local file to ``uri`` (S3: multipart upload for large files), replacing what is there at
+        once: a reader sees the old object or the new one, never a part (S3: a PUT or a completed multipart
+        upload; local: a copy renamed over the target).
 
         :param local_path: the file to copy.
         :param uri: destination S3 URI or local path; local parent directories are created.
@@ -576,10 +579,14 @@ class Storage:
             target = path_of(uri)
             if Path(local_path).resolve() == Path(target).resolve():
                 return
+            # Copied beside the target, then renamed over it: a reader sees the old file or the new one.
+            partial = Path(target).with_name(f".{Path(target).name}.{uuid.uuid4().hex}.partial")
             try:
                 Path(target).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(local_path, target)
+                shutil.copyfile(local_path, partial)
+                os.replace(partial, target)
             except OSError as exc:
+                partial.unlink(missing_ok=True)
                 raise StorageWriteError(f"cannot write {uri}: {exc.strerror}") from exc
             return
         bucket, key = split_s3_uri(uri)
@@ -757,19 +764,27 @@ def _copy_through_buffer(src: IO[bytes], dst: IO[bytes], offset: int, length: in
 def _walk_sorted(directory: Path, relative: str) -> Iterator[StoredObject]:
     # Sorting a directory's entries with "/" appended to sub-directory names yields exactly the byte order
     # of the full relative paths, i.e. the order S3 lists the same tree in, one directory in memory at a time.
+    # An entry removed or renamed between the scan and its stat is left out, as S3 would not list it.
     entries = []
-    with os.scandir(directory) as scan:
-        for entry in scan:
-            is_dir = entry.is_dir()
-            sort_key = (entry.name + "/" if is_dir else entry.name).encode("utf-8", "surrogateescape")
-            entries.append((sort_key, entry.name, is_dir))
+    try:
+        with os.scandir(directory) as scan:
+            for entry in scan:
+                is_dir = entry.is_dir()
+                sort_key = (entry.name + "/" if is_dir else entry.name).encode("utf-8", "surrogateescape")
+                entries.append((sort_key, entry.name, is_dir))
+    except FileNotFoundError:
+        return
     entries.sort()
     for _, name, is_dir in entries:
         path = directory / name
         if is_dir:
             yield from _walk_sorted(path, f"{relative}{name}/")
-        else:
-            yield StoredObject(uri=str(path), name=f"{relative}{name}", size=path.stat().st_size)
+            continue
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            continue
+        yield StoredObject(uri=str(path), name=f"{relative}{name}", size=size)
 
 
 def _transfer_config() -> Any:

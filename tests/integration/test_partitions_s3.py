@@ -1,0 +1,356 @@
+"""Versioned date partitions on S3 (moto's real server over HTTP) and their Glue partitions: a day is replaced
+as a whole, a failed publish leaves the previous day current, a reader never sees two versions, and the Glue
+partition follows the published version."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from bedrock_batch.catalog import CatalogError, register_partition
+from bedrock_batch.errors import StorageReadError, StorageWriteError
+from bedrock_batch.partitions import (
+    POINTER_FILE,
+    PartitionWriter,
+    PublishedPartition,
+    current_partition,
+    partition_files,
+    partition_uri,
+    read_partition,
+)
+from bedrock_batch.storage import Storage
+
+pytestmark = pytest.mark.integration
+
+DS = "2026-11-18"
+SCHEMA = pa.schema(
+    [
+        pa.field("record_id", pa.string()),
+        pa.field("ds", pa.string()),
+        pa.field("dag_run_id", pa.string()),
+        pa.field("position", pa.int64()),
+    ]
+)
+
+
+class PublishFailed(RuntimeError):
+    pass
+
+
+def client(moto_s3: str, service: str) -> Any:
+    return boto3.client(
+        service,
+        endpoint_url=moto_s3,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+@pytest.fixture
+def s3(moto_s3: str) -> Any:
+    return client(moto_s3, "s3")
+
+
+@pytest.fixture
+def bucket(s3: Any) -> str:
+    name = f"results-{uuid.uuid4().hex[:16]}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def storage(s3: Any) -> Storage:
+    return Storage(s3)
+
+
+@pytest.fixture
+def table_uri(bucket: str) -> str:
+    return f"s3://{bucket}/analytics/call_summaries"
+
+
+@pytest.fixture
+def glue(moto_s3: str) -> Any:
+    return client(moto_s3, "glue")
+
+
+@pytest.fixture
+def database(glue: Any) -> str:
+    name = f"analytics_{uuid.uuid4().hex[:12]}"
+    glue.create_database(DatabaseInput={"Name": name})
+    return name
+
+
+def rows(run: str, start: int, count: int) -> pa.Table:
+    return pa.Table.from_pylist(
+        [
+            {"record_id": f"{run}-{i:05d}", "ds": DS, "dag_run_id": run, "position": i}
+            for i in range(start, start + count)
+        ],
+        schema=SCHEMA,
+    )
+
+
+def run_publish(
+    writer: PartitionWriter, sizes: list[int], then: Callable[[PartitionWriter], object] | None = None
+) -> PublishedPartition:
+    """Inside the writer's ``with``: a file per size, every row carrying the writer's run, then ``then``
+    (which may raise), then the commit."""
+    with writer:
+        start = 0
+        for size in sizes:
+            writer.write(rows(str(writer.dag_run_id), start, size))
+            start += size
+        if then is not None:
+            then(writer)
+        return writer.commit(SCHEMA)
+
+
+def publish(storage: Storage, table_uri: str, run: str, sizes: list[int]) -> PublishedPartition:
+    return run_publish(PartitionWriter(storage, table_uri, DS, dag_run_id=run), sizes)
+
+
+def fail(writer: PartitionWriter) -> None:
+    raise PublishFailed("the run failed mid-publish")
+
+
+def keys_under(s3: Any, uri: str) -> list[str]:
+    """Every key under the prefix ``uri``, relative to it."""
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
+    paginator = s3.get_paginator("list_objects_v2")
+    keys = []
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        keys.extend(item["Key"][len(prefix) :] for item in page.get("Contents", []))
+    return sorted(keys)
+
+
+def day_keys(s3: Any, table_uri: str) -> list[str]:
+    return keys_under(s3, partition_uri(table_uri, DS))
+
+
+def version_keys(published: PublishedPartition) -> list[str]:
+    return [f"{published.version}/{name}" for name in published.files]
+
+
+class TestPublishOnS3:
+    def test_publish_then_republish_leaves_only_the_current_version(self, s3, storage, table_uri):
+        first = publish(storage, table_uri, "run-1", [3, 4, 5])
+
+        assert first.uri == f"{table_uri}/ds={DS}/{first.version}/"
+        assert day_keys(s3, table_uri) == [POINTER_FILE, *version_keys(first)]
+        assert partition_files(storage, table_uri, DS) == [f"{first.uri}{name}" for name in first.files]
+        table = read_partition(storage, table_uri, DS)
+        assert table.column("record_id").to_pylist() == [f"run-1-{i:05d}" for i in range(12)]
+        assert table.schema == SCHEMA
+
+        second = publish(storage, table_uri, "run-2", [2, 2])
+
+        assert current_partition(storage, table_uri, DS) == second
+        assert day_keys(s3, table_uri) == [POINTER_FILE, *version_keys(second)]
+        assert keys_under(s3, first.uri) == []
+        assert read_partition(storage, table_uri, DS).column("dag_run_id").to_pylist() == ["run-2"] * 4
+
+    def test_a_failed_publish_keeps_the_previous_version_whole(self, s3, storage, table_uri):
+        first = publish(storage, table_uri, "run-1", [3, 3])
+        before = read_partition(storage, table_uri, DS)
+
+        def fail_after_two_files(writer: PartitionWriter) -> None:
+            assert len(keys_under(s3, writer.uri)) == 2
+            fail(writer)
+
+        writer = PartitionWriter(storage, table_uri, DS, dag_run_id="run-2")
+        with pytest.raises(PublishFailed):
+            run_publish(writer, [2, 2], then=fail_after_two_files)
+
+        assert current_partition(storage, table_uri, DS) == first
+        assert read_partition(storage, table_uri, DS).equals(before)
+        assert keys_under(s3, writer.uri) == []
+        assert day_keys(s3, table_uri) == [POINTER_FILE, *version_keys(first)]
+
+    def test_a_refused_pointer_write_keeps_the_previous_version_whole(
+        self, s3, storage, table_uri, monkeypatch
+    ):
+        first = publish(storage, table_uri, "run-1", [3, 3])
+        write_file = Storage.write_file
+
+        def pointer_refused(self: Storage, local_path: str, uri: str) -> None:
+            if uri.endswith(POINTER_FILE):
+                raise StorageWriteError(f"cannot upload to {uri}: AccessDenied")
+            write_file(self, local_path, uri)
+
+        monkeypatch.setattr(Storage, "write_file", pointer_refused)
+        writer = PartitionWriter(storage, table_uri, DS, dag_run_id="run-2")
+        with pytest.raises(StorageWriteError, match="AccessDenied"):
+            run_publish(writer, [4])
+
+        assert current_partition(storage, table_uri, DS) == first
+        assert read_partition(storage, table_uri, DS).column("dag_run_id").to_pylist() == ["run-1"] * 6
+        assert day_keys(s3, table_uri) == [POINTER_FILE, *version_keys(first)]
+
+    def test_a_day_written_before_versions_reads_until_the_first_versioned_publish(
+        self, s3, storage, table_uri, bucket
+    ):
+        buffer = io.BytesIO()
+        pq.write_table(rows("old-run", 0, 5), buffer)
+        legacy_key = f"analytics/call_summaries/ds={DS}/part-00000.parquet"
+        s3.put_object(Bucket=bucket, Key=legacy_key, Body=buffer.getvalue())
+
+        current = current_partition(storage, table_uri, DS)
+        assert current is not None
+        assert (current.version, current.files, current.rows) == ("", ("part-00000.parquet",), 5)
+        assert current.uri == partition_uri(table_uri, DS)
+        assert partition_files(storage, table_uri, DS) == [f"s3://{bucket}/{legacy_key}"]
+        assert read_partition(storage, table_uri, DS).column("dag_run_id").to_pylist() == ["old-run"] * 5
+
+        failed = PartitionWriter(storage, table_uri, DS, dag_run_id="run-0")
+        with pytest.raises(PublishFailed):
+            run_publish(failed, [3], then=fail)
+        assert keys_under(s3, failed.uri) == []
+        assert day_keys(s3, table_uri) == ["part-00000.parquet"]
+        assert read_partition(storage, table_uri, DS).column("dag_run_id").to_pylist() == ["old-run"] * 5
+
+        published = publish(storage, table_uri, "run-1", [2, 1])
+        assert day_keys(s3, table_uri) == [POINTER_FILE, *version_keys(published)]
+        assert read_partition(storage, table_uri, DS).column("dag_run_id").to_pylist() == ["run-1"] * 3
+
+    def test_a_day_never_published(self, storage, table_uri):
+        assert current_partition(storage, table_uri, DS) is None
+        with pytest.raises(StorageReadError, match="never published"):
+            read_partition(storage, table_uri, DS)
+
+
+class TestReadersDuringAPublishOnS3:
+    @pytest.mark.parametrize("when", ["before the open", "between the open and the first read"])
+    def test_a_version_deleted_while_it_is_read_is_read_again(self, storage, table_uri, monkeypatch, when):
+        publish(storage, table_uri, "run-1", [2, 2])
+        open_seekable = Storage.open_seekable
+        republished: list[PublishedPartition] = []
+
+        def republish_once(self: Storage, uri: str):
+            if when == "before the open" and not republished:
+                republished.append(publish(storage, table_uri, "run-2", [3]))
+            stream = open_seekable(self, uri)
+            # The object exists when opened (HEAD), then is deleted before its first ranged GET.
+            if when != "before the open" and not republished:
+                republished.append(publish(storage, table_uri, "run-2", [3]))
+            return stream
+
+        monkeypatch.setattr(Storage, "open_seekable", republish_once)
+        table = read_partition(storage, table_uri, DS)
+        assert republished
+        assert table.column("dag_run_id").to_pylist() == ["run-2"] * 3
+
+    def test_a_reader_looping_during_successive_publishes_never_sees_a_mix(self, moto_s3, storage, table_uri):
+        versions = 10
+        # Version n: 10 + n rows in 2 to 4 files.
+        sizes = {}
+        for n in range(versions):
+            files, total = 2 + n % 3, 10 + n
+            sizes[f"run-{n:02d}"] = [total // files + (1 if i < total % files else 0) for i in range(files)]
+        expected_rows = {run: sum(parts) for run, parts in sizes.items()}
+        publish(storage, table_uri, "run-00", sizes["run-00"])
+
+        stop = threading.Event()
+        reads: list[tuple[tuple[str, ...], int, list[str]]] = []
+        failures: list[BaseException] = []
+
+        def reader() -> None:
+            reader_storage = Storage(client(moto_s3, "s3"))
+            try:
+                while not stop.is_set():
+                    table = read_partition(reader_storage, table_uri, DS)
+                    runs = tuple(sorted(set(table.column("dag_run_id").to_pylist())))
+                    reads.append((runs, table.num_rows, table.column("record_id").to_pylist()))
+            except BaseException as exc:
+                failures.append(exc)
+
+        thread = threading.Thread(target=reader, daemon=True)
+        started = time.monotonic()
+        thread.start()
+        try:
+            for n in range(1, versions):
+                already = len(reads)
+                publish(storage, table_uri, f"run-{n:02d}", sizes[f"run-{n:02d}"])
+                deadline = time.monotonic() + 5
+                while len(reads) < already + 2 and time.monotonic() < deadline and thread.is_alive():
+                    time.sleep(0.005)
+        finally:
+            stop.set()
+            thread.join(timeout=30)
+
+        assert not thread.is_alive()
+        assert failures == []
+        assert time.monotonic() - started < 60
+        assert len(reads) >= 2 * (versions - 1)
+        for runs, num_rows, record_ids in reads:
+            assert len(runs) == 1, f"one read saw rows of {runs}"
+            (run,) = runs
+            assert num_rows == expected_rows[run]
+            assert record_ids == [f"{run}-{i:05d}" for i in range(expected_rows[run])]
+        assert len({runs[0] for runs, _, _ in reads}) > versions // 2
+
+
+class TestGluePartitionFollowsTheVersion:
+    def register(self, glue: Any, database: str, table_uri: str, **options: Any) -> Any:
+        return register_partition(
+            glue,
+            database=database,
+            table="call_summaries",
+            location=table_uri,
+            schema=SCHEMA,
+            partition_value=DS,
+            **options,
+        )
+
+    def location(self, glue: Any, database: str) -> str:
+        partition = glue.get_partition(
+            DatabaseName=database, TableName="call_summaries", PartitionValues=[DS]
+        )
+        return str(partition["Partition"]["StorageDescriptor"]["Location"])
+
+    def test_the_partition_points_at_each_published_version(self, glue, database, storage, table_uri):
+        first = publish(storage, table_uri, "run-1", [2, 3])
+        registration = self.register(glue, database, table_uri, partition_location=first.uri)
+        assert registration.partition_created is True
+        assert registration.location == first.uri
+        assert self.location(glue, database) == f"{table_uri}/ds={DS}/{first.version}/"
+        table = glue.get_table(DatabaseName=database, Name="call_summaries")["Table"]
+        assert table["StorageDescriptor"]["Location"] == f"{table_uri}/"
+
+        second = publish(storage, table_uri, "run-2", [1])
+        registration = self.register(glue, database, table_uri, partition_location=second.uri)
+        assert registration.partition_created is False
+        assert self.location(glue, database) == second.uri
+        listed = glue.get_partitions(DatabaseName=database, TableName="call_summaries")["Partitions"]
+        assert [p["Values"] for p in listed] == [[DS]]
+
+    def test_without_a_version_the_partition_is_the_day(self, glue, database, table_uri):
+        self.register(glue, database, table_uri)
+        assert self.location(glue, database) == f"{table_uri}/ds={DS}/"
+
+    @pytest.mark.parametrize(
+        "outside",
+        [
+            "{table}/ds=2026-11-19/v20261118T063000000000Z-0a1b2c3d/",
+            "{table}/ds=2026-11-18",
+            "{table}/ds=2026-11-18/v20261118T063000000000Z-0a1b2c3d",
+            "{table}/",
+            "{table}_other/ds=2026-11-18/v1/",
+            "s3://another-bucket/analytics/call_summaries/ds=2026-11-18/v1/",
+        ],
+    )
+    def test_a_location_outside_the_day_is_refused(self, glue, database, table_uri, outside):
+        location = outside.format(table=table_uri)
+        with pytest.raises(CatalogError, match="is not a prefix under"):
+            self.register(glue, database, table_uri, partition_location=location)
+        with pytest.raises(glue.exceptions.EntityNotFoundException):
+            glue.get_table(DatabaseName=database, Name="call_summaries")
