@@ -46,24 +46,25 @@ with DAG(
         """Read the changed partition, compute its KPIs, replace that day's KPI partition."""
         from bedrock_batch.hooks import BedrockBatchHook
         from bedrock_batch.kpis import publish_daily_kpis
-        from bedrock_batch.results import partition_uri
         from bedrock_batch.storage import Storage, join_uri
 
         params = context["params"]
         events = context["triggering_asset_events"].get(CALL_SUMMARIES) or []
+        # The day is read as published now (its current version), whatever version the event announced.
         if events:
             extra = events[-1].extra
-            ds, results_uri, source = extra["ds"], extra["results_uri"], extra["partition_uri"]
+            ds, results_uri = extra["ds"], extra["results_uri"]
         else:
             ds, results_uri = params["ds"] or context["ds"], params["results_uri"]
-            source = partition_uri(join_uri(results_uri, "call_summaries"), ds)
         storage = Storage(
             BedrockBatchHook(aws_conn_id=params["aws_conn_id"]).s3_client,
             expected_bucket_owner=CONFIG.expected_bucket_owner,
             bucket_owners=CONFIG.bucket_owners,
             kms_key_id=CONFIG.kms_key_id,
         )
-        written = publish_daily_kpis(storage, source, join_uri(results_uri, "call_summary_kpis"), ds)
+        written = publish_daily_kpis(
+            storage, join_uri(results_uri, "call_summaries"), join_uri(results_uri, "call_summary_kpis"), ds
+        )
         return {"ds": ds, "kpi_uri": written}
 
     compute_kpis()

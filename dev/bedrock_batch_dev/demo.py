@@ -9,7 +9,6 @@ is the default; ``--pipeline product_reviews`` or ``support_tickets`` runs anoth
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil
@@ -192,16 +191,17 @@ def write_sample_records(s3: Any, pipeline: str, count: int, ds: str) -> str:
 
 def show_results(s3: Any, ds: str, pipeline: str = DAG_ID) -> None:
     """Print where the results are, the run report and three result rows."""
-    import pyarrow.parquet as pq
-
+    from bedrock_batch.partitions import read_partition
     from bedrock_batch.pipelines import load_pipeline
+    from bedrock_batch.storage import Storage
 
     loaded = load_pipeline(pipeline, environ={})
     root = "" if pipeline == DAG_ID else f"{pipeline}/"
     report_key = f"{root}reports/ds={ds}/run_report.md"
-    table_key = f"{root}{loaded.table}/ds={ds}/part-00000.parquet"
     report = s3.get_object(Bucket=RESULTS_BUCKET, Key=report_key)["Body"].read().decode()
-    table = pq.read_table(io.BytesIO(s3.get_object(Bucket=RESULTS_BUCKET, Key=table_key)["Body"].read()))
+    # The day as published: the files of the version its pointer names.
+    storage = Storage(s3)
+    table = read_partition(storage, f"s3://{RESULTS_BUCKET}/{root}{loaded.table}", ds)
     print("\n" + report)
     print(f"Results table: s3://{RESULTS_BUCKET}/{root}{loaded.table}/ds={ds}/ ({table.num_rows:,} rows)")
     print(f"Run report:    s3://{RESULTS_BUCKET}/{root}reports/ds={ds}/run_report.json\n")

@@ -29,6 +29,7 @@ from bedrock_batch.alerts import alert_overdue_run
 from bedrock_batch.config import as_duration
 from bedrock_batch.operators import (
     BedrockBatchCheckOperator,
+    BedrockBatchCollectJobOperator,
     BedrockBatchCollectOperator,
     BedrockBatchCostGuardOperator,
     BedrockBatchPrepareOperator,
@@ -296,11 +297,21 @@ def add_pipeline_tasks(
     )
     cost_guard >> [submit, on_demand]
     guard_result: Any = cost_guard.output
+    # One task per job joins its output to its shard's records, so collect spreads over the workers and no
+    # task holds more than a job; collect adds the on-demand records and stages the retry round.
+    collect_job: Any = BedrockBatchCollectJobOperator.partial(
+        task_id="collect_job",
+        prepared=prepared["run"],
+        aws_conn_id=conn,
+        **storage,
+        trigger_rule="none_failed",
+    ).expand(job=submit.output)
     collect = BedrockBatchCollectOperator(
         task_id="collect",
         prepared=prepared["run"],
         jobs=submit.output,
         on_demand=on_demand.output,
+        parts=collect_job.output,
         quotas=config.quotas,
         aws_conn_id=conn,
         **storage,
@@ -322,6 +333,7 @@ def add_pipeline_tasks(
         "on_demand": on_demand.output,
         "retry_jobs": submit_retry.output,
         "retry_on_demand": on_demand_retry.output,
+        "parts": collected["parts"],
     }
     repair: Any = None
     if pipeline.repair_invalid_replies:

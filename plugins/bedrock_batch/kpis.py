@@ -12,7 +12,6 @@ from decimal import Decimal
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from bedrock_batch.cost import PriceTable, estimate_cost
 from bedrock_batch.storage import Storage
@@ -103,22 +102,24 @@ def daily_kpis(results: pa.Table, ds: str, prices: PriceTable | None = None) -> 
     return pa.Table.from_pylist([row], schema=KPI_SCHEMA)
 
 
-def publish_daily_kpis(storage: Storage, partition_uri: str, kpi_table_uri: str, ds: str) -> str:
-    """Compute the KPIs of one results partition and replace that day's KPI partition; return its URI.
+def publish_daily_kpis(storage: Storage, table_uri: str, kpi_table_uri: str, ds: str) -> str:
+    """Compute the KPIs of one day of the results table and replace that day's KPI partition; return its URI.
+
+    The day is read as published (:func:`~bedrock_batch.partitions.read_partition`: the current version,
+    whole), only the columns the KPIs use.
 
     :param storage: local and S3 access.
-    :param partition_uri: the day's ``call_summaries`` Parquet file (or its partition prefix).
+    :param table_uri: root of the ``call_summaries`` table (``<results_uri>/call_summaries``).
     :param kpi_table_uri: root of the KPI table (``<results_uri>/call_summary_kpis``).
     :param ds: the day.
     """
+    from bedrock_batch.partitions import current_partition, read_partition
     from bedrock_batch.results import write_partition
 
-    files = [o.uri for o in storage.list_objects(partition_uri) if o.uri.endswith(".parquet")]
-    tables = []
-    for uri in files:
-        with storage.open_seekable(uri) as stream:
-            tables.append(pq.read_table(stream))
-    results = pa.concat_tables(tables) if tables else RESULT_COLUMNS_FOR_KPIS.empty_table()
+    if current_partition(storage, table_uri, ds) is None:
+        results = RESULT_COLUMNS_FOR_KPIS.empty_table()
+    else:
+        results = read_partition(storage, table_uri, ds, columns=RESULT_COLUMNS_FOR_KPIS.names)
     return write_partition(storage, daily_kpis(results, ds), kpi_table_uri, ds)
 
 

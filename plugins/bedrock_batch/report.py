@@ -251,8 +251,66 @@ def job_summaries(results: Iterable[Mapping[str, Any]]) -> list[JobSummary]:
     ]
 
 
+@dataclass
+class ResultTally:
+    """What the run report counts in a results table, added up one piece of the table at a time (so a run's
+    table need never be in memory as a whole)."""
+
+    statuses: dict[str, int] = field(default_factory=dict)
+    repaired: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    batch_tokens: tuple[int, int] = (0, 0)
+    fallback_tokens: tuple[int, int] = (0, 0)
+    reasons: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def add(self, table: pa.Table) -> None:
+        """Count one piece of the results table (``status``, ``job_arn``, ``input_tokens``,
+        ``output_tokens``, ``error_code``, ``parse_error`` columns)."""
+        import pyarrow.compute as pc
+
+        status = table["status"]
+        on_demand = pc.fill_null(pc.starts_with(table["job_arn"], ON_DEMAND_LABEL), False)
+
+        def tokens(column: str, rows: Any = None) -> int:
+            values = table[column] if rows is None else table[column].filter(rows)
+            return int(pc.sum(values).as_py() or 0)
+
+        grouped = table.group_by("status").aggregate([("status", "count")]).to_pydict()
+        for value, count in zip(grouped["status"], grouped["status_count"], strict=True):
+            self.statuses[str(value)] = self.statuses.get(str(value), 0) + int(count)
+        repaired = pc.and_(pc.equal(status, "succeeded"), pc.equal(table["job_arn"], REPAIR_LABEL))
+        self.repaired += int(pc.sum(repaired).as_py() or 0)
+        self.input_tokens += tokens("input_tokens")
+        self.output_tokens += tokens("output_tokens")
+        batch = pc.invert(on_demand)
+        self.batch_tokens = (
+            self.batch_tokens[0] + tokens("input_tokens", batch),
+            self.batch_tokens[1] + tokens("output_tokens", batch),
+        )
+        self.fallback_tokens = (
+            self.fallback_tokens[0] + tokens("input_tokens", on_demand),
+            self.fallback_tokens[1] + tokens("output_tokens", on_demand),
+        )
+        for outcome, by_code in reason_counts(table).items():
+            mine = self.reasons.setdefault(outcome, {})
+            for code, count in by_code.items():
+                mine[code] = mine.get(code, 0) + count
+
+    def count(self, status: str) -> int:
+        """Rows of one status."""
+        return self.statuses.get(status, 0)
+
+    def sorted_reasons(self) -> dict[str, dict[str, int]]:
+        """The reasons of each unsuccessful outcome, most frequent first (as :func:`reason_counts`)."""
+        return {
+            outcome: dict(sorted(by_code.items(), key=lambda item: (-item[1], item[0])))
+            for outcome, by_code in self.reasons.items()
+        }
+
+
 def run_report(
-    table: pa.Table,
+    table: pa.Table | Iterable[pa.Table] | ResultTally,
     *,
     ds: str,
     dag_run_id: str,
@@ -273,7 +331,8 @@ def run_report(
     each record's final reply are in the table: an invalid reply that was repaired, or a retried failure,
     is not counted.
 
-    :param table: the results table (``status``, ``job_arn``, ``input_tokens``, ``output_tokens`` columns).
+    :param table: the results table (``status``, ``job_arn``, ``input_tokens``, ``output_tokens`` columns),
+        or its pieces (:class:`ResultTally`), or a tally already made.
     :param ds: the run's date.
     :param dag_run_id: the run's id.
     :param model_id: the model the records were sent to (its price).
@@ -285,39 +344,29 @@ def run_report(
     :param cost_estimate: the estimate prepare made before any job (the prepared run's ``cost_estimate``).
     :param cost_guard: the cost guard's result (its XCom): the limit and the verdict.
     """
-    import pyarrow.compute as pc
+    import pyarrow as pa
 
-    status = table["status"]
-    on_demand = pc.fill_null(pc.starts_with(table["job_arn"], ON_DEMAND_LABEL), False)
-
-    def count(value: str) -> int:
-        return int(pc.sum(pc.equal(status, value)).as_py() or 0)
-
-    def tokens(column: str, rows: Any = None) -> int:
-        values = table[column] if rows is None else table[column].filter(rows)
-        return int(pc.sum(values).as_py() or 0)
-
-    batch = pc.invert(on_demand)
-    batch_cost = estimate_cost(model_id, tokens("input_tokens", batch), tokens("output_tokens", batch))
-    fallback_cost = estimate_cost(
-        model_id, tokens("input_tokens", on_demand), tokens("output_tokens", on_demand), batch=False
-    )
+    if isinstance(table, ResultTally):
+        tally = table
+    else:
+        tally = ResultTally()
+        for piece in [table] if isinstance(table, pa.Table) else table:
+            tally.add(piece)
+    batch_cost = estimate_cost(model_id, *tally.batch_tokens)
+    fallback_cost = estimate_cost(model_id, *tally.fallback_tokens, batch=False)
     return RunReport(
         ds=ds,
         dag_run_id=dag_run_id,
         model_id=model_id,
         input_records=input_records,
-        quarantined=count("quarantined"),
-        succeeded=count("succeeded"),
-        invalid_output=count("invalid_output"),
-        failed=count("failed"),
-        repaired=int(
-            pc.sum(pc.and_(pc.equal(status, "succeeded"), pc.equal(table["job_arn"], REPAIR_LABEL))).as_py()
-            or 0
-        ),
+        quarantined=tally.count("quarantined"),
+        succeeded=tally.count("succeeded"),
+        invalid_output=tally.count("invalid_output"),
+        failed=tally.count("failed"),
+        repaired=tally.repaired,
         retried=retried,
-        input_tokens=tokens("input_tokens"),
-        output_tokens=tokens("output_tokens"),
+        input_tokens=tally.input_tokens,
+        output_tokens=tally.output_tokens,
         estimated_cost_usd=None
         if batch_cost is None or fallback_cost is None
         else batch_cost + fallback_cost,
@@ -325,7 +374,7 @@ def run_report(
         manifest_mismatches=list(manifests.mismatches) if manifests else [],
         manifests_missing=list(manifests.missing) if manifests else [],
         cost_estimate=cost_estimate,
-        reasons=reason_counts(table),
+        reasons=tally.sorted_reasons(),
         cost_guard=cost_guard,
     )
 

@@ -36,6 +36,7 @@ from bedrock_batch.collect import (
 )
 from bedrock_batch.errors import ConfigError, OutputFormatError
 from bedrock_batch.models import ModelFamily
+from bedrock_batch.partitions import partition_uri
 from bedrock_batch.replies import RESULT_COLUMNS, SUCCEEDED, ReplyFormat
 from bedrock_batch.schemas import to_arrow
 from bedrock_batch.stage_results import ManifestMismatch
@@ -402,17 +403,13 @@ def _reply_columns(joined: pa.Table, succeeded: pa.ChunkedArray, reply: ReplyFor
     return {name: table[name] for name in table.column_names}
 
 
-def partition_uri(table_uri: str, ds: str) -> str:
-    """The prefix of one date partition: ``<table_uri>/ds=<YYYY-MM-DD>/``."""
-    return join_uri(table_uri, f"ds={ds}") + "/"
-
-
 def write_partition(storage: Storage, table: pa.Table, table_uri: str, ds: str) -> str:
     """Replace the ``ds`` partition of the table at ``table_uri`` with ``table``; return the file's URI.
 
-    The partition is one Parquet object, so replacing it is one atomic PUT (multipart uploads complete
-    atomically): readers see the old rows or the new rows, never both or neither. Files left in the
-    partition by other writers are removed afterwards.
+    For a small table of one file a day (the KPIs): the partition is one Parquet object, so replacing it is
+    one atomic PUT (multipart uploads complete atomically): readers see the old rows or the new rows, never
+    both or neither. Files left in the partition by other writers are removed afterwards. A day of many
+    files is published as a version (:class:`~bedrock_batch.partitions.PartitionWriter`).
 
     :param storage: local and S3 access.
     :param table: the partition's rows.

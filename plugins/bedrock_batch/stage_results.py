@@ -15,6 +15,7 @@ RUN_XCOM_KEY = "run"  # prepare: PreparedRun
 ON_DEMAND_XCOM_KEY = "on_demand_uris"  # prepare: the on-demand fallback's input files (list[str])
 ROUND_XCOM_KEY = "round"  # collect: CollectRound
 RETRY_ON_DEMAND_XCOM_KEY = "retry_on_demand"  # collect: the retry round's on-demand input files (list[str])
+PARTS_XCOM_KEY = "parts"  # collect: the run's collected parts, in order (list[str] of Parquet URIs)
 # submit: the job a deferred try waits for (SubmissionState); survives the deferral, resume kwargs do not.
 SUBMISSION_XCOM_KEY = "bedrock_batch_submission"
 
@@ -31,6 +32,8 @@ class ShardDescriptor(TypedDict):
     - ``records``: how many records its files hold.
     - ``bytes``: their total size.
     - ``round``: 1 for the run's first jobs, 2 for its retry round (absent: 1).
+    - ``start``, ``stop``: its records' ordinals in the round's spool, ``[start, stop)``; in the first round
+      the ordinals of the record index (absent in runs of earlier versions).
     """
 
     shard: int
@@ -40,6 +43,8 @@ class ShardDescriptor(TypedDict):
     records: NotRequired[int]
     bytes: NotRequired[int]
     round: NotRequired[int]
+    start: NotRequired[int]
+    stop: NotRequired[int]
 
 
 class PreparedRun(TypedDict):
@@ -201,12 +206,15 @@ class JobResult(TypedDict):
 class SubmitResult(JobResult):
     """One shard's job (the submit task's return value): a :class:`JobResult` and
 
-    - ``shard``: the shard's number; ``records``: its record count (``None`` when the descriptor had none).
+    - ``shard``: the shard's number; ``records``: its record count (``None`` when the descriptor had none);
+      ``start``, ``stop``: its ordinals, when the descriptor had them (what the per-job collect joins).
     - ``reused``: the job existed already (a retry, a clear or a rerun reattached to it or reused its output).
     """
 
     shard: int | None
     records: int | None
+    start: NotRequired[int]
+    stop: NotRequired[int]
     reused: bool
 
 
@@ -257,7 +265,7 @@ class CollectRound(TypedDict):
     - ``retried``: the records staged for the retry round, in ``retry_shards`` new shards (collect's return
       value) and ``retry_on_demand_files`` on-demand input files (XCom key ``retry_on_demand``).
     - ``manifest_mismatches``: the round's jobs whose manifest does not match their output (absent in runs
-      of earlier versions).
+      of earlier versions); ``manifests_missing``: the ids of its jobs without a readable manifest.
     """
 
     records: int
@@ -270,6 +278,34 @@ class CollectRound(TypedDict):
     retry_shards: int
     retry_on_demand_files: int
     manifest_mismatches: NotRequired[list[ManifestMismatch]]
+    manifests_missing: NotRequired[list[str]]
+
+
+class CollectedPartResult(TypedDict):
+    """One part of a run collected (the per-job collect's return value, see :mod:`bedrock_batch.parts`).
+
+    - ``part``: its name (``shard-NNNNN`` or ``on-demand``); ``shard``: the shard's number (``None`` for the
+      on-demand part); ``uri``: the Parquet file of its records joined to their outputs.
+    - ``records``, ``succeeded``, ``invalid_output``, ``failed``, ``retryable``, ``missing``,
+      ``input_tokens``, ``output_tokens``: its counts, as in :class:`CollectRound`.
+    - ``manifest_mismatches``, ``manifests_missing``: its job's manifest against its output.
+    - ``unknown``: output lines whose record id is not the part's (left out).
+    """
+
+    part: str
+    shard: int | None
+    uri: str
+    records: int
+    succeeded: int
+    invalid_output: int
+    failed: int
+    retryable: int
+    missing: int
+    input_tokens: int
+    output_tokens: int
+    manifest_mismatches: list[ManifestMismatch]
+    manifests_missing: list[str]
+    unknown: int
 
 
 class ManifestCounts(TypedDict):

@@ -67,6 +67,8 @@ def shard_descriptors(
             "output_uri": join_uri(output_prefix, f"shard-{shard.number:04d}") + "/",
             "records": shard.span.records,
             "bytes": shard.span.length,
+            "start": shard.span.start,
+            "stop": shard.span.stop,
             "fingerprint": shard.fingerprint,
             "round": round_number,
         }

@@ -17,7 +17,9 @@ STAGES = {
     "cost_guard": {"prepare"},
     "submit": {"prepare", "cost_guard"},
     "on_demand": {"prepare", "cost_guard"},
-    "collect": {"prepare", "submit", "on_demand"},
+    # One collect task per job, mapped over prepare's shards; collect adds the on-demand part.
+    "collect_job": {"prepare", "submit"},
+    "collect": {"prepare", "submit", "on_demand", "collect_job"},
     "submit_retry": {"collect"},
     "on_demand_retry": {"collect"},
 }
@@ -59,7 +61,7 @@ def test_each_group_wires_every_stage_in_order():
     # product_reviews repairs invalid replies before publishing; support_tickets does not.
     assert reviews == {
         **STAGES,
-        "repair": {"prepare", "submit", "on_demand", "submit_retry", "on_demand_retry"},
+        "repair": {"prepare", "submit", "on_demand", "collect", "submit_retry", "on_demand_retry"},
         "publish": {
             "prepare",
             "cost_guard",

@@ -387,7 +387,10 @@ class TestCallerPolicyScope:
     def test_writes_staging_and_results_and_deletes_only_results(self, config, rendered):
         policy = rendered["airflow-caller-policy.json"]
         shard = s3_arn(config.staging_uri) + f"/call_center_summarization/{DAY}/input/part-0001.jsonl"
-        table = s3_arn(config.results_uri) + f"/call_summaries/ds={DAY}/part-00000.parquet"
+        table = (
+            s3_arn(config.results_uri)
+            + f"/call_summaries/ds={DAY}/v20261118T063000000000Z-0a1b2c3d/part-00000.parquet"
+        )
         for key in (shard, table):
             for action in ("s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"):
                 assert allows(policy, action, key), (action, key)

@@ -19,6 +19,7 @@ import pytest
 from bedrock_batch_dev.sample_data.calls import generate_calls
 from bedrock_batch_dev.sample_data.writers import write_calls
 from tests.conftest import DAGS_FOLDER, REPO
+from tests.published_day import day_uri, read_day
 from tests.stack_state import fresh_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -55,11 +56,7 @@ def run_dag(ds: str, source_format: str, **conf: Any) -> Any:
 
 
 def read_partition(s3: Any, ds: str) -> list[dict[str, Any]]:
-    listing = s3.list_objects_v2(Bucket="results", Prefix=f"analytics/call_summaries/ds={ds}/")
-    keys = [item["Key"] for item in listing.get("Contents", [])]
-    assert keys == [f"analytics/call_summaries/ds={ds}/part-00000.parquet"], "one file per partition"
-    body = s3.get_object(Bucket="results", Key=keys[0])["Body"].read()
-    return pq.read_table(io.BytesIO(body)).to_pylist()
+    return read_day(s3, "results", "analytics/call_summaries", ds).to_pylist()
 
 
 def read_report(s3: Any, ds: str) -> dict[str, Any]:
@@ -231,7 +228,7 @@ class TestKpisOnTheAsset:
         assert extras == [
             {
                 "ds": ds,
-                "partition_uri": f"s3://results/analytics/call_summaries/ds={ds}/part-00000.parquet",
+                "partition_uri": day_uri(s3, "results", "analytics/call_summaries", ds),
                 "results_uri": "s3://results/analytics",
                 "rows": 120,
             }
@@ -285,13 +282,13 @@ class TestGlueCatalogRegistration:
         )
         partitions = glue.get_partitions(DatabaseName=database, TableName="call_summaries")["Partitions"]
         assert [(p["Values"], p["StorageDescriptor"]["Location"]) for p in partitions] == [
-            ([ds], f"s3://results/analytics/call_summaries/ds={ds}/")
+            ([ds], day_uri(s3, "results", "analytics/call_summaries", ds))
         ]
         assert xcoms(run, "publish")[-1]["catalog"] == {
             "database": database,
             "table": "call_summaries",
             "partition": f"ds={ds}",
-            "location": f"s3://results/analytics/call_summaries/ds={ds}/",
+            "location": day_uri(s3, "results", "analytics/call_summaries", ds),
             "table_created": True,
             "columns_added": [],
             "partition_created": True,

@@ -25,6 +25,7 @@ from bedrock_batch.schemas import ReplySchema, prompt_instructions
 from bedrock_batch_dev.sample_data.reviews import ASPECT_SENTIMENTS, ASPECTS, REVIEW_LABELS, generate_reviews
 from bedrock_batch_dev.sample_data.writers import REVIEW_SCHEMA
 from tests.integration.bedrock_shards import load_test_dags, xcoms
+from tests.published_day import read_day
 from tests.stack_state import fresh_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -70,8 +71,7 @@ def run_pipeline(dags: Any, dag_id: str, ds: str, **conf: Any) -> Any:
 
 
 def read_table(s3: Any, table: str, ds: str) -> pa.Table:
-    key = f"generic/{table}/ds={ds}/part-00000.parquet"
-    return pq.read_table(io.BytesIO(s3.get_object(Bucket="results", Key=key)["Body"].read()))
+    return read_day(s3, "results", f"generic/{table}", ds)
 
 
 def read_report(s3: Any, ds: str) -> dict[str, Any]:

@@ -9,7 +9,6 @@ source row once. Runs without a logical date process the partition their pipelin
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,6 @@ from typing import Any
 import orjson
 import pendulum
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from bedrock_batch.results import RESULT_COLUMNS
@@ -34,6 +32,7 @@ from bedrock_batch_dev.sample_data.tickets import (
 from bedrock_batch_dev.sample_data.writers import write_reviews, write_tickets
 from tests.conftest import DAGS_FOLDER, REPO, load_dag_file
 from tests.integration.bedrock_shards import load_test_dags
+from tests.published_day import read_day
 from tests.stack_state import fresh_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -71,9 +70,9 @@ def local_locations(name: str) -> dict[str, str]:
 
 def read_table(s3: Any, name: str, table: str, ds: str) -> pa.Table:
     listing = s3.list_objects_v2(Bucket="results", Prefix=f"{name}/{table}/")
-    keys = [item["Key"] for item in listing.get("Contents", [])]
-    assert keys == [f"{name}/{table}/ds={ds}/part-00000.parquet"], "one partition, the run's"
-    return pq.read_table(io.BytesIO(s3.get_object(Bucket="results", Key=keys[0])["Body"].read()))
+    days = {item["Key"].split("/")[2] for item in listing.get("Contents", [])}
+    assert days == {f"ds={ds}"}, "one partition, the run's"
+    return read_day(s3, "results", f"{name}/{table}", ds)
 
 
 def read_report(s3: Any, name: str, ds: str) -> dict[str, Any]:

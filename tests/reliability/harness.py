@@ -7,7 +7,6 @@ record exactly once in the published partition (succeeded, failed with a code, o
 from __future__ import annotations
 
 import importlib.util
-import io
 import itertools
 import os
 import re
@@ -22,10 +21,10 @@ from typing import Any
 
 import orjson
 import pendulum
-import pyarrow.parquet as pq
 import pytest
 
 from tests.integration.bedrock_shards import load_test_dags, wait_until, xcoms
+from tests.published_day import read_day
 from tests.stack_state import reset_stack
 
 # Not imported from tests.conftest: importing it gives a process a new Airflow home, and the DAG runs
@@ -246,13 +245,10 @@ def _results_location(results_uri: str, *parts: str) -> tuple[str, str]:
 
 
 def read_partition(s3: Any, ds: str, results_uri: str = RESULTS_URI) -> list[dict[str, Any]]:
-    """The rows of the published ``call_summaries`` partition of ``ds`` (exactly one Parquet file)."""
-    bucket, prefix = _results_location(results_uri, "call_summaries", f"ds={ds}/")
-    listing = s3.list_objects_v2(Bucket=bucket, Prefix=prefix)
-    keys = [item["Key"] for item in listing.get("Contents", [])]
-    assert keys == [f"{prefix}part-00000.parquet"], keys
-    body = s3.get_object(Bucket=bucket, Key=keys[0])["Body"].read()
-    return pq.read_table(io.BytesIO(body)).to_pylist()
+    """The rows of the published ``call_summaries`` partition of ``ds`` (the files of the version its pointer
+    names, and nothing else in the partition)."""
+    bucket, prefix = _results_location(results_uri, "call_summaries")
+    return read_day(s3, bucket, prefix, ds).to_pylist()
 
 
 def partition_exists(s3: Any, ds: str, results_uri: str = RESULTS_URI) -> bool:

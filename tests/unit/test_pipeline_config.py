@@ -74,7 +74,8 @@ def test_the_call_center_dag_keeps_its_id_params_tasks_and_table(tmp_path, monke
         "max_estimated_cost_usd",
         "cost_approval",
     ]
-    # Today's tasks, plus the check of the run's parameters before them and the cost guard before any job.
+    # Today's tasks, plus the check of the run's parameters before them, the cost guard before any job and
+    # the collect of each job in a task of its own.
     assert sorted(task.task_id for task in dag.tasks) == sorted(
         [
             "check_parameters",
@@ -83,6 +84,7 @@ def test_the_call_center_dag_keeps_its_id_params_tasks_and_table(tmp_path, monke
             "cost_guard",
             "submit",
             "on_demand",
+            "collect_job",
             "collect",
             "submit_retry",
             "on_demand_retry",

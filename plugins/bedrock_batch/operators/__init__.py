@@ -9,12 +9,13 @@
 - ``submit``: :class:`BedrockBatchSubmitOperator` over :class:`bedrock_batch.submission.JobSubmitter`
   (find or create the job) and :class:`bedrock_batch.polling.JobWatch` (wait for it).
 - ``on_demand``: :class:`BedrockOnDemandOperator` over :func:`bedrock_batch.on_demand.invoke_files`.
-- ``collect``: :class:`BedrockBatchCollectOperator` over :func:`bedrock_batch.results.join_outputs` and
-  :func:`bedrock_batch.staging.stage_retry_round`.
+- ``collect``: :class:`BedrockBatchCollectJobOperator` (mapped, one job each) over
+  :func:`bedrock_batch.parts.collect_part`, then :class:`BedrockBatchCollectOperator` over the parts (or
+  :func:`bedrock_batch.results.join_outputs`) and :func:`bedrock_batch.staging.stage_retry_round`.
 - ``repair``: :class:`BedrockBatchRepairOperator` over :func:`bedrock_batch.repair.repair_invalid` (optional:
   re-asks each ``invalid_output`` record once).
-- ``publish``: :class:`BedrockBatchPublishOperator` over :mod:`bedrock_batch.results` and
-  :func:`bedrock_batch.report.run_report`.
+- ``publish``: :class:`BedrockBatchPublishOperator` over :mod:`bedrock_batch.results`,
+  :mod:`bedrock_batch.partitions` (a day replaced as a whole) and :func:`bedrock_batch.report.run_report`.
 
 Heavy libraries (pandas, pyarrow) are imported inside the stages that need them, never at module level.
 """
@@ -24,7 +25,7 @@ from __future__ import annotations
 from bedrock_batch.errors import OutputAccountingError
 from bedrock_batch.operators._base import STORAGE_TEMPLATE_FIELDS
 from bedrock_batch.operators.check import BedrockBatchCheckOperator
-from bedrock_batch.operators.collect import BedrockBatchCollectOperator
+from bedrock_batch.operators.collect import BedrockBatchCollectJobOperator, BedrockBatchCollectOperator
 from bedrock_batch.operators.cost_guard import BedrockBatchCostGuardOperator
 from bedrock_batch.operators.on_demand import BedrockOnDemandOperator
 from bedrock_batch.operators.prepare import BedrockBatchPrepareOperator
@@ -33,6 +34,7 @@ from bedrock_batch.operators.repair import BedrockBatchRepairOperator
 from bedrock_batch.operators.submit import BedrockBatchSubmitOperator
 from bedrock_batch.stage_results import (
     ON_DEMAND_XCOM_KEY,
+    PARTS_XCOM_KEY,
     RETRY_ON_DEMAND_XCOM_KEY,
     ROUND_XCOM_KEY,
     RUN_XCOM_KEY,
@@ -44,6 +46,7 @@ from bedrock_batch.submission import REQUIRED_SHARD_KEYS, TRANSIENT_RETRY_SECOND
 __all__ = [
     "MARKER_PREFIXES",
     "ON_DEMAND_XCOM_KEY",
+    "PARTS_XCOM_KEY",
     "REQUIRED_SHARD_KEYS",
     "RETRY_ON_DEMAND_XCOM_KEY",
     "ROUND_XCOM_KEY",
@@ -52,6 +55,7 @@ __all__ = [
     "SUBMISSION_XCOM_KEY",
     "TRANSIENT_RETRY_SECONDS",
     "BedrockBatchCheckOperator",
+    "BedrockBatchCollectJobOperator",
     "BedrockBatchCollectOperator",
     "BedrockBatchCostGuardOperator",
     "BedrockBatchPrepareOperator",

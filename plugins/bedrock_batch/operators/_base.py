@@ -26,7 +26,7 @@ STORAGE_TEMPLATE_FIELDS = ("kms_key_id", "expected_bucket_owner", "bucket_owners
 # Templated by every operator that invokes the model on demand.
 RUNTIME_TEMPLATE_FIELDS = ("model_id", "invocation_type", "requests_per_second", "max_attempts")
 # Templated by every operator that reads the outputs of both rounds.
-ROUNDS_TEMPLATE_FIELDS = ("prepared", "jobs", "on_demand", "retry_jobs", "retry_on_demand")
+ROUNDS_TEMPLATE_FIELDS = ("prepared", "jobs", "on_demand", "retry_jobs", "retry_on_demand", "parts")
 
 
 class StagingOperator(AwsBaseOperator[BedrockBatchHook]):
@@ -167,6 +167,9 @@ class RoundsOperator(CollectingOperator):
 
     :param retry_jobs: the retry round's submit results (all map indexes).
     :param retry_on_demand: the retry round's on-demand result.
+    :param parts: the first round's collected parts (the collect stage's ``parts`` XCom, see
+        :mod:`bedrock_batch.parts`): the run is then read one part at a time, with the later rounds laid
+        over each; ``None`` (or a run collected without parts): every output is joined at once.
     """
 
     def __init__(
@@ -174,11 +177,29 @@ class RoundsOperator(CollectingOperator):
         *,
         retry_jobs: Sequence[Mapping[str, Any]] | str | None = None,
         retry_on_demand: Mapping[str, Any] | str | None = None,
+        parts: Sequence[str] | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.retry_jobs = retry_jobs
         self.retry_on_demand = retry_on_demand
+        self.parts = parts
+
+    def part_uris(self) -> list[str] | None:
+        """The collected parts' files, in order; ``None`` when the first round was collected without parts
+        (the collect task pushed none: an older run, or a run staged without shard spans)."""
+        if self.parts is None or isinstance(self.parts, str):
+            return None
+        return [str(uri) for uri in self.parts]
+
+    def later_outputs(self, repair: Any = None) -> list[JobOutput]:
+        """The outputs after the first round, in the order they ran: retry jobs, retry on-demand, then the
+        repair round when given."""
+        from bedrock_batch.staging import job_results, run_outputs
+
+        return run_outputs(
+            None, None, job_results(self.retry_jobs), as_mapping(self.retry_on_demand), as_mapping(repair)
+        )
 
     def outputs(self, repair: Any = None) -> list[JobOutput]:
         """Every output of the run, in the order its rounds ran (see

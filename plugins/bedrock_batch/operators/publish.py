@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
@@ -25,6 +26,9 @@ from bedrock_batch.storage import is_s3_uri, join_uri
 if TYPE_CHECKING:
     import pyarrow as pa
     from airflow.sdk import Context
+
+    from bedrock_batch.partitions import PublishedPartition
+    from bedrock_batch.results import ManifestCheck
 
 
 class BedrockBatchPublishOperator(RoundsOperator):
@@ -117,6 +121,7 @@ class BedrockBatchPublishOperator(RoundsOperator):
         self.partition = partition
         self.glue_database = glue_database
         self.glue_table = glue_table
+        self._manifests: ManifestCheck | None = None
 
     def resolve_arguments(self) -> None:
         """Coerce the rendered ``glue_database`` (a null param renders ``"None"``, meaning no database) and
@@ -130,28 +135,35 @@ class BedrockBatchPublishOperator(RoundsOperator):
         self.partition = as_date("partition", self.partition)
 
     def execute(self, context: Context) -> PublishResult:
-        from bedrock_batch.report import report_prefix, run_report, write_report
-        from bedrock_batch.results import assemble_results, load_quarantine, write_partition
+        from bedrock_batch.partitions import PartitionWriter
+        from bedrock_batch.report import ResultTally, report_prefix, run_report, write_report
 
         self.resolve_arguments()
         run, ds, storage = self.run(), self.partition, self.storage()
         first, retry = job_results(self.jobs), job_results(self.retry_jobs)
-        joined, manifests = self.join(self.outputs(self.repair))
-        table = assemble_results(
-            joined,
-            load_quarantine(storage, run["quarantine_uri"]),
-            reply=self.reply(),
-            key_column=self.key_column,
-            ds=ds,
-            model_id=run["model_id"],
-            dag_run_id=str(context["run_id"]),
-            processed_at=datetime.now(UTC),
-            passthrough=run.get("passthrough_columns") or (),
-        )
         table_root = join_uri(self.results_uri, self.table_name)
-        table_uri = write_partition(storage, table, table_root, ds)
+        tally = ResultTally()
+        # Every file of the day is written as a new version; the day switches to it in one step at commit,
+        # and a failure before that leaves the previous version whole and current.
+        with PartitionWriter(storage, table_root, ds, dag_run_id=str(context["run_id"])) as writer:
+            schema = None
+            for table in self._result_tables(context, ds):
+                if table.num_rows:
+                    writer.write(table)
+                tally.add(table)
+                schema = table.schema
+            assert schema is not None  # the quarantine's table is always made
+            registered: list[CatalogRegistration | None] = []
+
+            def register(version: PublishedPartition) -> None:
+                # Athena's partition moves to the new version before the older files are deleted.
+                registered.append(self._register(table_root, schema, ds, version.uri))
+
+            published = writer.commit(schema, on_published=register)
+        catalog = registered[0]
+        manifests = self._manifests
         report = run_report(
-            table,
+            tally,
             ds=ds,
             dag_run_id=str(context["run_id"]),
             model_id=str(run["model_id"]),
@@ -166,27 +178,78 @@ class BedrockBatchPublishOperator(RoundsOperator):
         write_report(storage, report, report_uri)
         self.log.info("Run report for %s:\n%s", ds, report.to_text())
         metrics.emit(metrics.run_metrics(report), dag_id=self.dag_id, model_id=report.model_id)
-        catalog = self._register(table_root, table.schema, ds)
         # Consumers scheduled on the table (e.g. the KPI DAG) read which partition changed from the event.
         for asset in self.outlets:
             context["outlet_events"][asset].extra = {
                 "ds": ds,
-                "partition_uri": table_uri,
+                "partition_uri": published.uri,
                 "results_uri": self.results_uri,
-                "rows": table.num_rows,
+                "rows": published.rows,
             }
         if not report.accounted:
             raise OutputAccountingError(
                 f"{report.input_records:,} input rows but {report.succeeded:,} succeeded + "
                 f"{report.invalid_output:,} invalid_output + {report.failed:,} failed + "
-                f"{report.quarantined:,} quarantined; the published partition is {table_uri}"
+                f"{report.quarantined:,} quarantined; the published partition is {published.uri}"
             )
-        where = {"results_uri": table_uri, "report_uri": report_uri, "catalog": catalog}
+        where = {"results_uri": published.uri, "report_uri": report_uri, "catalog": catalog}
         return cast(PublishResult, {**report.to_dict(), **where})
 
-    def _register(self, table_root: str, schema: pa.Schema, ds: str) -> CatalogRegistration | None:
-        """Register the ``ds`` partition in the Glue Data Catalog when a database is configured and the table
-        is in S3; what was registered, or ``None``."""
+    def _result_tables(self, context: Context, ds: str) -> Iterator[pa.Table]:
+        """The day's rows, a piece at a time: with collected parts, each part's final rows (the later rounds
+        laid over it, :func:`~bedrock_batch.parts.final_rows`), then the quarantined rows; else the whole
+        table. Sets ``self._manifests``."""
+        from bedrock_batch.parts import iter_final_parts, read_overlay
+        from bedrock_batch.results import (
+            ManifestCheck,
+            OutputCounts,
+            assemble_results,
+            load_quarantine,
+            reconcile_manifests,
+        )
+
+        run, storage, reply = self.run(), self.storage(), self.reply()
+        assemble = partial(
+            assemble_results,
+            reply=reply,
+            key_column=self.key_column,
+            ds=ds,
+            model_id=run["model_id"],
+            dag_run_id=str(context["run_id"]),
+            processed_at=datetime.now(UTC),
+            passthrough=run.get("passthrough_columns") or (),
+        )
+        quarantine = load_quarantine(storage, run["quarantine_uri"])
+        uris = self.part_uris()
+        if uris is None:
+            joined, self._manifests = self.join(self.outputs(self.repair))
+            yield assemble(joined, quarantine)
+            return
+        later = self.later_outputs(self.repair)
+        counts: dict[str, OutputCounts] = {}
+        overlay = read_overlay(storage, later, self.family(), reply, counts)
+        collected = as_mapping(self.collected) or {}
+        retried = reconcile_manifests(storage, later, counts)
+        self._manifests = ManifestCheck(
+            mismatches=[*(collected.get("manifest_mismatches") or []), *retried.mismatches],
+            missing=[*(collected.get("manifests_missing") or []), *retried.missing],
+        )
+        empty = None
+        for rows in iter_final_parts(storage, uris, overlay):
+            empty = rows.schema.empty_table()
+            yield assemble(rows, quarantine.schema.empty_table())
+        if empty is None:  # no record in any part: the joined columns of an empty index
+            from bedrock_batch.collect import join_results
+            from bedrock_batch.parts import index_slice
+
+            empty = join_results(index_slice(storage, str(run["index_uri"]), []), [])
+        yield assemble(empty, quarantine)
+
+    def _register(
+        self, table_root: str, schema: pa.Schema, ds: str, location: str
+    ) -> CatalogRegistration | None:
+        """Register the ``ds`` partition (its files at ``location``, the published version) in the Glue Data
+        Catalog when a database is configured and the table is in S3; what was registered, or ``None``."""
         from bedrock_batch.catalog import register_partition
 
         if not self.glue_database:
@@ -202,6 +265,7 @@ class BedrockBatchPublishOperator(RoundsOperator):
             location=table_root,
             schema=schema,
             partition_value=ds,
+            partition_location=location,
         )
         return cast(CatalogRegistration, registration.to_dict())
 

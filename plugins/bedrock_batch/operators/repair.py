@@ -17,6 +17,7 @@ from bedrock_batch.operators._base import (
 from bedrock_batch.stage_results import RepairResult
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from airflow.sdk import Context
 
 
@@ -66,7 +67,7 @@ class BedrockBatchRepairOperator(RoundsOperator, InvokingOperator):
 
         self.resolve_arguments()
         run = self.run()
-        joined, _ = self.join(self.outputs())
+        joined = self._invalid_rows()
         outcome = repair_invalid(
             self.storage(),
             str(run["run_prefix"]),
@@ -90,3 +91,27 @@ class BedrockBatchRepairOperator(RoundsOperator, InvokingOperator):
             "repaired": outcome.repaired,
             "still_invalid": outcome.still_invalid,
         }
+
+    def _invalid_rows(self) -> pa.Table:
+        """The run's records as one join of every round gives them: all of them, or, when the first round was
+        collected in parts, only the ``invalid_output`` ones (one part in memory at a time)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        from bedrock_batch.parts import iter_final_parts, read_overlay
+        from bedrock_batch.replies import INVALID_OUTPUT
+
+        uris = self.part_uris()
+        if uris is None:
+            joined, _ = self.join(self.outputs())
+            return joined
+        storage = self.storage()
+        overlay = read_overlay(storage, self.later_outputs(), self.family(), self.reply())
+        columns = ["record_id", "status", "text", "parse_error"]
+        pieces = [
+            rows.filter(pc.equal(rows["status"], INVALID_OUTPUT)).select(columns)
+            for rows in iter_final_parts(storage, uris, overlay)
+        ]
+        if not pieces:
+            return pa.table({name: pa.array([], pa.string()) for name in columns})
+        return pa.concat_tables(pieces)

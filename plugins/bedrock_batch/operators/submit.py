@@ -324,9 +324,11 @@ class BedrockBatchSubmitOperator(AwsBaseOperator[BedrockBatchHook]):
             metadata["status"],
             metadata["outcome"] or "not waited for",
         )
+        span = {key: self.shard[key] for key in ("start", "stop") if key in self.shard}
         return {
             "shard": self.shard.get("shard"),
             "records": self.shard.get("records"),
+            **span,  # type: ignore[typeddict-item]
             "reused": reused,
             **metadata,
         }
