@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
 import orjson
 import pyarrow as pa
@@ -43,6 +43,15 @@ PART_NAME = "part-{:05d}.parquet"
 ROW_GROUP_ROWS = 131_072
 # A reader retries when the version it resolved was replaced (and deleted) while it read.
 READ_ATTEMPTS = 3
+
+
+def read_parquet(stream: IO[bytes], columns: Sequence[str] | None = None) -> pa.Table:
+    """A whole Parquet file (``columns`` only, when given) from an open binary stream.
+
+    Through ``ParquetFile.read``, not ``pq.read_table``: the latter's dataset scanner over a Python file
+    object leaves a background thread that can abort the process at interpreter exit (pyarrow 26).
+    """
+    return pq.ParquetFile(stream).read(columns=list(columns) if columns else None)
 
 
 def partition_uri(table_uri: str, ds: str) -> str:
@@ -342,7 +351,7 @@ def read_partition(
             tables = []
             for uri in current.file_uris:
                 with storage.open_seekable(uri) as stream:
-                    tables.append(pq.read_table(stream, columns=list(columns) if columns else None))
+                    tables.append(read_parquet(stream, columns))
             return pa.concat_tables(tables)
         except StorageReadError:
             if attempt == READ_ATTEMPTS or current_partition(storage, table_uri, ds) == current:

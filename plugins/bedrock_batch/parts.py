@@ -31,6 +31,7 @@ from bedrock_batch.collect import (
     summarize_results,
 )
 from bedrock_batch.models import ModelFamily
+from bedrock_batch.partitions import read_parquet
 from bedrock_batch.replies import ReplyFormat
 from bedrock_batch.results import (
     JobOutput,
@@ -185,7 +186,7 @@ def write_table(storage: Storage, table: pa.Table, uri: str) -> None:
 def read_part(storage: Storage, uri: str, columns: Sequence[str] | None = None) -> pa.Table:
     """A part's joined rows (``columns`` only, when given)."""
     with storage.open_seekable(uri) as stream:
-        return pq.read_table(stream, columns=list(columns) if columns else None)
+        return read_parquet(stream, columns)
 
 
 def read_overlay(

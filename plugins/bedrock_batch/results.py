@@ -36,7 +36,7 @@ from bedrock_batch.collect import (
 )
 from bedrock_batch.errors import ConfigError, OutputFormatError
 from bedrock_batch.models import ModelFamily
-from bedrock_batch.partitions import partition_uri
+from bedrock_batch.partitions import partition_uri, read_parquet
 from bedrock_batch.replies import RESULT_COLUMNS, SUCCEEDED, ReplyFormat
 from bedrock_batch.schemas import to_arrow
 from bedrock_batch.stage_results import ManifestMismatch
@@ -275,7 +275,7 @@ def reconcile_manifests(
 def load_index(storage: Storage, uri: str) -> pa.Table:
     """The record index Parquet written by prepare."""
     with storage.open_seekable(uri) as stream:
-        return pq.read_table(stream)
+        return read_parquet(stream)
 
 
 def join_outputs(
@@ -348,16 +348,16 @@ def assemble_results(
     columns: dict[str, Any] = {
         key_column: joined["source_key"],
         "record_id": joined["record_id"],
-        "ds": pa.array([ds] * n, pa.string()),
-        "model_id": pa.array([model_id] * n, pa.string()),
+        "ds": _repeat(ds, pa.string(), n),
+        "model_id": _repeat(model_id, pa.string(), n),
         **_reply_columns(joined, succeeded, reply),
         "parse_error": joined["parse_error"],
         # Keep what the model said when it is not in the reply columns, so nothing billed is lost.
         "raw_text": pc.if_else(succeeded, pa.nulls(n, pa.string()), joined["text"]),
         **{name: joined[name] for name in ("input_tokens", "output_tokens", "stop_reason", "status")},
         **{name: joined[name] for name in ("error_code", "error_message", "retryable", "job_arn")},
-        "dag_run_id": pa.array([dag_run_id] * n, pa.string()),
-        "processed_at": pa.array([processed_at] * n, pa.timestamp("us", tz="UTC")),
+        "dag_run_id": _repeat(dag_run_id, pa.string(), n),
+        "processed_at": _repeat(processed_at, pa.timestamp("us", tz="UTC"), n),
         "source_position": joined["source_position"],
         **{name: joined[name] for name in passthrough},
     }
@@ -369,19 +369,24 @@ def assemble_results(
         {
             key_column: quarantine["source_key"],
             "record_id": quarantine["record_id"],
-            "ds": pa.array([ds] * q, pa.string()),
-            "model_id": pa.array([model_id] * q, pa.string()),
+            "ds": _repeat(ds, pa.string(), q),
+            "model_id": _repeat(model_id, pa.string(), q),
             "status": pa.array([QUARANTINED] * q, pa.string()),
             "error_code": quarantine["reason"],
             "error_message": quarantine["detail"],
             "retryable": pa.array([False] * q, pa.bool_()),
-            "dag_run_id": pa.array([dag_run_id] * q, pa.string()),
-            "processed_at": pa.array([processed_at] * q, pa.timestamp("us", tz="UTC")),
+            "dag_run_id": _repeat(dag_run_id, pa.string(), q),
+            "processed_at": _repeat(processed_at, pa.timestamp("us", tz="UTC"), q),
             "source_position": quarantine["source_position"],
         }
     )
     quarantined_table = pa.table({name: quarantined[name] for name in schema.names}, schema=schema)
     return pa.concat_tables([records, quarantined_table])
+
+
+def _repeat(value: Any, data_type: pa.DataType, count: int) -> pa.Array:
+    """``count`` copies of one value, built in Arrow (a Python list of them costs more than the rest)."""
+    return pa.repeat(pa.scalar(value, data_type), count)
 
 
 def _reply_columns(joined: pa.Table, succeeded: pa.ChunkedArray, reply: ReplyFormat) -> dict[str, Any]:
