@@ -279,23 +279,29 @@ class _HashingRangeReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
-        while not self._remaining:
-            if not self._next_piece():
-                return 0
-        assert self._file is not None
-        assert self._piece is not None
-        view = memoryview(buffer)[: min(len(buffer), self._remaining)]
-        count = self._file.readinto(view)
-        if not count:
-            # Fail the upload before it completes: a short object must never appear under the final name.
-            piece = self._piece
-            raise StorageWriteError(
-                f"{piece.path} ended {self._remaining:,} bytes before the end of range "
-                f"{piece.offset:,}+{piece.length:,}; the file changed after it was planned"
-            )
-        self.sha256.update(view[:count])
-        self._remaining -= count
-        return count
+        # Fills the whole buffer, across pieces: the transfer manager makes each multipart part of one read,
+        # and a part cut short at a piece boundary (under S3's 5 MiB minimum) would fail the upload.
+        view = memoryview(buffer).cast("B")
+        filled = 0
+        while filled < len(view):
+            while not self._remaining:
+                if not self._next_piece():
+                    return filled
+            assert self._file is not None
+            assert self._piece is not None
+            chunk = view[filled : filled + min(len(view) - filled, self._remaining)]
+            count = self._file.readinto(chunk)
+            if not count:
+                # Fail the upload before it completes: a short object must never appear under the final name.
+                piece = self._piece
+                raise StorageWriteError(
+                    f"{piece.path} ended {self._remaining:,} bytes before the end of range "
+                    f"{piece.offset:,}+{piece.length:,}; the file changed after it was planned"
+                )
+            self.sha256.update(chunk[:count])
+            self._remaining -= count
+            filled += count
+        return filled
 
     def close(self) -> None:
         if self._file is not None:
