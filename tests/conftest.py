@@ -91,6 +91,30 @@ def moto_s3() -> Iterator[str]:
         server.stop()
 
 
+@pytest.fixture
+def s3_client(moto_s3: str) -> Any:
+    """A real boto3 S3 client talking HTTP to the session's moto S3 server."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=moto_s3,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+@pytest.fixture
+def s3_bucket(s3_client: Any) -> str:
+    """A new, empty bucket for one test."""
+    import uuid
+
+    name = f"test-{uuid.uuid4().hex[:16]}"
+    s3_client.create_bucket(Bucket=name)
+    return name
+
+
 @pytest.fixture(scope="session")
 def local_stack() -> Iterator[Any]:
     """moto's S3 server plus the Bedrock emulator, in-process on free ports, at a high time scale."""

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from bedrock_batch.storage import (
@@ -24,25 +22,9 @@ pytestmark = pytest.mark.integration
 MIB = 1 << 20
 
 
-@pytest.fixture
-def s3(moto_s3: str) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=moto_s3,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-
-
-@pytest.fixture
-def bucket(s3: Any) -> str:
-    name = f"staging-{uuid.uuid4().hex[:16]}"
-    s3.create_bucket(Bucket=name)
-    return name
-
-
-def test_a_range_across_two_spool_pieces_uploads_in_full_parts(tmp_path: Path, s3: Any, bucket: str):
+def test_a_range_across_two_spool_pieces_uploads_in_full_parts(
+    tmp_path: Path, s3_client: Any, s3_bucket: str
+):
     """A spool prepared in two processes is two files; a shard crossing the boundary is one multipart upload
     whose every part but the last must be at least 5 MiB (S3 refuses the upload otherwise)."""
     assert MULTIPART_THRESHOLD_BYTES < 96 * MIB
@@ -56,9 +38,10 @@ def test_a_range_across_two_spool_pieces_uploads_in_full_parts(tmp_path: Path, s
     offset, length = MIB, first_size - MIB + 29 * MIB
     expected = (first.read_bytes() + second.read_bytes())[offset : offset + length]
 
-    digest = Storage(s3).write_range(spool, offset, length, f"s3://{bucket}/input/shard-0001/part-0001.jsonl")
+    uri = f"s3://{s3_bucket}/input/shard-0001/part-0001.jsonl"
+    digest = Storage(s3_client).write_range(spool, offset, length, uri)
 
-    body = s3.get_object(Bucket=bucket, Key="input/shard-0001/part-0001.jsonl")["Body"].read()
+    body = s3_client.get_object(Bucket=s3_bucket, Key="input/shard-0001/part-0001.jsonl")["Body"].read()
     assert len(body) == length
     assert body == expected
     assert digest == hashlib.sha256(expected).hexdigest()
