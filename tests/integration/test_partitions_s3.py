@@ -5,14 +5,11 @@ partition follows the published version."""
 from __future__ import annotations
 
 import io
-import threading
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import boto3
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -28,22 +25,19 @@ from bedrock_batch.partitions import (
     read_partition,
 )
 from bedrock_batch.storage import Storage
-
-pytestmark = pytest.mark.integration
-
-DS = "2026-11-18"
-SCHEMA = pa.schema(
-    [
-        pa.field("record_id", pa.string()),
-        pa.field("ds", pa.string()),
-        pa.field("dag_run_id", pa.string()),
-        pa.field("position", pa.int64()),
-    ]
+from tests.partition_days import (
+    DS,
+    SCHEMA,
+    PublishFailed,
+    assert_whole_versions,
+    fail,
+    publish,
+    read_while_publishing,
+    rows,
+    run_publish,
 )
 
-
-class PublishFailed(RuntimeError):
-    pass
+pytestmark = pytest.mark.integration
 
 
 def client(moto_s3: str, service: str) -> Any:
@@ -88,39 +82,6 @@ def database(glue: Any) -> str:
     name = f"analytics_{uuid.uuid4().hex[:12]}"
     glue.create_database(DatabaseInput={"Name": name})
     return name
-
-
-def rows(run: str, start: int, count: int) -> pa.Table:
-    return pa.Table.from_pylist(
-        [
-            {"record_id": f"{run}-{i:05d}", "ds": DS, "dag_run_id": run, "position": i}
-            for i in range(start, start + count)
-        ],
-        schema=SCHEMA,
-    )
-
-
-def run_publish(
-    writer: PartitionWriter, sizes: list[int], then: Callable[[PartitionWriter], object] | None = None
-) -> PublishedPartition:
-    """Inside the writer's ``with``: a file per size, every row carrying the writer's run, then ``then``
-    (which may raise), then the commit."""
-    with writer:
-        start = 0
-        for size in sizes:
-            writer.write(rows(str(writer.dag_run_id), start, size))
-            start += size
-        if then is not None:
-            then(writer)
-        return writer.commit(SCHEMA)
-
-
-def publish(storage: Storage, table_uri: str, run: str, sizes: list[int]) -> PublishedPartition:
-    return run_publish(PartitionWriter(storage, table_uri, DS, dag_run_id=run), sizes)
-
-
-def fail(writer: PartitionWriter) -> None:
-    raise PublishFailed("the run failed mid-publish")
 
 
 def keys_under(s3: Any, uri: str) -> list[str]:
@@ -251,52 +212,13 @@ class TestReadersDuringAPublishOnS3:
 
     def test_a_reader_looping_during_successive_publishes_never_sees_a_mix(self, moto_s3, storage, table_uri):
         versions = 10
-        # Version n: 10 + n rows in 2 to 4 files.
-        sizes = {}
-        for n in range(versions):
-            files, total = 2 + n % 3, 10 + n
-            sizes[f"run-{n:02d}"] = [total // files + (1 if i < total % files else 0) for i in range(files)]
-        expected_rows = {run: sum(parts) for run, parts in sizes.items()}
-        publish(storage, table_uri, "run-00", sizes["run-00"])
-
-        stop = threading.Event()
-        reads: list[tuple[tuple[str, ...], int, list[str]]] = []
-        failures: list[BaseException] = []
-
-        def reader() -> None:
-            reader_storage = Storage(client(moto_s3, "s3"))
-            try:
-                while not stop.is_set():
-                    table = read_partition(reader_storage, table_uri, DS)
-                    runs = tuple(sorted(set(table.column("dag_run_id").to_pylist())))
-                    reads.append((runs, table.num_rows, table.column("record_id").to_pylist()))
-            except BaseException as exc:
-                failures.append(exc)
-
-        thread = threading.Thread(target=reader, daemon=True)
         started = time.monotonic()
-        thread.start()
-        try:
-            for n in range(1, versions):
-                already = len(reads)
-                publish(storage, table_uri, f"run-{n:02d}", sizes[f"run-{n:02d}"])
-                deadline = time.monotonic() + 5
-                while len(reads) < already + 2 and time.monotonic() < deadline and thread.is_alive():
-                    time.sleep(0.005)
-        finally:
-            stop.set()
-            thread.join(timeout=30)
-
-        assert not thread.is_alive()
-        assert failures == []
+        reads, expected_rows = read_while_publishing(
+            storage, Storage(client(moto_s3, "s3")), table_uri, versions, reads_between=2, settle_seconds=5
+        )
         assert time.monotonic() - started < 60
         assert len(reads) >= 2 * (versions - 1)
-        for runs, num_rows, record_ids in reads:
-            assert len(runs) == 1, f"one read saw rows of {runs}"
-            (run,) = runs
-            assert num_rows == expected_rows[run]
-            assert record_ids == [f"{run}-{i:05d}" for i in range(expected_rows[run])]
-        assert len({runs[0] for runs, _, _ in reads}) > versions // 2
+        assert_whole_versions(reads, expected_rows)
 
 
 class TestGluePartitionFollowsTheVersion:

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -32,58 +30,17 @@ from bedrock_batch.partitions import (
     read_partition,
 )
 from bedrock_batch.storage import Storage
-
-DS = "2026-11-18"
-SCHEMA = pa.schema(
-    [
-        pa.field("record_id", pa.string()),
-        pa.field("ds", pa.string()),
-        pa.field("dag_run_id", pa.string()),
-        pa.field("position", pa.int64()),
-    ]
+from tests.partition_days import (
+    DS,
+    SCHEMA,
+    PublishFailed,
+    assert_whole_versions,
+    fail,
+    publish,
+    read_while_publishing,
+    rows,
+    run_publish,
 )
-
-
-class PublishFailed(RuntimeError):
-    pass
-
-
-def rows(run: str, start: int, count: int, ds: str = DS) -> pa.Table:
-    return pa.Table.from_pylist(
-        [
-            {"record_id": f"{run}-{i:05d}", "ds": ds, "dag_run_id": run, "position": i}
-            for i in range(start, start + count)
-        ],
-        schema=SCHEMA,
-    )
-
-
-def run_publish(
-    writer: PartitionWriter, sizes: list[int], then: Callable[[PartitionWriter], object] | None = None
-) -> PublishedPartition:
-    """Inside the writer's ``with``: a file per size, every row carrying the writer's run, then ``then``
-    (which may raise), then the commit."""
-    with writer:
-        start = 0
-        for size in sizes:
-            writer.write(rows(str(writer.dag_run_id), start, size, writer.ds))
-            start += size
-        if then is not None:
-            then(writer)
-        return writer.commit(SCHEMA)
-
-
-def publish(storage: Storage, table_uri: str, run: str, sizes: list[int], ds: str = DS) -> PublishedPartition:
-    """One version of the day: a file per size, every row carrying ``run``."""
-    return run_publish(PartitionWriter(storage, table_uri, ds, dag_run_id=run), sizes)
-
-
-def fail(writer: PartitionWriter) -> None:
-    raise PublishFailed("the run failed mid-publish")
-
-
-def split_rows(total: int, files: int) -> list[int]:
-    return [total // files + (1 if i < total % files else 0) for i in range(files)]
 
 
 def files_under(directory: str) -> list[str]:
@@ -387,52 +344,14 @@ class TestReadersDuringAPublish:
 
     def test_a_reader_looping_during_successive_publishes_never_sees_a_mix(self, storage, table_uri):
         versions = 30
-        # Every version has a row count of its own (10 + n), in 2 to 5 files.
-        sizes = {f"run-{n:02d}": split_rows(10 + n, 2 + n % 4) for n in range(versions)}
-        expected_rows = {run: sum(parts) for run, parts in sizes.items()}
-        assert len(set(expected_rows.values())) == versions
-        publish(storage, table_uri, "run-00", sizes["run-00"])
-
-        stop = threading.Event()
-        reads: list[tuple[tuple[str, ...], int, list[str]]] = []
-        failures: list[BaseException] = []
-
-        def reader() -> None:
-            reader_storage = Storage()
-            try:
-                while not stop.is_set():
-                    table = read_partition(reader_storage, table_uri, DS)
-                    runs = tuple(sorted(set(table.column("dag_run_id").to_pylist())))
-                    reads.append((runs, table.num_rows, table.column("record_id").to_pylist()))
-            except BaseException as exc:
-                failures.append(exc)
-
-        thread = threading.Thread(target=reader, daemon=True)
         started = time.monotonic()
-        thread.start()
-        try:
-            for n in range(1, versions):
-                already = len(reads)
-                publish(storage, table_uri, f"run-{n:02d}", sizes[f"run-{n:02d}"])
-                # Let the reader read between publishes too, whatever the thread scheduling.
-                deadline = time.monotonic() + 2
-                while len(reads) < already + 3 and time.monotonic() < deadline and thread.is_alive():
-                    time.sleep(0.001)
-        finally:
-            stop.set()
-            thread.join(timeout=10)
-
-        assert not thread.is_alive()
-        assert failures == []
+        reads, expected_rows = read_while_publishing(
+            storage, Storage(), table_uri, versions, reads_between=3, settle_seconds=2
+        )
         assert time.monotonic() - started < 20
+        assert len(set(expected_rows.values())) == versions
         assert len(reads) >= 3 * (versions - 1)
-        for runs, num_rows, record_ids in reads:
-            assert len(runs) == 1, f"one read saw rows of {runs}"
-            (run,) = runs
-            assert num_rows == expected_rows[run]
-            assert record_ids == [f"{run}-{i:05d}" for i in range(expected_rows[run])]
-        seen = {runs[0] for runs, _, _ in reads}
-        assert len(seen) > versions // 2
+        assert_whole_versions(reads, expected_rows)
         assert read_partition(storage, table_uri, DS).column("dag_run_id").unique().to_pylist() == [
             f"run-{versions - 1:02d}"
         ]
