@@ -6,7 +6,6 @@ import threading
 import uuid
 from typing import Any
 
-import boto3
 import orjson
 import pytest
 
@@ -19,14 +18,8 @@ MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
 
 
 @pytest.fixture
-def s3(moto_s3: str) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=moto_s3,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+def s3(s3_client: Any) -> Any:
+    return s3_client
 
 
 @pytest.fixture
