@@ -65,6 +65,7 @@ stack: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_prepare.py
 	$(BIN)/python benchmarks/bench_collect.py
+	$(BIN)/python benchmarks/bench_collect_publish.py
 	$(BIN)/python benchmarks/bench_emulator.py
 	$(BIN)/python benchmarks/bench_triggerer.py
 
