@@ -19,6 +19,7 @@ version wins and the other's commit fails without changing anything.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -33,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bedrock_batch.errors import OutputFormatError
-from bedrock_batch.storage import Storage, StorageReadError, StorageWriteError, join_uri
+from bedrock_batch.storage import Storage, StorageReadError, StorageWriteError, is_s3_uri, join_uri, path_of
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +287,19 @@ def remove_other_versions(storage: Storage, table_uri: str, ds: str, keep: Publi
         return 0
     if stale:
         storage.delete_objects(stale)
+        _remove_empty_directories(stale, partition_uri(table_uri, ds))
     return len(stale)
+
+
+def _remove_empty_directories(deleted: Sequence[str], day: str) -> None:
+    """Locally, the version directories the deleted files leave empty (S3 has no directories to leave)."""
+    if is_s3_uri(day):
+        return
+    root = os.path.normpath(path_of(day))
+    for directory in sorted({os.path.dirname(path_of(uri)) for uri in deleted}, reverse=True):
+        if os.path.normpath(directory) != root:
+            with contextlib.suppress(OSError):  # not empty: a newer version, or a file that stayed
+                os.rmdir(directory)
 
 
 def current_partition(storage: Storage, table_uri: str, ds: str) -> PublishedPartition | None:

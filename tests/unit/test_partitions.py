@@ -116,8 +116,9 @@ class TestPublish:
             f"{second.version}/part-00000.parquet",
             f"{second.version}/part-00001.parquet",
         ]
-        # The old version's directory may remain locally, but holds no file.
-        assert files_under(first.uri) == []
+        # The old version's directory goes with its files.
+        assert not os.path.exists(first.uri)
+        assert sorted(os.listdir(partition_uri(table_uri, DS))) == [POINTER_FILE, second.version]
 
     def test_days_are_independent(self, storage, table_uri):
         publish(storage, table_uri, "run-a", [2], ds="2026-11-17")
