@@ -37,6 +37,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 BUCKETS = ("pipeline-source", "staging", "results")
 DS = "2026-12-23"
 NAME = "product_reviews"
+PREFIX = "collect-parts"
 
 
 @pytest.fixture
@@ -62,7 +63,7 @@ def put_reviews(s3: Any, count: int) -> list[dict[str, Any]]:
     rows[17]["review_text"] = None
     buffer = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(rows), buffer)
-    s3.put_object(Bucket="pipeline-source", Key=f"{NAME}/{DS}/reviews.parquet", Body=buffer.getvalue())
+    s3.put_object(Bucket="pipeline-source", Key=f"{PREFIX}/{DS}/reviews.parquet", Body=buffer.getvalue())
     return rows
 
 
@@ -105,10 +106,11 @@ def test_per_job_collect_publishes_the_table_of_a_single_collect(stack, tmp_path
     stack.admin.set_faults(record_error_rate=0.15, record_error_codes=[429, 400], invalid_reply_rate=0.25)
     use_overrides(tmp_path, monkeypatch)
     dag = load_dag_file(DAGS_FOLDER / f"{NAME}.py", f"pipeline_dag_{NAME}_parts")
+    # Prefixes of this test's own: the buckets outlive a test, and other tests count the days of theirs.
     conf = {
-        "source_uri": f"s3://pipeline-source/{NAME}/{{ds}}/",
-        "staging_uri": f"s3://staging/{NAME}",
-        "results_uri": f"s3://results/{NAME}",
+        "source_uri": f"s3://pipeline-source/{PREFIX}/{{ds}}/",
+        "staging_uri": f"s3://staging/{PREFIX}",
+        "results_uri": f"s3://results/{PREFIX}",
     }
     run = dag.test(logical_date=pendulum.parse(DS), run_conf=conf)
     assert run.state == "success"
@@ -132,7 +134,7 @@ def test_per_job_collect_publishes_the_table_of_a_single_collect(stack, tmp_path
     assert publish["quarantined"] == 1
     assert publish["accounted"] is True
 
-    published = read_day(s3, "results", f"{NAME}/{NAME}", DS)
+    published = read_day(s3, "results", f"{PREFIX}/{NAME}", DS)
     assert published.num_rows == len(reviews)
     expected = single_collect(Storage(s3), run, publish)
     assert published.schema.remove_metadata() == expected.schema.remove_metadata()
