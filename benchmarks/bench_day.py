@@ -54,20 +54,6 @@ ROLE_ARN = "arn:aws:iam::123456789012:role/BedrockBatchInferenceRole"
 REGION = "us-east-1"
 CALLS, STAGING, RESULTS = "bench-calls", "bench-staging", "bench-results"
 READY_PREFIX = "local stack ready:"
-# The DAG's tasks in the order they run; mapped ones are reported over all their map indexes.
-STAGES = (
-    "check_parameters",
-    "wait_for_source",
-    "prepare",
-    "cost_guard",
-    "submit",
-    "on_demand",
-    "collect_job",
-    "collect",
-    "submit_retry",
-    "on_demand_retry",
-    "publish",
-)
 
 # Five short calls (billing, technical support, cancellation, complaint, order status), each about 300 bytes
 # once its numbers are filled in: what the emulator's summarizer reads (Agent / Customer turns).
@@ -437,18 +423,10 @@ def airflow_environment(home: Path, s3_url: str, bedrock_url: str, pipeline: Ben
     """Airflow settings for an in-process ``dag.test()``: a private home and SQLite DB, the folder of the
     pipeline's DAG file as the only DAG bundle (dag.test() runs DAGs of a bundle), the repository's plugins,
     the ``aws_default`` connection aimed at the stack, and the pipeline's settings file."""
+    from bedrock_batch_dev.deployment.local_setup import aws_connection
+
     connection = {
-        "conn_type": "aws",
-        "login": "testing",
-        "password": "testing",
-        "extra": {
-            "region_name": REGION,
-            "service_config": {
-                "s3": {"endpoint_url": s3_url},
-                "bedrock": {"endpoint_url": bedrock_url},
-                "bedrock-runtime": {"endpoint_url": bedrock_url},
-            },
-        },
+        k: v for k, v in aws_connection(s3_url, bedrock_url, REGION).items() if k != "connection_id"
     }
     dags = pipeline.dag_file.parent
     bundle = {
@@ -483,8 +461,9 @@ def load_dag(pipeline: BenchPipeline) -> Any:
     return module.dag
 
 
-def stage_times(dag_id: str) -> list[dict[str, Any]]:
-    """Per task of the DAG's latest run: first start, last end, wall seconds, map indexes and their states."""
+def stage_times(dag_id: str, task_ids: list[str]) -> list[dict[str, Any]]:
+    """Per task of the DAG's latest run, in the DAG's order (mapped ones over all their map indexes): first
+    start, last end, wall seconds, map indexes and their states."""
     from airflow.models.dagrun import DagRun
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
@@ -499,7 +478,7 @@ def stage_times(dag_id: str) -> list[dict[str, Any]]:
             )
         ]
     stages = []
-    for task_id in STAGES:
+    for task_id in task_ids:
         tis = [r for r in rows if r[0] == task_id]
         starts = [r[3] for r in tis if r[3] is not None]
         ends = [r[4] for r in tis if r[4] is not None]
@@ -630,6 +609,7 @@ def main() -> int:
         started = time.time()
         db.resetdb()
         dag = load_dag(pipeline)
+        results["task_ids"] = list(dag.task_ids)
         results["airflow_setup_seconds"] = time.time() - started
         print(f"Airflow DB and DAG ready in {results['airflow_setup_seconds']:.1f} s", flush=True)
 
@@ -654,7 +634,7 @@ def gather(
     """The run's stage times, the emulator's jobs, the published day, the run report, what S3 holds, one
     staged record and the bytes a record takes staged and in the jobs' output."""
     ds = args.ds
-    results["stages"] = stage_times(pipeline.dag_id)
+    results["stages"] = stage_times(pipeline.dag_id, results.get("task_ids", []))
     results["emulator"] = {"created_jobs": admin.created_job_count(), **job_summary(admin.jobs())}
 
     from bedrock_batch.partitions import current_partition

@@ -37,6 +37,7 @@ from bedrock_batch.results import (
     JobOutput,
     ManifestCheck,
     OutputCounts,
+    load_index,
     read_output_batches,
     reconcile_manifests,
 )
@@ -153,8 +154,6 @@ def collect_part(
     :param name: the part's name.
     :param target_uri: where to write the joined rows.
     """
-    from bedrock_batch.results import load_index
-
     index = load_index(storage, index_uri) if ranges is None else index_slice(storage, index_uri, ranges)
     counts: dict[str, OutputCounts] = {}
     joined = join_with_report(index, read_output_batches(storage, outputs, family, reply, counts))
@@ -209,9 +208,17 @@ def final_rows(part: pa.Table, overlay: pa.Table) -> pa.Table:
     :param part: the part's joined rows (:func:`collect_part`).
     :param overlay: the later rounds' output lines (:func:`read_overlay`), possibly of other parts too.
     """
+    return _lay_over(part, _lines_of(part, overlay))
+
+
+def _lines_of(part: pa.Table, overlay: pa.Table) -> pa.Table:
+    """The overlay's lines for records of ``part``."""
     if not overlay.num_rows:
-        return part
-    mine = overlay.filter(pc.fill_null(pc.is_in(overlay["record_id"], value_set=part["record_id"]), False))
+        return overlay
+    return overlay.filter(pc.fill_null(pc.is_in(overlay["record_id"], value_set=part["record_id"]), False))
+
+
+def _lay_over(part: pa.Table, mine: pa.Table) -> pa.Table:
     if not mine.num_rows:
         return part
     output_names = list(OUTPUT_SCHEMA.names)
@@ -222,23 +229,15 @@ def final_rows(part: pa.Table, overlay: pa.Table) -> pa.Table:
     return joined.select(part.column_names)
 
 
-def overlay_matches(part: pa.Table, overlay: pa.Table) -> int:
-    """How many of the later rounds' lines belong to ``part`` (to account for lines in no part)."""
-    if not overlay.num_rows:
-        return 0
-    return int(
-        pc.sum(pc.fill_null(pc.is_in(overlay["record_id"], value_set=part["record_id"]), False)).as_py() or 0
-    )
-
-
 def iter_final_parts(storage: Storage, uris: Sequence[str], overlay: pa.Table) -> Iterator[pa.Table]:
     """Each part's final rows, one part in memory at a time, in the order given; warns about later-round
     lines that belong to no part."""
     matched = 0
     for uri in uris:
         part = read_part(storage, uri)
-        matched += overlay_matches(part, overlay)
-        yield final_rows(part, overlay)
+        mine = _lines_of(part, overlay)
+        matched += mine.num_rows
+        yield _lay_over(part, mine)
     unmatched = overlay.num_rows - matched
     if unmatched:
         log.warning("%d later-round output line(s) with record ids in no part left out", unmatched)

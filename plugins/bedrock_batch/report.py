@@ -213,6 +213,10 @@ def reason_counts(table: pa.Table) -> dict[str, dict[str, int]]:
                 by_code[code] = by_code.get(code, 0) + int(count)
         else:
             by_code["unknown"] = rows.num_rows
+    return _most_frequent_first(counts)
+
+
+def _most_frequent_first(counts: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
     return {
         outcome: dict(sorted(by_code.items(), key=lambda item: (-item[1], item[0])))
         for outcome, by_code in counts.items()
@@ -258,8 +262,6 @@ class ResultTally:
 
     statuses: dict[str, int] = field(default_factory=dict)
     repaired: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
     batch_tokens: tuple[int, int] = (0, 0)
     fallback_tokens: tuple[int, int] = (0, 0)
     reasons: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -281,8 +283,6 @@ class ResultTally:
             self.statuses[str(value)] = self.statuses.get(str(value), 0) + int(count)
         repaired = pc.and_(pc.equal(status, "succeeded"), pc.equal(table["job_arn"], REPAIR_LABEL))
         self.repaired += int(pc.sum(repaired).as_py() or 0)
-        self.input_tokens += tokens("input_tokens")
-        self.output_tokens += tokens("output_tokens")
         batch = pc.invert(on_demand)
         self.batch_tokens = (
             self.batch_tokens[0] + tokens("input_tokens", batch),
@@ -297,16 +297,23 @@ class ResultTally:
             for code, count in by_code.items():
                 mine[code] = mine.get(code, 0) + count
 
+    @property
+    def input_tokens(self) -> int:
+        """Input tokens of every row, batch and on demand."""
+        return self.batch_tokens[0] + self.fallback_tokens[0]
+
+    @property
+    def output_tokens(self) -> int:
+        """Output tokens of every row, batch and on demand."""
+        return self.batch_tokens[1] + self.fallback_tokens[1]
+
     def count(self, status: str) -> int:
         """Rows of one status."""
         return self.statuses.get(status, 0)
 
     def sorted_reasons(self) -> dict[str, dict[str, int]]:
         """The reasons of each unsuccessful outcome, most frequent first (as :func:`reason_counts`)."""
-        return {
-            outcome: dict(sorted(by_code.items(), key=lambda item: (-item[1], item[0])))
-            for outcome, by_code in self.reasons.items()
-        }
+        return _most_frequent_first(self.reasons)
 
 
 def run_report(

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from bedrock_batch.parts import CollectedPart
+    from bedrock_batch.results import JobOutput
 
 
 class BedrockBatchCollectJobOperator(CollectingOperator):
@@ -52,9 +53,9 @@ class BedrockBatchCollectJobOperator(CollectingOperator):
         self.job = job
 
     def execute(self, context: Context) -> CollectedPartResult | None:
-        from bedrock_batch.parts import collect_part, part_name, part_uri
+        from bedrock_batch.parts import part_name
 
-        run, job = self.run(), dict(as_mapping(self.job) or {})
+        job = dict(as_mapping(self.job) or {})
         number = int(job["shard"])
         start, stop = job.get("start"), job.get("stop")
         if start is None or stop is None:
@@ -69,18 +70,7 @@ class BedrockBatchCollectJobOperator(CollectingOperator):
             self.log.warning(
                 "Shard %d has no job output: its records are missing and will be retried", number
             )
-        name = part_name(number)
-        collected = collect_part(
-            self.storage(),
-            index_uri=str(run["index_uri"]),
-            ranges=ranges,
-            outputs=outputs,
-            family=self.family(),
-            reply=self.reply(),
-            name=name,
-            target_uri=part_uri(str(run["run_prefix"]), name),
-        )
-        result = part_result(collected, number)
+        result = collect_into_part(self, part_name(number), number, ranges, outputs)
         self.log.info(
             "Shard %d: %s records, %s succeeded, %s invalid_output, %s failed (%s retryable, %s missing)",
             number,
@@ -92,6 +82,31 @@ class BedrockBatchCollectJobOperator(CollectingOperator):
             f"{result['missing']:,}",
         )
         return result
+
+
+def collect_into_part(
+    operator: CollectingOperator,
+    name: str,
+    shard: int | None,
+    ranges: Sequence[tuple[int, int]],
+    outputs: Sequence[JobOutput],
+) -> CollectedPartResult:
+    """Join ``outputs`` to the records of ``ranges`` and write them as the run's part ``name``
+    (:func:`~bedrock_batch.parts.collect_part`); the part's XCom form."""
+    from bedrock_batch.parts import collect_part, part_uri
+
+    run = operator.run()
+    collected = collect_part(
+        operator.storage(),
+        index_uri=str(run["index_uri"]),
+        ranges=ranges,
+        outputs=outputs,
+        family=operator.family(),
+        reply=operator.reply(),
+        name=name,
+        target_uri=part_uri(str(run["run_prefix"]), name),
+    )
+    return part_result(collected, shard)
 
 
 def part_result(collected: CollectedPart, shard: int | None) -> CollectedPartResult:
@@ -222,7 +237,7 @@ class BedrockBatchCollectOperator(CollectingOperator):
         """The run's parts, in order: the per-job collect's (a shard none collected is collected here), then
         the on-demand part, collected here; ``None`` when there are no parts to work from (no ``parts``
         argument, or a run staged without shard spans)."""
-        from bedrock_batch.parts import collect_part, complement, part_name, part_uri, shard_spans
+        from bedrock_batch.parts import complement, part_name, shard_spans
 
         if self.parts is None or isinstance(self.parts, str):
             return None
@@ -235,43 +250,19 @@ class BedrockBatchCollectOperator(CollectingOperator):
             for part in self.parts
             if isinstance(part, Mapping) and part.get("shard") is not None
         }
-        storage, family, reply = self.storage(), self.family(), self.reply()
         parts: list[CollectedPartResult] = []
         for number, (start, stop) in sorted(spans.items()):
             part: Any = by_shard.get(number)
             if part is None:
                 self.log.warning("Shard %d was not collected by its own task: collecting it here", number)
                 job = next((j for j in jobs if j.get("shard") == number), None)
-                name = part_name(number)
-                part = part_result(
-                    collect_part(
-                        storage,
-                        index_uri=str(run["index_uri"]),
-                        ranges=[(start, stop)],
-                        outputs=job_outputs([job] if job else [], None, ON_DEMAND_LABEL),
-                        family=family,
-                        reply=reply,
-                        name=name,
-                        target_uri=part_uri(str(run["run_prefix"]), name),
-                    ),
-                    number,
-                )
+                outputs = job_outputs([job] if job else [], None, ON_DEMAND_LABEL)
+                part = collect_into_part(self, part_name(number), number, [(start, stop)], outputs)
             parts.append(part)
         gaps = complement(list(spans.values()), int(run.get("records") or 0))
         on_demand = job_outputs(None, as_mapping(self.on_demand), ON_DEMAND_LABEL)
         if gaps or on_demand:
-            name = part_name(None)
-            collected = collect_part(
-                storage,
-                index_uri=str(run["index_uri"]),
-                ranges=gaps,
-                outputs=on_demand,
-                family=family,
-                reply=reply,
-                name=name,
-                target_uri=part_uri(str(run["run_prefix"]), name),
-            )
-            parts.append(part_result(collected, None))
+            parts.append(collect_into_part(self, part_name(None), None, gaps, on_demand))
         return parts, [part["uri"] for part in parts]
 
 

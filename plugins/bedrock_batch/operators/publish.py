@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
@@ -121,7 +121,6 @@ class BedrockBatchPublishOperator(RoundsOperator):
         self.partition = partition
         self.glue_database = glue_database
         self.glue_table = glue_table
-        self._manifests: ManifestCheck | None = None
 
     def resolve_arguments(self) -> None:
         """Coerce the rendered ``glue_database`` (a null param renders ``"None"``, meaning no database) and
@@ -143,11 +142,12 @@ class BedrockBatchPublishOperator(RoundsOperator):
         first, retry = job_results(self.jobs), job_results(self.retry_jobs)
         table_root = join_uri(self.results_uri, self.table_name)
         tally = ResultTally()
+        pieces, manifests = self._result_tables(context, ds)
         # Every file of the day is written as a new version; the day switches to it in one step at commit,
         # and a failure before that leaves the previous version whole and current.
         with PartitionWriter(storage, table_root, ds, dag_run_id=str(context["run_id"])) as writer:
             schema = None
-            for table in self._result_tables(context, ds):
+            for table in pieces:
                 if table.num_rows:
                     writer.write(table)
                 tally.add(table)
@@ -161,7 +161,6 @@ class BedrockBatchPublishOperator(RoundsOperator):
 
             published = writer.commit(schema, on_published=register)
         catalog = registered[0]
-        manifests = self._manifests
         report = run_report(
             tally,
             ds=ds,
@@ -195,10 +194,10 @@ class BedrockBatchPublishOperator(RoundsOperator):
         where = {"results_uri": published.uri, "report_uri": report_uri, "catalog": catalog}
         return cast(PublishResult, {**report.to_dict(), **where})
 
-    def _result_tables(self, context: Context, ds: str) -> Iterator[pa.Table]:
-        """The day's rows, a piece at a time: with collected parts, each part's final rows (the later rounds
-        laid over it, :func:`~bedrock_batch.parts.final_rows`), then the quarantined rows; else the whole
-        table. Sets ``self._manifests``."""
+    def _result_tables(self, context: Context, ds: str) -> tuple[Iterable[pa.Table], ManifestCheck]:
+        """The day's rows, a piece at a time, and every job's manifest against its output. With collected
+        parts: each part's final rows (the later rounds laid over it, :func:`~bedrock_batch.parts.final_rows`)
+        as they are read, then the quarantined rows; else the whole table at once."""
         from bedrock_batch.parts import iter_final_parts, read_overlay
         from bedrock_batch.results import (
             ManifestCheck,
@@ -222,28 +221,31 @@ class BedrockBatchPublishOperator(RoundsOperator):
         quarantine = load_quarantine(storage, run["quarantine_uri"])
         uris = self.part_uris()
         if uris is None:
-            joined, self._manifests = self.join(self.outputs(self.repair))
-            yield assemble(joined, quarantine)
-            return
+            joined, manifests = self.join(self.outputs(self.repair))
+            return [assemble(joined, quarantine)], manifests
         later = self.later_outputs(self.repair)
         counts: dict[str, OutputCounts] = {}
         overlay = read_overlay(storage, later, self.family(), reply, counts)
         collected = as_mapping(self.collected) or {}
         retried = reconcile_manifests(storage, later, counts)
-        self._manifests = ManifestCheck(
+        manifests = ManifestCheck(
             mismatches=[*(collected.get("manifest_mismatches") or []), *retried.mismatches],
             missing=[*(collected.get("manifests_missing") or []), *retried.missing],
         )
-        empty = None
-        for rows in iter_final_parts(storage, uris, overlay):
-            empty = rows.schema.empty_table()
-            yield assemble(rows, quarantine.schema.empty_table())
-        if empty is None:  # no record in any part: the joined columns of an empty index
-            from bedrock_batch.collect import join_results
-            from bedrock_batch.parts import index_slice
 
-            empty = join_results(index_slice(storage, str(run["index_uri"]), []), [])
-        yield assemble(empty, quarantine)
+        def pieces() -> Iterator[pa.Table]:
+            empty = None
+            for rows in iter_final_parts(storage, uris, overlay):
+                empty = rows.schema.empty_table()
+                yield assemble(rows, quarantine.schema.empty_table())
+            if empty is None:  # no record in any part: the joined columns of an empty index
+                from bedrock_batch.collect import join_results
+                from bedrock_batch.parts import index_slice
+
+                empty = join_results(index_slice(storage, str(run["index_uri"]), []), [])
+            yield assemble(empty, quarantine)
+
+        return pieces(), manifests
 
     def _register(
         self, table_root: str, schema: pa.Schema, ds: str, location: str
