@@ -325,7 +325,9 @@ class SourceReader:
         :raises SourceError: see :meth:`objects`.
         """
         objects = list(self.objects())
-        target = max(sum(stored.size for stored in objects) // max(parts, 1), min_part_bytes, 1)
+        # Rounded up: a file of the whole size is then cut into ``parts`` ranges, not ``parts + 1`` (with
+        # two workers, 9 parts for 8 leave one worker a part alone at the end).
+        target = max(-(-sum(stored.size for stored in objects) // max(parts, 1)), min_part_bytes, 1)
         planned: list[tuple[SourcePiece, ...]] = []
         group: list[SourcePiece] = []
         group_bytes = 0

@@ -208,3 +208,17 @@ def test_small_source_is_prepared_in_this_process(tmp_path):
     )
     assert spool is None
     assert result.records > 0
+
+
+@pytest.mark.parametrize("parts", [2, 3, 4, 8])
+def test_one_big_jsonl_file_is_cut_into_the_parts_asked_for(tmp_path, parts):
+    # A part more than asked leaves one worker a part of its own at the end: with 2 workers and 9 equal
+    # parts, the prepare takes 5/9 of the one-process time instead of 4/8.
+    spec = one_big_file(tmp_path, random.Random(parts))
+    reader = SourceReader(spec)
+    planned = reader.plan_parts(parts)
+    assert len(planned) == parts
+    sizes = [piece.stop - piece.start for (piece,) in planned]
+    assert max(sizes) - min(sizes) <= 1
+    rows = [row for part in planned for row in reader.read_part(part)]
+    assert [row.key for row in rows] == [row.key for row in reader.rows()]
