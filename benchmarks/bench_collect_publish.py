@@ -2,7 +2,7 @@
 against pyarrow.json.read_json over the same output files (and, up to 1,000,000 records, the single join).
 
 Usage: python benchmarks/bench_collect_publish.py --records 1000000 [--job-records 50000]
-       [--dir /tmp/bench-collect] [--error-share 0.05] [--invalid-share 0.02] [--keep]
+       [--dir /tmp/bench-collect] [--error-share 0.05] [--invalid-share 0.02] [--keep] [--task-runtime]
 
 Each stage runs in a fresh process of its own, imports before the clock, and reports that process's peak RSS.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import json
 import os
 import random
@@ -474,8 +475,20 @@ STAGES = {
 }
 
 
+# What an Airflow task process running these stages has imported besides them (``--task-runtime``).
+TASK_RUNTIME_MODULES = (
+    "airflow.sdk",
+    "airflow.sdk.execution_time.task_runner",
+    "airflow.providers.amazon.aws.hooks.base_aws",
+    "bedrock_batch.operators",
+)
+
+
 def run_stage(name: str, root: Path, worker: int, workers: int, wait_go: bool) -> None:
     """Child process: run one stage (everything is imported already), print its result as JSON."""
+    if os.environ.get("BENCH_TASK_RUNTIME"):
+        for module in TASK_RUNTIME_MODULES:
+            importlib.import_module(module)
     layout = json.loads((root / "layout.json").read_text())
     if wait_go:
         print("ready", flush=True)
@@ -570,6 +583,12 @@ def main() -> None:
         "--single-join-max", type=int, default=1_000_000, help="run the single join up to this many records"
     )
     parser.add_argument("--keep", action="store_true", help="keep the generated data")
+    parser.add_argument(
+        "--task-runtime",
+        action="store_true",
+        help="stage processes import what an Airflow task process has (the Task SDK, the amazon provider, "
+        "the operators) before the clock, as a task would",
+    )
     parser.add_argument("--stage", choices=sorted(STAGES), help=argparse.SUPPRESS)
     parser.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--wait-go", action="store_true", help=argparse.SUPPRESS)
@@ -591,6 +610,8 @@ def main() -> None:
     # The data is generated, and the published table read back, in processes of their own: on Linux a child
     # starts with its parent's peak RSS in ru_maxrss (vfork + exec), so this process must stay small.
     prepare_dir(root)
+    if args.task_runtime:
+        os.environ["BENCH_TASK_RUNTIME"] = "1"  # read by every stage process
     load_before = os.getloadavg()
     started = time.perf_counter()
     generator = [sys.executable, __file__, "--generate", "--dir", str(root), "--records", str(args.records)]
@@ -708,6 +729,8 @@ def main() -> None:
     load = ", ".join(f"{x:.1f}" for x in (*load_before, *os.getloadavg()))
     print(f"load average (1, 5, 15 min) before generating, then at the end: {load}")
     print(f"launcher process peak RSS: {peak_rss_mb():,.0f} MB (a stage's own peak RSS cannot read below it)")
+    runtime = "with" if args.task_runtime else "without"
+    print(f"stage processes {runtime} an Airflow task's imports (--task-runtime)")
     print(
         f"python {sys.version.split()[0]}, pyarrow {pa.__version__}, orjson {orjson.__version__}, "
         f"{os.cpu_count()} CPUs"

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from bedrock_batch.errors import OutputFormatError, RecordIndexError, ResponseFormatError
+from bedrock_batch.gc_pause import CollectorPause
 from bedrock_batch.models import ModelFamily
 from bedrock_batch.replies import INVALID_OUTPUT, SUCCEEDED, ReplyFormat
 
@@ -257,15 +258,17 @@ def iter_output_batches(
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     rows: list[OutputRecord] = []
-    for line in lines:
-        record = parse_output_line(line, family, reply)
-        # Only a line that failed to parse can be blank; checking here keeps the common path cheap.
-        if record.error_code == UNREADABLE_LINE and not line.strip():
-            continue
-        rows.append(record)
-        if len(rows) == batch_size:
-            yield _to_batch(rows, job_arn)
-            rows = []
+    with CollectorPause() as pause:
+        for line in lines:
+            record = parse_output_line(line, family, reply)
+            # Only a line that failed to parse can be blank; checking here keeps the common path cheap.
+            if record.error_code == UNREADABLE_LINE and not line.strip():
+                continue
+            rows.append(record)
+            if len(rows) == batch_size:
+                batch, rows = _to_batch(rows, job_arn), []
+                with pause.resumed():
+                    yield batch
     if rows:
         yield _to_batch(rows, job_arn)
 

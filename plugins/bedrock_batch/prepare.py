@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from bedrock_batch.config import QuotaConfig
 from bedrock_batch.errors import ConfigError
+from bedrock_batch.gc_pause import CollectorPause
 from bedrock_batch.models import (
     CHARS_PER_TOKEN,
     PREFILL,
@@ -550,56 +551,60 @@ def prepare_rows(
         index_add: Callable[[str, str, str, int, tuple[Any, ...]], None] = index.add
         if trace is not None:
             index_add = _traced(index.add, trace, quarantine)
-        for batch in _batches(rows, BATCH_ROWS):
-            row_count += len(batch)
-            assignment = ids.assign_batch([row.key for row in batch if row.key is not None])
-            keyed = 0
-            for row in batch:
-                key = row.key
-                if key is None:
-                    quarantine.add(row, None, row.problem or "missing_id", row.detail)
-                    continue
-                # Every keyed row claims its key, quarantined or not: the first occurrence owns it.
-                record_id = assignment.record_ids[keyed]
-                duplicate = assignment.duplicates[keyed]
-                keyed += 1
-                if duplicate:
-                    quarantine.add(row, record_id, "duplicate_id", "an earlier row has the same key")
-                    continue
-                if row.problem is not None:
-                    quarantine.add(row, record_id, row.problem, row.detail)
-                    continue
-                raw = row.prompt_values or {}
-                if all(not value or value.isspace() for value in raw.values()):
-                    quarantine.add(row, record_id, "empty_text", None)
-                    continue
-                missing = [name for name in fields if raw.get(name) is None]
-                if missing:
-                    quarantine.add(row, record_id, "template_error", f"no value for {', '.join(missing)}")
-                    continue
-                values = {name: field_value(name, raw[name]) for name in fields}
-                tokens = prompt_tokens(values)
-                if tokens > token_budget:
-                    detail = f"~{tokens:,} prompt tokens + {params.max_tokens:,} max_tokens > {window:,}"
-                    quarantine.add(row, record_id, "context_window_exceeded", detail)
-                    continue
-                try:
-                    line = encode(record_id, values)
-                except orjson.JSONEncodeError:
-                    quarantine.add(row, record_id, "bad_utf8", "text holds lone surrogates (invalid Unicode)")
-                    continue
-                size = len(line)
-                if size > max_record_bytes:
-                    detail = f"{size:,} bytes > max_record_bytes {max_record_bytes:,}"
-                    quarantine.add(row, record_id, "record_too_large", detail)
-                    continue
-                index_add(record_id, key, row.position, len(sizes), row.passthrough)
-                spool_write(line)
-                sizes_append(size)
-                total_bytes += size
-                prompt_token_total += tokens
-                if trace is not None:
-                    trace.input_tokens.append(tokens + reply_tokens)
+        with CollectorPause() as pause:
+            for batch in _batches(rows, BATCH_ROWS):
+                pause.step()
+                row_count += len(batch)
+                assignment = ids.assign_batch([row.key for row in batch if row.key is not None])
+                keyed = 0
+                for row in batch:
+                    key = row.key
+                    if key is None:
+                        quarantine.add(row, None, row.problem or "missing_id", row.detail)
+                        continue
+                    # Every keyed row claims its key, quarantined or not: the first occurrence owns it.
+                    record_id = assignment.record_ids[keyed]
+                    duplicate = assignment.duplicates[keyed]
+                    keyed += 1
+                    if duplicate:
+                        quarantine.add(row, record_id, "duplicate_id", "an earlier row has the same key")
+                        continue
+                    if row.problem is not None:
+                        quarantine.add(row, record_id, row.problem, row.detail)
+                        continue
+                    raw = row.prompt_values or {}
+                    if all(not value or value.isspace() for value in raw.values()):
+                        quarantine.add(row, record_id, "empty_text", None)
+                        continue
+                    missing = [name for name in fields if raw.get(name) is None]
+                    if missing:
+                        quarantine.add(row, record_id, "template_error", f"no value for {', '.join(missing)}")
+                        continue
+                    values = {name: field_value(name, raw[name]) for name in fields}
+                    tokens = prompt_tokens(values)
+                    if tokens > token_budget:
+                        detail = f"~{tokens:,} prompt tokens + {params.max_tokens:,} max_tokens > {window:,}"
+                        quarantine.add(row, record_id, "context_window_exceeded", detail)
+                        continue
+                    try:
+                        line = encode(record_id, values)
+                    except orjson.JSONEncodeError:
+                        quarantine.add(
+                            row, record_id, "bad_utf8", "text holds lone surrogates (invalid Unicode)"
+                        )
+                        continue
+                    size = len(line)
+                    if size > max_record_bytes:
+                        detail = f"{size:,} bytes > max_record_bytes {max_record_bytes:,}"
+                        quarantine.add(row, record_id, "record_too_large", detail)
+                        continue
+                    index_add(record_id, key, row.position, len(sizes), row.passthrough)
+                    spool_write(line)
+                    sizes_append(size)
+                    total_bytes += size
+                    prompt_token_total += tokens
+                    if trace is not None:
+                        trace.input_tokens.append(tokens + reply_tokens)
     records = len(sizes)
     return _finish(
         directory,

@@ -35,6 +35,7 @@ from bedrock_batch.collect import (
     parse_manifest,
 )
 from bedrock_batch.errors import ConfigError, OutputFormatError
+from bedrock_batch.gc_pause import CollectorPause
 from bedrock_batch.models import ModelFamily
 from bedrock_batch.partitions import partition_uri, read_parquet
 from bedrock_batch.replies import RESULT_COLUMNS, SUCCEEDED, ReplyFormat
@@ -395,15 +396,17 @@ def _reply_columns(joined: pa.Table, succeeded: pa.ChunkedArray, reply: ReplyFor
         return {"text": pc.if_else(succeeded, joined["text"], pa.nulls(joined.num_rows, pa.string()))}
     schema = reply.schema
     chunks: list[pa.Table] = []
-    for start in range(0, joined.num_rows, ASSEMBLE_CHUNK_ROWS):
-        texts = joined["text"].slice(start, ASSEMBLE_CHUNK_ROWS).to_pylist()
-        ok = succeeded.slice(start, ASSEMBLE_CHUNK_ROWS).to_pylist()
-        # A succeeded record's text is its conforming value as JSON (collect wrote it so).
-        values = [
-            orjson.loads(text) if good and text is not None else None
-            for text, good in zip(texts, ok, strict=True)
-        ]
-        chunks.append(to_arrow(values, schema))
+    with CollectorPause() as pause:
+        for start in range(0, joined.num_rows, ASSEMBLE_CHUNK_ROWS):
+            pause.step()
+            texts = joined["text"].slice(start, ASSEMBLE_CHUNK_ROWS).to_pylist()
+            ok = succeeded.slice(start, ASSEMBLE_CHUNK_ROWS).to_pylist()
+            # A succeeded record's text is its conforming value as JSON (collect wrote it so).
+            values = [
+                orjson.loads(text) if good and text is not None else None
+                for text, good in zip(texts, ok, strict=True)
+            ]
+            chunks.append(to_arrow(values, schema))
     table = pa.concat_tables(chunks) if chunks else to_arrow([], schema)
     return {name: table[name] for name in table.column_names}
 
