@@ -6,7 +6,8 @@ Runs whenever the `call_summaries` table gets a new partition (the `call_summari
 `<results_uri>/call_summary_kpis/ds=<ds>/`: calls, outcome counts, sentiment mix, resolution and escalation
 rates, top topics, average tokens and estimated cost per call.
 
-The partition comes from the asset event; a manual run reads the `ds` and `results_uri` params instead.
+The partition comes from the asset event; a manual run reads the `ds` and `results_uri` params instead
+(`ds` defaults to the run's logical date; a run without one needs `ds`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ with DAG(
     @task(outlets=[CALL_SUMMARY_KPIS])
     def compute_kpis(**context: Any) -> dict[str, Any]:
         """Read the changed partition, compute its KPIs, replace that day's KPI partition."""
+        from airflow.sdk.exceptions import AirflowFailException
+
         from bedrock_batch.hooks import BedrockBatchHook
         from bedrock_batch.kpis import publish_daily_kpis
         from bedrock_batch.storage import Storage, join_uri
@@ -55,7 +58,13 @@ with DAG(
             extra = events[-1].extra
             ds, results_uri = extra["ds"], extra["results_uri"]
         else:
-            ds, results_uri = params["ds"] or context["ds"], params["results_uri"]
+            # A manual run may have no logical date (Airflow 3): then only the param names the day.
+            ds, results_uri = params["ds"] or context.get("ds"), params["results_uri"]
+            if not ds:
+                raise AirflowFailException(
+                    "no day to compute: this run has no call_summaries event and no logical date; "
+                    'trigger it with the "ds" param, e.g. {"ds": "2026-11-30"}'
+                )
         storage = Storage(
             BedrockBatchHook(aws_conn_id=params["aws_conn_id"]).s3_client,
             expected_bucket_owner=CONFIG.expected_bucket_owner,

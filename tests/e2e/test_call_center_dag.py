@@ -247,6 +247,17 @@ class TestKpisOnTheAsset:
         assert row["top_topics"]
         assert row["avg_cost_usd"] > 0
 
+    def test_a_manual_run_without_a_day_fails_saying_which_param(self, stack, caplog, capsys):
+        # Airflow 3 lets a manual run have no logical date: then nothing but the "ds" param names the day.
+        kpis = load_dag("call_summary_kpis")
+        run = kpis.test(logical_date=None, run_conf={"results_uri": "s3://results/analytics"})
+        assert run.state == "failed"
+        assert run.logical_date is None
+        captured = capsys.readouterr()
+        said = caplog.text + captured.out + captured.err
+        assert "no day to compute: this run has no call_summaries event and no logical date" in said
+        assert "KeyError" not in said
+
 
 class TestGlueCatalogRegistration:
     def test_publish_registers_the_partition_for_athena(self, stack, tmp_path, monkeypatch):
