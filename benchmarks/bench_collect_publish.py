@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -314,6 +314,19 @@ def part_uris(layout: dict) -> list[str]:
 # -- stages, each in a process of its own -----------------------------------------------------------------
 
 
+def results_table(reply: ReplyFormat) -> Callable[[pa.Table, pa.Table], pa.Table]:
+    """``assemble_results`` with the run's settings: (joined rows, quarantine) -> the results table rows."""
+    return partial(
+        assemble_results,
+        reply=reply,
+        key_column=KEY_COLUMN,
+        ds=DS,
+        model_id=MODEL_ID,
+        dag_run_id=DAG_RUN_ID,
+        processed_at=datetime.now(UTC),
+    )
+
+
 def stage_collect_job(layout: dict, worker: int, workers: int) -> dict[str, Any]:
     """What one collect-job worker does: ``collect_part`` for every ``workers``-th job, one at a time."""
     storage, reply = Storage(None), reply_format()
@@ -356,16 +369,7 @@ def stage_collect(layout: dict) -> dict[str, Any]:
 def stage_publish(layout: dict) -> dict[str, Any]:
     """The publish task as ``BedrockBatchPublishOperator`` runs it over collected parts (no later rounds)."""
     storage, reply = Storage(None), reply_format()
-    assemble = partial(
-        assemble_results,
-        reply=reply,
-        key_column=KEY_COLUMN,
-        ds=DS,
-        model_id=MODEL_ID,
-        dag_run_id=DAG_RUN_ID,
-        processed_at=datetime.now(UTC),
-        passthrough=(),
-    )
+    assemble = results_table(reply)
     quarantine = load_quarantine(storage, layout["quarantine_uri"])
     counts: dict[str, OutputCounts] = {}
     overlay = read_overlay(storage, [], FAMILY, reply, counts)
@@ -433,16 +437,7 @@ def stage_single_join(layout: dict) -> dict[str, Any]:
     storage, reply = Storage(None), reply_format()
     outputs = [JobOutput(job["label"], job["uri"]) for job in layout["jobs"]]
     joined = join_outputs(storage, layout["index_uri"], outputs, FAMILY, reply)
-    table = assemble_results(
-        joined,
-        load_quarantine(storage, layout["quarantine_uri"]),
-        reply=reply,
-        key_column=KEY_COLUMN,
-        ds=DS,
-        model_id=MODEL_ID,
-        dag_run_id=DAG_RUN_ID,
-        processed_at=datetime.now(UTC),
-    )
+    table = results_table(reply)(joined, load_quarantine(storage, layout["quarantine_uri"]))
     grouped = table.group_by("status").aggregate([("status", "count")]).to_pydict()
     return {
         "rows": table.num_rows,

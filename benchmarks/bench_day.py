@@ -37,12 +37,10 @@ import os
 import re
 import resource
 import shutil
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,7 +51,6 @@ MODEL_ID = "us.anthropic.claude-3-haiku-20240307-v1:0"
 ROLE_ARN = "arn:aws:iam::123456789012:role/BedrockBatchInferenceRole"
 REGION = "us-east-1"
 CALLS, STAGING, RESULTS = "bench-calls", "bench-staging", "bench-results"
-READY_PREFIX = "local stack ready:"
 
 # Five short calls (billing, technical support, cancellation, complaint, order status), each about 300 bytes
 # once its numbers are filled in: what the emulator's summarizer reads (Agent / Customer turns).
@@ -241,31 +238,6 @@ def write_source(s3: Any, ds: str, records: int, per_file: int, work: Path) -> t
         path.unlink()
         files += 1
     return files, total
-
-
-@contextmanager
-def local_stack(time_scale: float, concurrent_jobs: int, tmpdir: Path) -> Iterator[tuple[Any, str, str]]:
-    """The emulator and moto's S3 in their own process (its temporary files, moto's large objects among
-    them, under ``tmpdir``); yield (process, S3 URL, Bedrock URL)."""
-    command = [sys.executable, "-m", "bedrock_batch_dev.emulator", "--port", "0", "--s3-port", "0"]
-    command += ["--time-scale", str(time_scale), "--max-concurrent-jobs", str(concurrent_jobs)]
-    command += ["--log-level", "WARNING"]
-    env = {**os.environ, "TMPDIR": str(tmpdir)}
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=REPO, env=env)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        if not line.startswith(READY_PREFIX):
-            raise RuntimeError(f"the local stack did not start (said {line.strip()!r})")
-        urls = dict(part.split("=", 1) for part in line[len(READY_PREFIX) :].split())
-        yield process, urls["s3"], urls["bedrock"]
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _files_bytes(root: Path) -> int:
@@ -575,7 +547,12 @@ def main() -> int:
     pipeline = make(work, args)
     results: dict[str, Any] = {"args": vars(args), "began": time.time()}
 
-    with local_stack(args.time_scale, args.concurrent_jobs, work / "stack-tmp") as (process, s3_url, bedrock):
+    # The stack's temporary files (moto's large objects among them) under work/, not /tmp.
+    from bedrock_batch_dev.demo import start_local_stack
+
+    stack_env = {**os.environ, "TMPDIR": str(work / "stack-tmp")}
+    stack_args = ("--max-concurrent-jobs", str(args.concurrent_jobs))
+    with start_local_stack(args.time_scale, *stack_args, env=stack_env) as (process, s3_url, bedrock):
         os.environ.update(airflow_environment(work / "airflow", s3_url, bedrock, pipeline))
         from bedrock_batch_dev.emulator.stack import EmulatorAdmin, local_client
 

@@ -91,18 +91,23 @@ def moto_s3() -> Iterator[str]:
         server.stop()
 
 
-@pytest.fixture
-def s3_client(moto_s3: str) -> Any:
-    """A real boto3 S3 client talking HTTP to the session's moto S3 server."""
+def moto_client(endpoint: str, service: str) -> Any:
+    """A real boto3 client of ``service`` talking HTTP to a moto server (one port serves every service)."""
     import boto3
 
     return boto3.client(
-        "s3",
-        endpoint_url=moto_s3,
+        service,
+        endpoint_url=endpoint,
         region_name="us-east-1",
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
     )
+
+
+@pytest.fixture
+def s3_client(moto_s3: str) -> Any:
+    """A real boto3 S3 client talking HTTP to the session's moto S3 server."""
+    return moto_client(moto_s3, "s3")
 
 
 @pytest.fixture

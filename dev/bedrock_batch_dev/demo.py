@@ -123,24 +123,35 @@ def airflow_environment(home: Path, s3_url: str, bedrock_url: str, pipeline: str
 
 
 @contextmanager
-def local_stack(time_scale: float) -> Iterator[tuple[str, str]]:
-    """Run ``python -m bedrock_batch_dev.emulator`` on free ports; yield (s3 URL, bedrock URL); stop it."""
+def start_local_stack(
+    time_scale: float, *extra_args: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
+    """Run ``python -m bedrock_batch_dev.emulator`` on free ports with ``extra_args``; yield (its process,
+    s3 URL, bedrock URL); stop it."""
     command = [sys.executable, "-m", "bedrock_batch_dev.emulator", "--port", "0", "--s3-port", "0"]
-    command += ["--time-scale", str(time_scale), "--log-level", "WARNING"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    command += ["--time-scale", str(time_scale), "--log-level", "WARNING", *extra_args]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=REPO, env=env)
     try:
         assert process.stdout is not None
         line = process.stdout.readline()
         if not line.startswith(READY_PREFIX):
             raise RuntimeError(f"the local stack did not start (said {line.strip()!r})")
         urls = dict(part.split("=", 1) for part in line[len(READY_PREFIX) :].split())
-        yield urls["s3"], urls["bedrock"]
+        yield process, urls["s3"], urls["bedrock"]
     finally:
         process.terminate()
         try:
-            process.wait(timeout=15)
+            process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
+
+
+@contextmanager
+def local_stack(time_scale: float) -> Iterator[tuple[str, str]]:
+    """:func:`start_local_stack` with the defaults; yield (s3 URL, bedrock URL)."""
+    with start_local_stack(time_scale) as (_, s3_url, bedrock_url):
+        yield s3_url, bedrock_url
 
 
 def write_sample_calls(s3: Any, count: int, ds: str) -> str:

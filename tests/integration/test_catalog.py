@@ -8,7 +8,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import boto3
 import pyarrow as pa
 import pytest
 from botocore.exceptions import ClientError
@@ -29,25 +28,6 @@ ROOT = "s3://results/analytics/call_summaries"
 SCHEMA = pa.schema(
     [*CALL_SUMMARIES_SCHEMA, pa.field("agent_id", pa.string()), pa.field("duration_seconds", pa.int32())]
 )
-
-
-@pytest.fixture
-def glue(moto_s3: str) -> Any:
-    """A boto3 Glue client on the session's moto server (it serves every service on one port)."""
-    return boto3.client(
-        "glue",
-        endpoint_url=moto_s3,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-
-
-@pytest.fixture
-def database(glue: Any) -> str:
-    name = f"analytics_{uuid.uuid4().hex[:12]}"
-    glue.create_database(DatabaseInput={"Name": name})
-    return name
 
 
 def register(glue: Any, database: str, ds: str, schema: pa.Schema = SCHEMA, **options: Any) -> Any:

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import io
 import time
-import uuid
 from typing import Any
 
-import boto3
 import pyarrow.parquet as pq
 import pytest
 
@@ -25,6 +23,7 @@ from bedrock_batch.partitions import (
     read_partition,
 )
 from bedrock_batch.storage import Storage
+from tests.conftest import moto_client
 from tests.partition_days import (
     DS,
     SCHEMA,
@@ -40,62 +39,28 @@ from tests.partition_days import (
 pytestmark = pytest.mark.integration
 
 
-def client(moto_s3: str, service: str) -> Any:
-    return boto3.client(
-        service,
-        endpoint_url=moto_s3,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+@pytest.fixture
+def storage(s3_client: Any) -> Storage:
+    return Storage(s3_client)
 
 
 @pytest.fixture
-def s3(moto_s3: str) -> Any:
-    return client(moto_s3, "s3")
+def table_uri(s3_bucket: str) -> str:
+    return f"s3://{s3_bucket}/analytics/call_summaries"
 
 
-@pytest.fixture
-def bucket(s3: Any) -> str:
-    name = f"results-{uuid.uuid4().hex[:16]}"
-    s3.create_bucket(Bucket=name)
-    return name
-
-
-@pytest.fixture
-def storage(s3: Any) -> Storage:
-    return Storage(s3)
-
-
-@pytest.fixture
-def table_uri(bucket: str) -> str:
-    return f"s3://{bucket}/analytics/call_summaries"
-
-
-@pytest.fixture
-def glue(moto_s3: str) -> Any:
-    return client(moto_s3, "glue")
-
-
-@pytest.fixture
-def database(glue: Any) -> str:
-    name = f"analytics_{uuid.uuid4().hex[:12]}"
-    glue.create_database(DatabaseInput={"Name": name})
-    return name
-
-
-def keys_under(s3: Any, uri: str) -> list[str]:
+def keys_under(s3_client: Any, uri: str) -> list[str]:
     """Every key under the prefix ``uri``, relative to it."""
     bucket, _, prefix = uri[len("s3://") :].partition("/")
-    paginator = s3.get_paginator("list_objects_v2")
+    paginator = s3_client.get_paginator("list_objects_v2")
     keys = []
     for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
         keys.extend(item["Key"][len(prefix) :] for item in page.get("Contents", []))
     return sorted(keys)
 
 
-def day_keys(s3: Any, table_uri: str) -> list[str]:
-    return keys_under(s3, partition_uri(table_uri, DS))
+def day_keys(s3_client: Any, table_uri: str) -> list[str]:
+    return keys_under(s3_client, partition_uri(table_uri, DS))
 
 
 def version_keys(published: PublishedPartition) -> list[str]:
@@ -103,11 +68,11 @@ def version_keys(published: PublishedPartition) -> list[str]:
 
 
 class TestPublishOnS3:
-    def test_publish_then_republish_leaves_only_the_current_version(self, s3, storage, table_uri):
+    def test_publish_then_republish_leaves_only_the_current_version(self, s3_client, storage, table_uri):
         first = publish(storage, table_uri, "run-1", [3, 4, 5])
 
         assert first.uri == f"{table_uri}/ds={DS}/{first.version}/"
-        assert day_keys(s3, table_uri) == [POINTER_FILE, *version_keys(first)]
+        assert day_keys(s3_client, table_uri) == [POINTER_FILE, *version_keys(first)]
         assert partition_files(storage, table_uri, DS) == [f"{first.uri}{name}" for name in first.files]
         table = read_partition(storage, table_uri, DS)
         assert table.column("record_id").to_pylist() == [f"run-1-{i:05d}" for i in range(12)]
@@ -116,16 +81,16 @@ class TestPublishOnS3:
         second = publish(storage, table_uri, "run-2", [2, 2])
 
         assert current_partition(storage, table_uri, DS) == second
-        assert day_keys(s3, table_uri) == [POINTER_FILE, *version_keys(second)]
-        assert keys_under(s3, first.uri) == []
+        assert day_keys(s3_client, table_uri) == [POINTER_FILE, *version_keys(second)]
+        assert keys_under(s3_client, first.uri) == []
         assert read_partition(storage, table_uri, DS).column("dag_run_id").to_pylist() == ["run-2"] * 4
 
-    def test_a_failed_publish_keeps_the_previous_version_whole(self, s3, storage, table_uri):
+    def test_a_failed_publish_keeps_the_previous_version_whole(self, s3_client, storage, table_uri):
         first = publish(storage, table_uri, "run-1", [3, 3])
         before = read_partition(storage, table_uri, DS)
 
         def fail_after_two_files(writer: PartitionWriter) -> None:
-            assert len(keys_under(s3, writer.uri)) == 2
+            assert len(keys_under(s3_client, writer.uri)) == 2
             fail(writer)
 
         writer = PartitionWriter(storage, table_uri, DS, dag_run_id="run-2")
@@ -134,11 +99,11 @@ class TestPublishOnS3:
 
         assert current_partition(storage, table_uri, DS) == first
         assert read_partition(storage, table_uri, DS).equals(before)
-        assert keys_under(s3, writer.uri) == []
-        assert day_keys(s3, table_uri) == [POINTER_FILE, *version_keys(first)]
+        assert keys_under(s3_client, writer.uri) == []
+        assert day_keys(s3_client, table_uri) == [POINTER_FILE, *version_keys(first)]
 
     def test_a_refused_pointer_write_keeps_the_previous_version_whole(
-        self, s3, storage, table_uri, monkeypatch
+        self, s3_client, storage, table_uri, monkeypatch
     ):
         first = publish(storage, table_uri, "run-1", [3, 3])
         write_file = Storage.write_file
@@ -155,32 +120,32 @@ class TestPublishOnS3:
 
         assert current_partition(storage, table_uri, DS) == first
         assert read_partition(storage, table_uri, DS).column("dag_run_id").to_pylist() == ["run-1"] * 6
-        assert day_keys(s3, table_uri) == [POINTER_FILE, *version_keys(first)]
+        assert day_keys(s3_client, table_uri) == [POINTER_FILE, *version_keys(first)]
 
     def test_a_day_written_before_versions_reads_until_the_first_versioned_publish(
-        self, s3, storage, table_uri, bucket
+        self, s3_client, storage, table_uri, s3_bucket
     ):
         buffer = io.BytesIO()
         pq.write_table(rows("old-run", 0, 5), buffer)
         legacy_key = f"analytics/call_summaries/ds={DS}/part-00000.parquet"
-        s3.put_object(Bucket=bucket, Key=legacy_key, Body=buffer.getvalue())
+        s3_client.put_object(Bucket=s3_bucket, Key=legacy_key, Body=buffer.getvalue())
 
         current = current_partition(storage, table_uri, DS)
         assert current is not None
         assert (current.version, current.files, current.rows) == ("", ("part-00000.parquet",), 5)
         assert current.uri == partition_uri(table_uri, DS)
-        assert partition_files(storage, table_uri, DS) == [f"s3://{bucket}/{legacy_key}"]
+        assert partition_files(storage, table_uri, DS) == [f"s3://{s3_bucket}/{legacy_key}"]
         assert read_partition(storage, table_uri, DS).column("dag_run_id").to_pylist() == ["old-run"] * 5
 
         failed = PartitionWriter(storage, table_uri, DS, dag_run_id="run-0")
         with pytest.raises(PublishFailed):
             run_publish(failed, [3], then=fail)
-        assert keys_under(s3, failed.uri) == []
-        assert day_keys(s3, table_uri) == ["part-00000.parquet"]
+        assert keys_under(s3_client, failed.uri) == []
+        assert day_keys(s3_client, table_uri) == ["part-00000.parquet"]
         assert read_partition(storage, table_uri, DS).column("dag_run_id").to_pylist() == ["old-run"] * 5
 
         published = publish(storage, table_uri, "run-1", [2, 1])
-        assert day_keys(s3, table_uri) == [POINTER_FILE, *version_keys(published)]
+        assert day_keys(s3_client, table_uri) == [POINTER_FILE, *version_keys(published)]
         assert read_partition(storage, table_uri, DS).column("dag_run_id").to_pylist() == ["run-1"] * 3
 
     def test_a_day_never_published(self, storage, table_uri):
@@ -213,8 +178,9 @@ class TestReadersDuringAPublishOnS3:
     def test_a_reader_looping_during_successive_publishes_never_sees_a_mix(self, moto_s3, storage, table_uri):
         versions = 10
         started = time.monotonic()
+        reader = Storage(moto_client(moto_s3, "s3"))  # a client of its own, used from the reader's thread
         reads, expected_rows = read_while_publishing(
-            storage, Storage(client(moto_s3, "s3")), table_uri, versions, reads_between=2, settle_seconds=5
+            storage, reader, table_uri, versions, reads_between=2, settle_seconds=5
         )
         assert time.monotonic() - started < 60
         assert len(reads) >= 2 * (versions - 1)
